@@ -1,0 +1,83 @@
+"""The energy-model protocol: a batch of structures in, energies and forces out.
+
+Every adapter (synthetic potentials, GFN2-xTB, MMFF94, fairchem) converts units once, inside itself:
+energies leave in eV (reduced units for synthetic systems), forces in eV/Å. A structure the model
+cannot evaluate is marked invalid with a reason; the rest of the batch is unaffected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+__all__ = ["Structures", "EnergyResult", "EnergyModel"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Structures:
+    """A ragged batch of ``G`` structures with ``N`` atoms in total.
+
+    Attributes:
+        positions: ``[N, d]`` (Å for molecules).
+        num_atoms: ``[G]`` long.
+        atomic_numbers: ``[N]`` long (0 for the particles of synthetic systems).
+        total_charge: ``[G]`` long, in elementary charges.
+        multiplicity: ``[G]`` long, spin multiplicity ``2S + 1``.
+    """
+
+    positions: torch.Tensor
+    num_atoms: torch.Tensor
+    atomic_numbers: torch.Tensor
+    total_charge: torch.Tensor
+    multiplicity: torch.Tensor
+
+    def __post_init__(self) -> None:
+        g = self.num_atoms.shape[0]
+        n = int(self.num_atoms.sum()) if g else 0
+        if self.positions.ndim != 2 or self.positions.shape[0] != n:
+            raise ValueError(f"positions must be [{n}, d] (sum of num_atoms), got {tuple(self.positions.shape)}")
+        if self.atomic_numbers.shape != (n,):
+            raise ValueError(f"atomic_numbers must be [{n}], got {tuple(self.atomic_numbers.shape)}")
+        for name in ("total_charge", "multiplicity"):
+            if getattr(self, name).shape != (g,):
+                raise ValueError(f"{name} must be [{g}], got {tuple(getattr(self, name).shape)}")
+
+    @property
+    def num_structures(self) -> int:
+        return int(self.num_atoms.shape[0])
+
+    @classmethod
+    def uniform(cls, positions: torch.Tensor) -> Structures:
+        """Structures of equal size from ``[G, n, d]`` positions (particles, atomic number 0)."""
+        g, n, _ = positions.shape
+        return cls(
+            positions=positions.reshape(g * n, -1),
+            num_atoms=torch.full((g,), n, dtype=torch.long),
+            atomic_numbers=torch.zeros(g * n, dtype=torch.long),
+            total_charge=torch.zeros(g, dtype=torch.long),
+            multiplicity=torch.ones(g, dtype=torch.long),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnergyResult:
+    """Energies ``[G]``, forces ``[N, d]`` (``-dE/dx``), validity ``[G]`` with a reason per invalid entry.
+
+    Invalid entries carry ``nan`` energies and zero forces.
+    """
+
+    energies: torch.Tensor
+    forces: torch.Tensor
+    valid: torch.Tensor
+    reasons: tuple[str | None, ...]
+
+
+@runtime_checkable
+class EnergyModel(Protocol):
+    """Batched energy and forces."""
+
+    name: str
+
+    def evaluate(self, structures: Structures) -> EnergyResult: ...

@@ -1,0 +1,56 @@
+"""Adapter from an :class:`~energy.protocol.EnergyModel` to the sampler's terminal-cost protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from energy.protocol import EnergyModel, Structures
+from sampler.state import SystemBatch
+from sampler.target import TerminalEvaluation
+
+__all__ = ["SystemChemistry", "EnergyTarget"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SystemChemistry:
+    """What an energy model needs to know about a system beyond positions."""
+
+    atomic_numbers: torch.Tensor
+    total_charge: int = 0
+    multiplicity: int = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnergyTarget:
+    """Calls ``model`` on a sampler batch; systems missing from ``chemistry`` are particles (Z = 0)."""
+
+    model: EnergyModel
+    chemistry: Mapping[int, SystemChemistry] = field(default_factory=dict)
+
+    def structures(self, batch: SystemBatch) -> Structures:
+        ids = batch.system_ids.tolist()
+        counts = batch.num_nodes.tolist()
+        z, q, m = [], [], []
+        for sid, n in zip(ids, counts, strict=True):
+            chem = self.chemistry.get(sid)
+            z.append(chem.atomic_numbers if chem is not None else torch.zeros(n, dtype=torch.long))
+            q.append(chem.total_charge if chem is not None else 0)
+            m.append(chem.multiplicity if chem is not None else 1)
+        return Structures(
+            positions=batch.positions.detach(),
+            num_atoms=batch.num_nodes,
+            atomic_numbers=torch.cat(z),
+            total_charge=torch.tensor(q, dtype=torch.long),
+            multiplicity=torch.tensor(m, dtype=torch.long),
+        )
+
+    def __call__(self, batch: SystemBatch) -> TerminalEvaluation:
+        result = self.model.evaluate(self.structures(batch))
+        return TerminalEvaluation(
+            energies=result.energies.to(batch.positions.dtype),
+            energy_gradient=-result.forces.to(batch.positions.dtype),
+            valid=result.valid,
+        )

@@ -1,0 +1,211 @@
+"""The ``adjoint-sampling`` command line.
+
+Subcommands: ``train`` (a synthetic Adjoint Sampling run), ``sample`` (draw samples from a
+checkpoint), ``energy`` (energies of samples in a file, and the LJ convention check), ``bench``
+(benchmarks). Run ``adjoint-sampling SUBCOMMAND --help`` for each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("adjoint_sampling")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "dw4.pt"
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+class CliError(Exception):
+    """A user-facing error: printed without a traceback, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="adjoint-sampling",
+        description=(
+            "Adjoint Sampling: diffusion samplers trained from an energy alone (Havens et al., ICML 2025). "
+            "Start with `adjoint-sampling sample` (draws from the shipped DW-4 model)."
+        ),
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a sampler on a synthetic system (dw4, lj13)",
+                       description="Train Adjoint Sampling (RAM + replay buffer) on DW-4 or LJ-13.")
+    t.add_argument("--system", choices=["dw4", "lj13"], required=True)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", type=Path, required=True, help="checkpoint path (written every --checkpoint-every rounds)")
+    t.add_argument("--rounds", type=int, default=None, help="stop after this many rounds (default: preset)")
+    t.add_argument("--minutes", type=float, default=None, help="stop after this much training time (default: preset)")
+    t.add_argument("--checkpoint-every", type=int, default=25, metavar="N")
+    t.add_argument("--resume", type=Path, default=None, help="resume exactly from a checkpoint written by train")
+    t.add_argument("--weights-only", action="store_true", help="strip optimizer/buffer state from the final file")
+
+    s = sub.add_parser("sample", help="draw samples from a trained checkpoint",
+                       description="Sample with the trained control (Euler–Maruyama on a uniform grid).")
+    s.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help=f"default: {DEFAULT_CHECKPOINT}")
+    s.add_argument("-n", "--num-samples", type=int, default=1000)
+    s.add_argument("--steps", type=int, default=None, help="integration steps (default: the checkpoint's eval grid)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", type=Path, default=None, help="write samples: .npy ([n, particles*dim]) or .xyz")
+
+    e = sub.add_parser("energy", help="energies of samples in a .npy file, or the LJ convention check",
+                       description="Print energy statistics of samples under a synthetic energy.")
+    e.add_argument("--system", choices=["dw4", "lj13"], required=True)
+    e.add_argument("file", type=Path, nargs="?", help=".npy of shape [n, particles*dim]")
+    e.add_argument("--check-convention", action="store_true",
+                   help="LJ only: run MALA from the file's samples under pair factors 1/2, 1, 2 and report drift")
+
+    b = sub.add_parser("bench", help="benchmarks", description="Run a benchmark and write benchmarks/results/.")
+    bsub = b.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    bs = bsub.add_parser("synthetic", help="DW-4 and LJ-13 x-W2 / E-W2 over seeds vs published rows")
+    bs.add_argument("--systems", nargs="+", choices=["dw4", "lj13"], default=["dw4", "lj13"])
+    bs.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    bs.add_argument("--minutes", type=float, default=None, help="training budget per seed (default: preset)")
+    bs.add_argument("--rounds", type=int, default=None)
+    bs.add_argument("--num-samples", type=int, default=2000)
+    bs.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    bs.add_argument("--out-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
+    return p
+
+
+def _write_samples(path: Path, x: object, dim: int) -> None:
+    import numpy as np
+
+    arr = np.asarray(x)
+    if path.suffix == ".npy":
+        np.save(path, arr)
+    elif path.suffix == ".xyz":
+        n = arr.shape[1] // dim
+        with open(path, "w") as f:
+            for i, row in enumerate(arr.reshape(arr.shape[0], n, dim)):
+                f.write(f"{n}\nsample {i}\n")
+                for p in row:
+                    coords = list(p) + [0.0] * (3 - dim)
+                    f.write("X " + " ".join(f"{c:.6f}" for c in coords) + "\n")
+    else:
+        raise CliError(f"cannot write {path}: use a .npy or .xyz file name")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from service.checkpoint import load_checkpoint, save_checkpoint
+    from service.synthetic import PRESETS
+    from service.training import train_synthetic
+
+    trainer = train_synthetic(PRESETS[args.system], seed=args.seed, out=args.out, resume=args.resume,
+                              checkpoint_every=args.checkpoint_every, max_rounds=args.rounds, max_minutes=args.minutes)
+    if args.weights_only:
+        payload = load_checkpoint(args.out)
+        save_checkpoint(args.out, trainer, payload["config"], kind="synthetic", include_resume_state=False,
+                        extra=payload["extra"])
+    log.info("trained %d rounds, %d energy calls, %.0f s; checkpoint %s", trainer.round, trainer.energy_calls,
+             trainer.wall_seconds, args.out)
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+
+    from sampler.egnn import EGNNControl
+    from sampler.grids import UniformGrid
+    from sampler.sde import EulerMaruyama
+    from sampler.state import collate
+    from service.checkpoint import load_checkpoint
+    from service.synthetic import SyntheticRunConfig, build_energy, build_system
+
+    if args.num_samples < 1:
+        raise CliError("--num-samples must be at least 1")
+    try:
+        payload = load_checkpoint(args.checkpoint)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    config = SyntheticRunConfig.from_dict(payload["config"])
+    control = EGNNControl(config.network)
+    control.load_state_dict(payload["control"])
+    control.eval()
+    energy = build_energy(config.system)
+    steps = args.steps or config.eval_grid.num_steps
+    integrator = EulerMaruyama(schedule=config.schedule, grid=UniformGrid(num_steps=steps))
+    start = collate([build_system(energy)] * args.num_samples)
+    x = integrator.sample(control, start, torch.Generator().manual_seed(args.seed)).positions
+    x = x.reshape(args.num_samples, energy.num_particles, energy.dim).double()
+    e = energy.energy(x).numpy()
+    flat = x.reshape(args.num_samples, -1).numpy()
+    print(f"{config.system.upper()}: {args.num_samples} samples from {args.checkpoint} "
+          f"(trained {payload['round']} rounds, {payload['energy_calls']} energy calls), {steps} steps")
+    print(f"energy: mean {np.mean(e):.3f}  median {np.median(e):.3f}  min {np.min(e):.3f}")
+    ref_path = DEFAULT_DATA / "synthetic" / ("DW4_test.npy" if config.system == "dw4" else "LJ13_test.npy")
+    if ref_path.is_file():
+        ref = torch.from_numpy(np.load(ref_path)[: args.num_samples]).double()
+        e_ref = energy.energy(ref.view(-1, energy.num_particles, energy.dim)).numpy()
+        print(f"reference MCMC energy: mean {np.mean(e_ref):.3f}  median {np.median(e_ref):.3f}")
+    if args.out is not None:
+        _write_samples(args.out, flat, energy.dim)
+        print(f"wrote {args.out}")
+
+
+def cmd_energy(args: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+
+    from energy.mcmc import mala
+    from energy.synthetic import LennardJones
+    from service.synthetic import build_energy
+
+    if args.file is None:
+        raise CliError("give a .npy file of samples, e.g. ../shared/data/synthetic/LJ13_test.npy")
+    if not args.file.is_file():
+        raise CliError(f"file not found: {args.file}")
+    energy = build_energy(args.system)
+    arr = np.load(args.file)
+    if arr.ndim != 2 or arr.shape[1] != energy.num_particles * energy.dim:
+        raise CliError(f"{args.file} must be [n, {energy.num_particles * energy.dim}] for {args.system}, got {arr.shape}")
+    x = torch.from_numpy(arr).double().view(-1, energy.num_particles, energy.dim)
+    e = energy.energy(x).numpy()
+    print(f"{len(e)} samples: mean {np.mean(e):.3f}  std {np.std(e):.3f}  min {np.min(e):.3f}  max {np.max(e):.3f}")
+    if args.check_convention:
+        if args.system != "lj13":
+            raise CliError("--check-convention applies to lj13 only")
+        x = x[:500]
+        for factor in (0.5, 1.0, 2.0):
+            lj = LennardJones(pair_factor=factor)
+            res = mala(lj, x, step_size=1e-4, num_steps=2000, generator=torch.Generator().manual_seed(0))
+            e0, e1 = lj.energy(x), lj.energy(res.samples)
+            print(f"pair factor {factor}: mean energy {float(e0.mean()):8.2f} -> {float(e1.mean()):8.2f} "
+                  f"after 2000 MALA steps (acceptance {res.acceptance:.2f})")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from benchmarks.synthetic import run, summarize
+
+    command = "adjoint-sampling " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    results = run(systems=args.systems, seeds=args.seeds, data_dir=args.data_dir, out_dir=args.out_dir,
+                  minutes=args.minutes, rounds=args.rounds, num_samples=args.num_samples, command=command)
+    for system, s in summarize(results).items():
+        print(f"{system}: x-W2 {s['x_w2']:.3f} ± {s['x_w2_std']:.3f}   E-W2 {s['e_w2']:.3f} ± {s['e_w2_std']:.3f}   "
+              f"train {s['train_seconds']:.0f} s/seed")
+    print(f"wrote {args.out_dir / 'synthetic.md'}\nreproduce: {command}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers = {"train": cmd_train, "sample": cmd_sample, "energy": cmd_energy, "bench": cmd_bench}
+    try:
+        handlers[args.command](args)
+    except CliError as exc:
+        print(f"adjoint-sampling: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
