@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Structures", "EnergyResult", "EnergyModel"]
+__all__ = ["EnergyModel", "EnergyResult", "Structures"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +78,7 @@ class EnergyResult:
 class EnergyModel(Protocol):
     """Batched energy and forces."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def evaluate(self, structures: Structures) -> EnergyResult: ...

@@ -11,7 +11,7 @@ from energy.protocol import EnergyModel, Structures
 from sampler.state import SystemBatch
 from sampler.target import TerminalEvaluation
 
-__all__ = ["SystemChemistry", "EnergyTarget"]
+__all__ = ["EnergyTarget", "SystemChemistry"]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,7 +15,7 @@ import torch
 from sampler.schedule import GeometricNoiseSchedule
 from sampler.state import SystemBatch
 
-__all__ = ["bridge_sample", "bridge_drift_target", "com_free_noise"]
+__all__ = ["bridge_drift_target", "bridge_sample", "com_free_noise"]
 
 
 def com_free_noise(batch: SystemBatch, generator: torch.Generator | None = None) -> torch.Tensor:

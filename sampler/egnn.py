@@ -6,7 +6,7 @@ Layer ``l`` (messages over the candidate edges, optionally cut off by distance):
 
     m_{ij} = \\phi_e(h_i, h_j, \\|x_i - x_j\\|^2, a_{ij})
 
-    x_i \\leftarrow x_i + \\sum_j \\frac{x_i - x_j}{\\|x_i - x_j\\| + 1} \\phi_x(m_{ij}) / Z
+    x_i \\leftarrow x_i + \\sum_j \\frac{x_i - x_j}{\\|x_i - x_j\\| + 1} r \\tanh \\phi_x(m_{ij}) / Z
 
     h_i \\leftarrow h_i + \\phi_h(h_i, \\sum_j m_{ij})
 
@@ -40,6 +40,9 @@ class EGNNConfig:
         cutoff: message cutoff in position units; ``None`` = all candidate edges (fully connected).
         time_frequencies: number of Fourier frequencies embedding ``t``.
         coordinate_normalizer: ``Z`` dividing the coordinate update sum.
+        coordinate_range: each edge's coordinate weight is ``range * tanh(phi_x(m))``: bounded updates
+            keep a freshly perturbed network from throwing particles to infinity.
+        output_scale: initial value of the learned output scale.
     """
 
     node_features: int
@@ -49,6 +52,8 @@ class EGNNConfig:
     cutoff: float | None = None
     time_frequencies: int = 8
     coordinate_normalizer: float = 1.0
+    coordinate_range: float = 1.0
+    output_scale: float = 1.0
 
 
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
@@ -60,17 +65,19 @@ class _EGNNLayer(nn.Module):
     ``W [h_i, h_j, d2, a] = (W_s h)_i + (W_d h)_j + w d2 + W_a a``, so the ``h`` projections are
     computed once per node instead of once per edge (identical function, about 2.5x cheaper)."""
 
-    def __init__(self, hidden: int, edge_in: int, normalizer: float) -> None:
+    def __init__(self, hidden: int, edge_in: int, normalizer: float, coordinate_range: float) -> None:
         super().__init__()
         self.src_proj = nn.Linear(hidden, hidden)
         self.dst_proj = nn.Linear(hidden, hidden, bias=False)
         self.edge_proj = nn.Linear(1 + edge_in, hidden, bias=False)
         self.edge_out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
-        self.coord_mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1))
-        nn.init.zeros_(self.coord_mlp[-1].weight)
-        nn.init.zeros_(self.coord_mlp[-1].bias)
+        coord_out = nn.Linear(hidden, 1)
+        nn.init.zeros_(coord_out.weight)
+        nn.init.zeros_(coord_out.bias)
+        self.coord_mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), coord_out)
         self.node_mlp = _mlp(2 * hidden, hidden, hidden)
         self.normalizer = normalizer
+        self.coordinate_range = coordinate_range
 
     def forward(
         self, h: torch.Tensor, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor
@@ -81,7 +88,7 @@ class _EGNNLayer(nn.Module):
         pre = self.src_proj(h)[src] + self.dst_proj(h)[dst] + self.edge_proj(torch.cat([d2, edge_attr], dim=-1))
         m = self.edge_out(pre)
         direction = diff / (torch.sqrt(d2 + 1e-12) + 1.0)
-        dx = torch.zeros_like(x).index_add_(0, src, direction * self.coord_mlp(m))
+        dx = torch.zeros_like(x).index_add_(0, src, direction * self.coordinate_range * torch.tanh(self.coord_mlp(m)))
         agg = torch.zeros_like(h).index_add_(0, src, m)
         h = h + self.node_mlp(torch.cat([h, agg], dim=-1))
         return h, x + dx / self.normalizer
@@ -94,15 +101,16 @@ class EGNNControl(nn.Module):
         super().__init__()
         self.config = config
         t_dim = 2 * config.time_frequencies
+        self.frequencies: torch.Tensor
         self.register_buffer(
             "frequencies", math.pi * 2.0 ** torch.arange(config.time_frequencies, dtype=torch.float32), persistent=False
         )
         self.embed = nn.Linear(config.node_features + t_dim, config.hidden)
         self.layers = nn.ModuleList(
-            _EGNNLayer(config.hidden, config.edge_features, config.coordinate_normalizer)
+            _EGNNLayer(config.hidden, config.edge_features, config.coordinate_normalizer, config.coordinate_range)
             for _ in range(config.num_layers)
         )
-        self.log_scale = nn.Parameter(torch.zeros(()))
+        self.log_scale = nn.Parameter(torch.tensor(math.log(config.output_scale)))
 
     def forward(self, t: torch.Tensor, batch: SystemBatch) -> torch.Tensor:
         """``t``: ``[G]`` times in [0, 1]; returns ``[N, d]`` COM-free vectors."""
@@ -122,5 +130,3 @@ class EGNNControl(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["fully_connected_edge_index", "edges_within_cutoff"]
+__all__ = ["edges_within_cutoff", "fully_connected_edge_index"]
 
 
 def fully_connected_edge_index(num_nodes: int, device: torch.device | None = None) -> torch.Tensor:

@@ -10,13 +10,14 @@ from typing import Protocol
 
 import torch
 
-__all__ = ["TimeGrid", "UniformGrid", "QuadraticLinearGrid"]
+__all__ = ["QuadraticLinearGrid", "TimeGrid", "UniformGrid"]
 
 
 class TimeGrid(Protocol):
     """A time grid with ``num_steps`` intervals on ``[0, 1]``."""
 
-    num_steps: int
+    @property
+    def num_steps(self) -> int: ...
 
     def times(self, *, dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> torch.Tensor:
         """Return the ``num_steps + 1`` grid points, increasing, from 0 to 1."""

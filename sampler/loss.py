@@ -24,11 +24,11 @@ from sampler.sde import Control
 from sampler.state import SystemBatch
 
 __all__ = [
-    "clip_per_particle",
-    "adjoint_target",
-    "reciprocal_adjoint_matching_loss",
-    "bridge_matching_loss",
     "LossResult",
+    "adjoint_target",
+    "bridge_matching_loss",
+    "clip_per_particle",
+    "reciprocal_adjoint_matching_loss",
 ]
 
 

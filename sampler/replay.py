@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["ReplaySamples", "ReplayBuffer"]
+__all__ = ["ReplayBuffer", "ReplaySamples"]
 
 
 @dataclass(frozen=True, kw_only=True)

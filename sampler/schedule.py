@@ -40,8 +40,7 @@ class GeometricNoiseSchedule:
     def __post_init__(self) -> None:
         if not 0.0 < self.sigma_min < self.sigma_max:
             raise ValueError(
-                f"need 0 < sigma_min < sigma_max, got sigma_min={self.sigma_min}, "
-                f"sigma_max={self.sigma_max}"
+                f"need 0 < sigma_min < sigma_max, got sigma_min={self.sigma_min}, sigma_max={self.sigma_max}"
             )
 
     @property

@@ -21,7 +21,7 @@ from sampler.grids import TimeGrid
 from sampler.schedule import GeometricNoiseSchedule
 from sampler.state import SystemBatch
 
-__all__ = ["Control", "EulerMaruyama", "VarianceMatchedEuler", "Integrator", "zero_control"]
+__all__ = ["Control", "EulerMaruyama", "Integrator", "VarianceMatchedEuler", "zero_control"]
 
 Control = Callable[[torch.Tensor, SystemBatch], torch.Tensor]
 """``control(t [G], batch) -> v [N, d]``: the network's output ``u / sigma_t``."""

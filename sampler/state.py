@@ -17,7 +17,7 @@ import torch
 
 from sampler.graph import fully_connected_edge_index
 
-__all__ = ["SystemGraph", "SystemBatch", "remove_com", "graph_mean", "graph_sum", "collate"]
+__all__ = ["SystemBatch", "SystemGraph", "collate", "graph_mean", "graph_sum", "remove_com"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,6 +112,7 @@ class SystemBatch:
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> SystemBatch:
         """Move to a device; ``dtype`` applies to the float fields."""
+
         def move(x: torch.Tensor) -> torch.Tensor:
             if dtype is not None and x.is_floating_point():
                 return x.to(device=device, dtype=dtype)

@@ -18,15 +18,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from sampler.replay import ReplayBuffer, ReplaySamples
-from sampler.grids import TimeGrid
 from sampler.loss import adjoint_target, bridge_matching_loss, reciprocal_adjoint_matching_loss
+from sampler.replay import ReplayBuffer, ReplaySamples
 from sampler.schedule import GeometricNoiseSchedule
 from sampler.sde import EulerMaruyama, zero_control
 from sampler.state import SystemBatch, SystemGraph, collate
 from sampler.target import TerminalTarget
 
-__all__ = ["TrainerConfig", "RoundStats", "AdjointSamplingTrainer"]
+__all__ = ["AdjointSamplingTrainer", "RoundStats", "TrainerConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +43,8 @@ class TrainerConfig:
         batch_size: buffer entries (graphs) per gradient step.
         learning_rate: Adam learning rate.
         weight_clip_norm: clip of the parameters' gradient norm (``None`` = off).
-        lr_decay_to: final learning rate as a fraction of the initial one (cosine over ``lr_rounds``).
-        lr_rounds: rounds over which the cosine decay runs (``0`` = constant learning rate).
+        lr_decay_to: final learning rate as a fraction of the initial one, reached by a cosine decay
+            over the run's progress (``set_progress``; 1.0 = constant learning rate).
     """
 
     tau: float = 1.0
@@ -57,7 +56,6 @@ class TrainerConfig:
     learning_rate: float = 1e-4
     weight_clip_norm: float | None = 1.0
     lr_decay_to: float = 1.0
-    lr_rounds: int = 0
 
 
 @dataclass(frozen=True)
@@ -91,7 +89,7 @@ class AdjointSamplingTrainer:
         target: TerminalTarget,
         buffer: ReplayBuffer,
         schedule: GeometricNoiseSchedule,
-        grid: TimeGrid,
+        integrator: EulerMaruyama,
         systems: Sequence[SystemGraph],
         config: TrainerConfig,
         seed: int = 0,
@@ -102,7 +100,9 @@ class AdjointSamplingTrainer:
         self.target = target
         self.buffer = buffer
         self.schedule = schedule
-        self.integrator = EulerMaruyama(schedule=schedule, grid=grid)
+        if integrator.schedule != schedule:
+            raise ValueError("the integrator must use the trainer's noise schedule")
+        self.integrator = integrator
         self.systems = {g.system_id: g for g in systems}
         self.system_order = [g.system_id for g in systems]
         self.config = config
@@ -175,11 +175,11 @@ class AdjointSamplingTrainer:
             nn.utils.clip_grad_norm_(self.control.parameters(), self.config.weight_clip_norm)
         self.optimizer.step()
 
-    def _set_learning_rate(self) -> None:
+    def set_progress(self, fraction: float) -> None:
+        """Tell the trainer how far through its budget (rounds or time) the run is, in [0, 1]: sets the
+        cosine-decayed learning rate."""
+        frac = min(max(fraction, 0.0), 1.0)
         c = self.config
-        if c.lr_rounds <= 0:
-            return
-        frac = min(self.round / c.lr_rounds, 1.0)
         scale = c.lr_decay_to + (1 - c.lr_decay_to) * 0.5 * (1 + math.cos(math.pi * frac))
         for group in self.optimizer.param_groups:
             group["lr"] = c.learning_rate * scale
@@ -187,7 +187,6 @@ class AdjointSamplingTrainer:
     def gradient_steps(self, num_steps: int) -> float:
         """``num_steps`` Adam steps of the RAM loss; returns the mean loss."""
         self.control.train()
-        self._set_learning_rate()
         total = 0.0
         for _ in range(num_steps):
             x1, target = self._batch_from_buffer()

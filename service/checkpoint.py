@@ -15,7 +15,7 @@ import torch
 
 from sampler.trainer import AdjointSamplingTrainer
 
-__all__ = ["FORMAT_VERSION", "save_checkpoint", "load_checkpoint", "restore_trainer", "file_sha256", "versions"]
+__all__ = ["FORMAT_VERSION", "file_sha256", "load_checkpoint", "restore_trainer", "save_checkpoint", "versions"]
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -24,7 +24,7 @@ FORMAT_VERSION = 1
 def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": platform.python_version(), "torch": torch.__version__}
+    out = {"python": platform.python_version(), "torch": str(torch.__version__)}
     try:
         out["adjoint-sampling"] = version("adjoint-sampling")
     except PackageNotFoundError:

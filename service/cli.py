@@ -13,7 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 log = logging.getLogger("adjoint_sampling")
 
@@ -37,31 +37,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train a sampler on a synthetic system (dw4, lj13)",
-                       description="Train Adjoint Sampling (RAM + replay buffer) on DW-4 or LJ-13.")
+    t = sub.add_parser(
+        "train",
+        help="train a sampler on a synthetic system (dw4, lj13)",
+        description="Train Adjoint Sampling (RAM + replay buffer) on DW-4 or LJ-13.",
+    )
     t.add_argument("--system", choices=["dw4", "lj13"], required=True)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", type=Path, required=True, help="checkpoint path (written every --checkpoint-every rounds)")
-    t.add_argument("--rounds", type=int, default=None, help="stop after this many rounds (default: preset)")
+    t.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="stop after this many rounds (default: preset; the learning-rate schedule follows the preset)",
+    )
     t.add_argument("--minutes", type=float, default=None, help="stop after this much training time (default: preset)")
     t.add_argument("--checkpoint-every", type=int, default=25, metavar="N")
     t.add_argument("--resume", type=Path, default=None, help="resume exactly from a checkpoint written by train")
     t.add_argument("--weights-only", action="store_true", help="strip optimizer/buffer state from the final file")
 
-    s = sub.add_parser("sample", help="draw samples from a trained checkpoint",
-                       description="Sample with the trained control (Euler–Maruyama on a uniform grid).")
+    s = sub.add_parser(
+        "sample",
+        help="draw samples from a trained checkpoint",
+        description="Sample with the trained control (Euler–Maruyama on a uniform grid).",
+    )
     s.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help=f"default: {DEFAULT_CHECKPOINT}")
     s.add_argument("-n", "--num-samples", type=int, default=1000)
     s.add_argument("--steps", type=int, default=None, help="integration steps (default: the checkpoint's eval grid)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", type=Path, default=None, help="write samples: .npy ([n, particles*dim]) or .xyz")
 
-    e = sub.add_parser("energy", help="energies of samples in a .npy file, or the LJ convention check",
-                       description="Print energy statistics of samples under a synthetic energy.")
+    e = sub.add_parser(
+        "energy",
+        help="energies of samples in a .npy file, or the LJ convention check",
+        description="Print energy statistics of samples under a synthetic energy.",
+    )
     e.add_argument("--system", choices=["dw4", "lj13"], required=True)
     e.add_argument("file", type=Path, nargs="?", help=".npy of shape [n, particles*dim]")
-    e.add_argument("--check-convention", action="store_true",
-                   help="LJ only: run MALA from the file's samples under pair factors 1/2, 1, 2 and report drift")
+    e.add_argument(
+        "--check-convention",
+        action="store_true",
+        help="LJ only: run MALA from the file's samples under pair factors 1/2, 1, 2 and report drift",
+    )
 
     b = sub.add_parser("bench", help="benchmarks", description="Run a benchmark and write benchmarks/results/.")
     bsub = b.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
@@ -71,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--minutes", type=float, default=None, help="training budget per seed (default: preset)")
     bs.add_argument("--rounds", type=int, default=None)
     bs.add_argument("--num-samples", type=int, default=2000)
+    bs.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     bs.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     bs.add_argument("--out-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     return p
@@ -99,14 +117,37 @@ def cmd_train(args: argparse.Namespace) -> None:
     from service.synthetic import PRESETS
     from service.training import train_synthetic
 
-    trainer = train_synthetic(PRESETS[args.system], seed=args.seed, out=args.out, resume=args.resume,
-                              checkpoint_every=args.checkpoint_every, max_rounds=args.rounds, max_minutes=args.minutes)
+    if args.resume is not None:
+        try:
+            payload = load_checkpoint(args.resume)
+        except (FileNotFoundError, ValueError) as exc:
+            raise CliError(str(exc)) from exc
+        if "resume" not in payload:
+            raise CliError(f"{args.resume} holds weights only (written with --weights-only); it cannot be resumed")
+    try:
+        trainer = train_synthetic(
+            PRESETS[args.system],
+            seed=args.seed,
+            out=args.out,
+            resume=args.resume,
+            checkpoint_every=args.checkpoint_every,
+            max_rounds=args.rounds,
+            max_minutes=args.minutes,
+        )
+    except ValueError as exc:  # configuration mismatch on resume, invalid budget
+        raise CliError(str(exc)) from exc
     if args.weights_only:
         payload = load_checkpoint(args.out)
-        save_checkpoint(args.out, trainer, payload["config"], kind="synthetic", include_resume_state=False,
-                        extra=payload["extra"])
-    log.info("trained %d rounds, %d energy calls, %.0f s; checkpoint %s", trainer.round, trainer.energy_calls,
-             trainer.wall_seconds, args.out)
+        save_checkpoint(
+            args.out, trainer, payload["config"], kind="synthetic", include_resume_state=False, extra=payload["extra"]
+        )
+    log.info(
+        "trained %d rounds, %d energy calls, %.0f s; checkpoint %s",
+        trainer.round,
+        trainer.energy_calls,
+        trainer.wall_seconds,
+        args.out,
+    )
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -115,7 +156,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     from sampler.egnn import EGNNControl
     from sampler.grids import UniformGrid
-    from sampler.sde import EulerMaruyama
+    from sampler.sde import VarianceMatchedEuler
     from sampler.state import collate
     from service.checkpoint import load_checkpoint
     from service.synthetic import SyntheticRunConfig, build_energy, build_system
@@ -132,14 +173,22 @@ def cmd_sample(args: argparse.Namespace) -> None:
     control.eval()
     energy = build_energy(config.system)
     steps = args.steps or config.eval_grid.num_steps
-    integrator = EulerMaruyama(schedule=config.schedule, grid=UniformGrid(num_steps=steps))
+    integrator = VarianceMatchedEuler(schedule=config.schedule, grid=UniformGrid(num_steps=steps))
     start = collate([build_system(energy)] * args.num_samples)
     x = integrator.sample(control, start, torch.Generator().manual_seed(args.seed)).positions
     x = x.reshape(args.num_samples, energy.num_particles, energy.dim).double()
+    finite = torch.isfinite(x).flatten(1).all(1)
+    if not bool(finite.all()):
+        log.warning("%d of %d samples are not finite and were dropped", int((~finite).sum()), args.num_samples)
+        x = x[finite]
+    if x.shape[0] == 0:
+        raise CliError("the model produced no finite samples; is the checkpoint trained?")
     e = energy.energy(x).numpy()
-    flat = x.reshape(args.num_samples, -1).numpy()
-    print(f"{config.system.upper()}: {args.num_samples} samples from {args.checkpoint} "
-          f"(trained {payload['round']} rounds, {payload['energy_calls']} energy calls), {steps} steps")
+    flat = x.reshape(x.shape[0], -1).numpy()
+    print(
+        f"{config.system.upper()}: {args.num_samples} samples from {args.checkpoint} "
+        f"(trained {payload['round']} rounds, {payload['energy_calls']} energy calls), {steps} steps"
+    )
     print(f"energy: mean {np.mean(e):.3f}  median {np.median(e):.3f}  min {np.min(e):.3f}")
     ref_path = DEFAULT_DATA / "synthetic" / ("DW4_test.npy" if config.system == "dw4" else "LJ13_test.npy")
     if ref_path.is_file():
@@ -166,7 +215,9 @@ def cmd_energy(args: argparse.Namespace) -> None:
     energy = build_energy(args.system)
     arr = np.load(args.file)
     if arr.ndim != 2 or arr.shape[1] != energy.num_particles * energy.dim:
-        raise CliError(f"{args.file} must be [n, {energy.num_particles * energy.dim}] for {args.system}, got {arr.shape}")
+        raise CliError(
+            f"{args.file} must be [n, {energy.num_particles * energy.dim}] for {args.system}, got {arr.shape}"
+        )
     x = torch.from_numpy(arr).double().view(-1, energy.num_particles, energy.dim)
     e = energy.energy(x).numpy()
     print(f"{len(e)} samples: mean {np.mean(e):.3f}  std {np.std(e):.3f}  min {np.min(e):.3f}  max {np.max(e):.3f}")
@@ -178,26 +229,40 @@ def cmd_energy(args: argparse.Namespace) -> None:
             lj = LennardJones(pair_factor=factor)
             res = mala(lj, x, step_size=1e-4, num_steps=2000, generator=torch.Generator().manual_seed(0))
             e0, e1 = lj.energy(x), lj.energy(res.samples)
-            print(f"pair factor {factor}: mean energy {float(e0.mean()):8.2f} -> {float(e1.mean()):8.2f} "
-                  f"after 2000 MALA steps (acceptance {res.acceptance:.2f})")
+            print(
+                f"pair factor {factor}: mean energy {float(e0.mean()):8.2f} -> {float(e1.mean()):8.2f} "
+                f"after 2000 MALA steps (acceptance {res.acceptance:.2f})"
+            )
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
     from benchmarks.synthetic import run, summarize
 
     command = "adjoint-sampling " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    results = run(systems=args.systems, seeds=args.seeds, data_dir=args.data_dir, out_dir=args.out_dir,
-                  minutes=args.minutes, rounds=args.rounds, num_samples=args.num_samples, command=command)
+    results = run(
+        systems=args.systems,
+        seeds=args.seeds,
+        data_dir=args.data_dir,
+        out_dir=args.out_dir,
+        minutes=args.minutes,
+        rounds=args.rounds,
+        num_samples=args.num_samples,
+        command=command,
+        threads=args.threads,
+    )
     for system, s in summarize(results).items():
-        print(f"{system}: x-W2 {s['x_w2']:.3f} ± {s['x_w2_std']:.3f}   E-W2 {s['e_w2']:.3f} ± {s['e_w2_std']:.3f}   "
-              f"train {s['train_seconds']:.0f} s/seed")
+        print(
+            f"{system}: x-W2 {s['x_w2']:.3f} ± {s['x_w2_std']:.3f}   E-W2 {s['e_w2']:.3f} ± {s['e_w2_std']:.3f}   "
+            f"train {s['train_seconds']:.0f} s/seed"
+        )
     print(f"wrote {args.out_dir / 'synthetic.md'}\nreproduce: {command}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     handlers = {"train": cmd_train, "sample": cmd_sample, "energy": cmd_energy, "bench": cmd_bench}
     try:
         handlers[args.command](args)

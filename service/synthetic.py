@@ -15,10 +15,11 @@ from energy.target import EnergyTarget
 from sampler.egnn import EGNNConfig, EGNNControl
 from sampler.grids import QuadraticLinearGrid, TimeGrid, UniformGrid
 from sampler.schedule import GeometricNoiseSchedule
+from sampler.sde import VarianceMatchedEuler
 from sampler.state import SystemGraph
 from sampler.trainer import AdjointSamplingTrainer, TrainerConfig
 
-__all__ = ["GridConfig", "SyntheticRunConfig", "PRESETS", "build_energy", "build_system", "build_trainer"]
+__all__ = ["PRESETS", "GridConfig", "SyntheticRunConfig", "build_energy", "build_system", "build_trainer"]
 
 SYSTEMS = ("dw4", "lj13")
 
@@ -77,26 +78,38 @@ class SyntheticRunConfig:
 PRESETS: dict[str, SyntheticRunConfig] = {
     "dw4": SyntheticRunConfig(
         system="dw4",
-        network=EGNNConfig(node_features=1, num_layers=4, hidden=64),
+        network=EGNNConfig(node_features=1, num_layers=3, hidden=32),
         trainer=TrainerConfig(
-            tau=1.0, max_grad_norm=100.0, samples_per_round=200, initial_samples=1000,
-            grad_steps_per_round=100, batch_size=512, learning_rate=1e-3,
+            tau=1.0,
+            max_grad_norm=100.0,
+            samples_per_round=100,
+            initial_samples=1000,
+            grad_steps_per_round=50,
+            batch_size=256,
+            learning_rate=1e-3,
+            lr_decay_to=0.1,
         ),
         train_grid=GridConfig(num_steps=100),
         eval_grid=GridConfig(num_steps=200),
         max_rounds=400,
-        max_minutes=10.0,
+        max_minutes=15.0,
     ),
     "lj13": SyntheticRunConfig(
         system="lj13",
-        network=EGNNConfig(node_features=1, num_layers=4, hidden=64),
+        network=EGNNConfig(node_features=1, num_layers=3, hidden=32),
         trainer=TrainerConfig(
-            tau=1.0, max_grad_norm=100.0, samples_per_round=200, initial_samples=1000,
-            grad_steps_per_round=100, batch_size=256, learning_rate=1e-3,
+            tau=1.0,
+            max_grad_norm=100.0,
+            samples_per_round=100,
+            initial_samples=1000,
+            grad_steps_per_round=50,
+            batch_size=128,
+            learning_rate=1e-3,
+            lr_decay_to=0.1,
         ),
-        train_grid=GridConfig(num_steps=100),
+        train_grid=GridConfig(num_steps=50),
         eval_grid=GridConfig(num_steps=200),
-        max_rounds=400,
+        max_rounds=150,
         max_minutes=15.0,
     ),
 }
@@ -123,7 +136,7 @@ def build_trainer(config: SyntheticRunConfig, seed: int) -> AdjointSamplingTrain
         target=EnergyTarget(model=energy),
         buffer=InMemoryReplayBuffer(config.buffer_capacity),
         schedule=config.schedule,
-        grid=config.train_grid.build(),
+        integrator=VarianceMatchedEuler(schedule=config.schedule, grid=config.train_grid.build()),
         systems=[build_system(energy)],
         config=config.trainer,
         seed=seed,

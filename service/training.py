@@ -29,7 +29,11 @@ def train_synthetic(
     show_progress: bool = True,
 ) -> AdjointSamplingTrainer:
     """Train until ``max_rounds`` or ``max_minutes`` of training wall time (both from the config by
-    default), checkpointing every ``checkpoint_every`` rounds and at the end."""
+    default), checkpointing every ``checkpoint_every`` rounds and at the end.
+
+    The learning-rate schedule follows ``config.max_rounds`` only (never the clock), so a seed reproduces
+    a run and a resumed run continues the same schedule; ``max_rounds`` here may stop a run earlier.
+    """
     trainer = build_trainer(config, seed)
     if resume is not None:
         payload = load_checkpoint(resume)
@@ -44,6 +48,7 @@ def train_synthetic(
     start = time.perf_counter() - trainer.wall_seconds
     try:
         while trainer.round < rounds and time.perf_counter() - start < 60.0 * minutes:
+            trainer.set_progress(trainer.round / config.max_rounds)
             stats = trainer.run_round()
             bar.update(1)
             bar.set_postfix(loss=f"{stats.loss:.3g}", E=f"{stats.mean_energy:.3g}")

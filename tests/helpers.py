@@ -16,8 +16,9 @@ def random_rotation(dim: int, generator: torch.Generator, dtype: torch.dtype = t
     return q
 
 
-def particle_batch(sizes: list[int], dim: int, generator: torch.Generator, dtype: torch.dtype = torch.float64,
-                   node_features: int = 1) -> SystemBatch:
+def particle_batch(
+    sizes: list[int], dim: int, generator: torch.Generator, dtype: torch.dtype = torch.float64, node_features: int = 1
+) -> SystemBatch:
     graphs = []
     for i, n in enumerate(sizes):
         feats = torch.randn(n, node_features, generator=generator, dtype=dtype)
@@ -52,10 +53,12 @@ def assert_equivariant(fn, batch: SystemBatch, generator: torch.Generator, atol:
     mirrored = batch.replace(positions=batch.positions @ reflection.T)
     torch.testing.assert_close(fn(mirrored), out @ reflection.T, atol=atol, rtol=0)
     # permutation within each graph
-    perm = torch.cat([
-        start + torch.randperm(int(n), generator=generator)
-        for start, n in zip(batch.ptr[:-1].tolist(), batch.num_nodes.tolist(), strict=True)
-    ])
+    perm = torch.cat(
+        [
+            start + torch.randperm(int(n), generator=generator)
+            for start, n in zip(batch.ptr[:-1].tolist(), batch.num_nodes.tolist(), strict=True)
+        ]
+    )
     permuted = permute_batch(batch, perm)
     expected = torch.empty_like(out)
     expected[perm] = out

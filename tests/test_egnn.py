@@ -18,7 +18,9 @@ def _net(cutoff: float | None, dtype: torch.dtype) -> EGNNControl:
 @pytest.mark.parametrize("dtype,atol", [(torch.float64, 1e-10), (torch.float32, 2e-4)])
 @pytest.mark.parametrize("cutoff", [None, 1.8])
 @pytest.mark.parametrize("dim", [2, 3])
-def test_egnn_is_e3_and_permutation_equivariant(dtype: torch.dtype, atol: float, cutoff: float | None, dim: int) -> None:
+def test_egnn_is_e3_and_permutation_equivariant(
+    dtype: torch.dtype, atol: float, cutoff: float | None, dim: int
+) -> None:
     g = torch.Generator().manual_seed(1)
     batch = particle_batch([3, 7, 5], dim, g, dtype=dtype)
     net = _net(cutoff, dtype)
@@ -78,4 +80,6 @@ def test_collate_rejects_mixed_dimensions() -> None:
     from sampler.state import SystemGraph
 
     with pytest.raises(ValueError, match="spatial dimension"):
-        collate([SystemGraph.fully_connected(torch.ones(2, 1), dim=2), SystemGraph.fully_connected(torch.ones(2, 1), dim=3)])
+        collate(
+            [SystemGraph.fully_connected(torch.ones(2, 1), dim=2), SystemGraph.fully_connected(torch.ones(2, 1), dim=3)]
+        )

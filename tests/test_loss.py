@@ -37,7 +37,9 @@ def test_ram_loss_matches_hand_computation() -> None:
     def control(t: torch.Tensor, xt):  # type: ignore[no-untyped-def]
         return xt.positions * t[xt.batch, None]
 
-    result = reciprocal_adjoint_matching_loss(control, batch, target, schedule=S, generator=torch.Generator().manual_seed(7))
+    result = reciprocal_adjoint_matching_loss(
+        control, batch, target, schedule=S, generator=torch.Generator().manual_seed(7)
+    )
     g2 = torch.Generator().manual_seed(7)
     t = torch.rand(2, generator=g2, dtype=torch.float64)
     xt = bridge_sample(S, t, batch, g2)

@@ -6,7 +6,10 @@ import torch
 from sampler.grids import QuadraticLinearGrid, UniformGrid
 from sampler.schedule import GeometricNoiseSchedule
 
-SCHEDULES = [GeometricNoiseSchedule(sigma_min=1e-3, sigma_max=1.0), GeometricNoiseSchedule(sigma_min=1e-3, sigma_max=2.0)]
+SCHEDULES = [
+    GeometricNoiseSchedule(sigma_min=1e-3, sigma_max=1.0),
+    GeometricNoiseSchedule(sigma_min=1e-3, sigma_max=2.0),
+]
 
 
 @pytest.mark.parametrize("s", SCHEDULES)
@@ -44,8 +47,16 @@ def test_schedule_rejects_bad_values(bad: tuple[float, float]) -> None:
         GeometricNoiseSchedule(sigma_min=bad[0], sigma_max=bad[1])
 
 
-@pytest.mark.parametrize("grid", [UniformGrid(num_steps=7), QuadraticLinearGrid(num_steps=7), QuadraticLinearGrid(num_steps=100),
-                                  QuadraticLinearGrid(num_steps=1), UniformGrid(num_steps=1)])
+@pytest.mark.parametrize(
+    "grid",
+    [
+        UniformGrid(num_steps=7),
+        QuadraticLinearGrid(num_steps=7),
+        QuadraticLinearGrid(num_steps=100),
+        QuadraticLinearGrid(num_steps=1),
+        UniformGrid(num_steps=1),
+    ],
+)
 def test_grids_increase_from_zero_to_one(grid: UniformGrid | QuadraticLinearGrid) -> None:
     t = grid.times(dtype=torch.float64)
     assert t.shape == (grid.num_steps + 1,)
