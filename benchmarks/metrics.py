@@ -20,6 +20,7 @@ import itertools
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from tqdm import tqdm
 
 __all__ = ["aligned_distances", "com_free", "e_w2", "x_w2", "x_w2_aligned"]
 
@@ -62,14 +63,16 @@ def _best_permutations(cost: np.ndarray) -> np.ndarray:
     return out
 
 
-def aligned_distances(a: np.ndarray, b: np.ndarray, dim: int, chunk: int = 50_000) -> np.ndarray:
+def aligned_distances(
+    a: np.ndarray, b: np.ndarray, dim: int, chunk: int = 50_000, progress: bool = False
+) -> np.ndarray:
     """``[len(a), len(b)]`` permutation- and rotation-aligned distances (see module docstring)."""
     x0 = com_free(a.astype(np.float64), dim).reshape(a.shape[0], -1, dim)
     x1 = com_free(b.astype(np.float64), dim).reshape(b.shape[0], -1, dim)
     n0, n1 = x0.shape[0], x1.shape[0]
     ii, jj = np.divmod(np.arange(n0 * n1), n1)
     out = np.empty(n0 * n1)
-    for s in range(0, n0 * n1, chunk):
+    for s in tqdm(range(0, n0 * n1, chunk), desc="aligned distances", disable=not progress, unit="chunk"):
         i, j = ii[s : s + chunk], jj[s : s + chunk]
         A, B = x0[i], x1[j]
         cost = np.linalg.norm(A[:, :, None, :] - B[:, None, :, :], axis=-1)
@@ -83,10 +86,10 @@ def aligned_distances(a: np.ndarray, b: np.ndarray, dim: int, chunk: int = 50_00
     return out.reshape(n0, n1)
 
 
-def x_w2_aligned(a: np.ndarray, b: np.ndarray, dim: int) -> float:
+def x_w2_aligned(a: np.ndarray, b: np.ndarray, dim: int, progress: bool = False) -> float:
     """W2 with the aligned point-cloud ground distance, as in the code behind the published table."""
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"x_w2_aligned needs equal sample counts, got {a.shape[0]} and {b.shape[0]}")
-    cost = aligned_distances(a, b, dim) ** 2
+    cost = aligned_distances(a, b, dim, progress=progress) ** 2
     rows, cols = linear_sum_assignment(cost)
     return float(np.sqrt(cost[rows, cols].mean()))

@@ -124,7 +124,7 @@ def run(
             row = {
                 "system": system,
                 "seed": seed,
-                "x_w2": x_w2_aligned(gen, ref, dim),
+                "x_w2": x_w2_aligned(gen, ref, dim, progress=True),
                 "x_w2_plain": x_w2(gen, ref, dim),
                 "e_w2": e_w2(np.where(finite, e_gen, np.nanmax(e_gen[finite], initial=0.0)), e_ref),
                 "mean_energy": float(np.mean(e_gen[finite])),

@@ -21,7 +21,7 @@ from sampler.grids import TimeGrid
 from sampler.schedule import GeometricNoiseSchedule
 from sampler.state import SystemBatch
 
-__all__ = ["Control", "EulerMaruyama", "Integrator", "VarianceMatchedEuler", "zero_control"]
+__all__ = ["Control", "EulerMaruyama", "VarianceMatchedEuler", "zero_control"]
 
 Control = Callable[[torch.Tensor, SystemBatch], torch.Tensor]
 """``control(t [G], batch) -> v [N, d]``: the network's output ``u / sigma_t``."""
@@ -83,7 +83,3 @@ class VarianceMatchedEuler(EulerMaruyama):
 
     def increments(self, t0: torch.Tensor, t1: torch.Tensor) -> torch.Tensor:
         return self.schedule.h2(t1) - self.schedule.h2(t0)
-
-
-Integrator = EulerMaruyama
-"""Both integrators share the ``sample`` interface of :class:`EulerMaruyama`."""

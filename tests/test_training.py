@@ -122,3 +122,30 @@ def test_bad_checkpoint_files(tmp_path: Path) -> None:
     torch.save({"hello": 1}, other)
     with pytest.raises(ValueError, match="not an adjoint-sampling checkpoint"):
         load_checkpoint(other)
+
+
+def test_invalid_energy_evaluations_never_reach_the_buffer() -> None:
+    torch.manual_seed(0)
+    schedule = GeometricNoiseSchedule(sigma_min=1e-3, sigma_max=1.0)
+
+    def half_invalid(batch: SystemBatch) -> TerminalEvaluation:
+        ok = torch.arange(batch.num_graphs) % 2 == 0
+        e = torch.where(ok, torch.zeros(batch.num_graphs), torch.full((batch.num_graphs,), float("nan")))
+        grad = torch.where(ok[batch.batch, None], batch.positions, torch.full_like(batch.positions, float("nan")))
+        return TerminalEvaluation(energies=e, energy_gradient=grad, valid=ok)
+
+    buffer = InMemoryReplayBuffer(1000)
+    trainer = AdjointSamplingTrainer(
+        control=EGNNControl(EGNNConfig(node_features=1, num_layers=1, hidden=8)),
+        target=half_invalid,
+        buffer=buffer,
+        schedule=schedule,
+        integrator=VarianceMatchedEuler(schedule=schedule, grid=UniformGrid(num_steps=5)),
+        systems=[SystemGraph.fully_connected(torch.ones(3, 1), dim=3)],
+        config=TrainerConfig(samples_per_round=10, initial_samples=10, grad_steps_per_round=2, batch_size=4),
+    )
+    stats = trainer.run_round()
+    assert len(buffer) == 10  # 5 of the initial 10, 5 of the 10 fresh
+    assert stats.valid_fraction == pytest.approx(0.5)
+    assert stats.energy_calls == 20
+    assert all(torch.isfinite(p).all() for p in trainer.control.parameters())
