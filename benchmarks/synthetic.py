@@ -97,8 +97,8 @@ def run(
     command: str = "",
     threads: int | None = None,
 ) -> dict[str, Any]:
-    """Train and score every (system, seed); results for other systems already in ``out_dir`` are kept,
-    so DW-4 and LJ-13 can run as two processes side by side."""
+    """Train and score every (system, seed); results for other (system, seed) pairs already in ``out_dir``
+    are kept, so seeds and systems can run as processes side by side."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"command": command, "versions": versions(), "runs": [], "floors": {}}
     if threads is not None:
@@ -162,9 +162,10 @@ def _write(results: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     commands = [results["command"]]
     if path.is_file():
         old = json.loads(path.read_text())
-        mine = {r["system"] for r in results["runs"]} | set(results["floors"])
-        merged["runs"] = [r for r in old.get("runs", []) if r["system"] not in mine] + results["runs"]
-        merged["floors"] = {k: v for k, v in old.get("floors", {}).items() if k not in mine} | results["floors"]
+        mine = {(r["system"], r["seed"]) for r in results["runs"]}
+        merged["runs"] = [r for r in old.get("runs", []) if (r["system"], r["seed"]) not in mine] + results["runs"]
+        merged["runs"].sort(key=lambda r: (r["system"], r["seed"]))
+        merged["floors"] = old.get("floors", {}) | results["floors"]
         commands = [c for c in old.get("commands", []) if c != results["command"]] + commands
     merged["commands"] = commands
     path.write_text(json.dumps(merged, indent=1))

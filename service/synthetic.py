@@ -92,8 +92,8 @@ PRESETS: dict[str, SyntheticRunConfig] = {
         train_grid=GridConfig(num_steps=100),
         eval_grid=GridConfig(num_steps=200),
         buffer_capacity=2000,
-        max_rounds=400,
-        max_minutes=15.0,
+        max_rounds=800,
+        max_minutes=30.0,
     ),
     "lj13": SyntheticRunConfig(
         system="lj13",
