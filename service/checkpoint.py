@@ -15,7 +15,15 @@ import torch
 
 from sampler.trainer import AdjointSamplingTrainer
 
-__all__ = ["FORMAT_VERSION", "file_sha256", "load_checkpoint", "restore_trainer", "save_checkpoint", "versions"]
+__all__ = [
+    "FORMAT_VERSION",
+    "export_weights",
+    "file_sha256",
+    "load_checkpoint",
+    "restore_trainer",
+    "save_checkpoint",
+    "versions",
+]
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -100,6 +108,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path} is not an adjoint-sampling checkpoint (format {FORMAT_VERSION})")
     return payload
+
+
+def export_weights(src: str | Path, dst: str | Path) -> Path:
+    """Copy a checkpoint without its resume state (optimizer, buffer, RNG): what sampling needs."""
+    payload = load_checkpoint(src)
+    payload.pop("resume", None)
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, dst)
+    return dst
 
 
 def restore_trainer(trainer: AdjointSamplingTrainer, payload: dict[str, Any]) -> None:

@@ -80,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="LJ only: run MALA from the file's samples under pair factors 1/2, 1, 2 and report drift",
     )
 
+    x = sub.add_parser(
+        "export",
+        help="copy a checkpoint without optimizer/buffer state (small, for sampling)",
+        description="Strip the resume state from a training checkpoint.",
+    )
+    x.add_argument("src", type=Path)
+    x.add_argument("dst", type=Path)
+
     b = sub.add_parser("bench", help="benchmarks", description="Run a benchmark and write benchmarks/results/.")
     bsub = b.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     bs = bsub.add_parser("synthetic", help="DW-4 and LJ-13 x-W2 / E-W2 over seeds vs published rows")
@@ -235,6 +243,16 @@ def cmd_energy(args: argparse.Namespace) -> None:
             )
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from service.checkpoint import export_weights
+
+    try:
+        out = export_weights(args.src, args.dst)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     from benchmarks.synthetic import run, summarize
 
@@ -263,7 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    handlers = {"train": cmd_train, "sample": cmd_sample, "energy": cmd_energy, "bench": cmd_bench}
+    handlers = {
+        "train": cmd_train,
+        "sample": cmd_sample,
+        "energy": cmd_energy,
+        "bench": cmd_bench,
+        "export": cmd_export,
+    }
     try:
         handlers[args.command](args)
     except CliError as exc:
