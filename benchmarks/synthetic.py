@@ -7,6 +7,7 @@ Reproduce: ``adjoint-sampling bench synthetic --systems dw4 lj13 --seeds 0 1 2``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -18,11 +19,9 @@ import numpy as np
 import torch
 
 from benchmarks.metrics import e_w2, x_w2, x_w2_aligned
-from sampler.grids import UniformGrid
-from sampler.sde import VarianceMatchedEuler
 from sampler.state import collate
 from service.checkpoint import versions
-from service.synthetic import PRESETS, build_energy, build_system
+from service.synthetic import PRESETS, GridConfig, SyntheticRunConfig, build_energy, build_system
 from service.training import train_synthetic
 
 __all__ = ["PUBLISHED", "generate", "reference_samples", "run"]
@@ -61,15 +60,30 @@ def reference_samples(system: str, data_dir: Path, count: int, seed: int) -> np.
     return data[idx].astype(np.float64)
 
 
-def generate(trainer: Any, system: str, count: int, num_steps: int, seed: int) -> np.ndarray:
-    """``count`` samples ``[count, n * d]`` from the trained control on a uniform grid."""
-    energy = build_energy(system)
-    integrator = VarianceMatchedEuler(schedule=trainer.schedule, grid=UniformGrid(num_steps=num_steps))
-    trainer.control.eval()
-    out = integrator.sample(
-        trainer.control, collate([build_system(energy)] * count), torch.Generator().manual_seed(seed)
-    )
+def generate(
+    control: torch.nn.Module, config: SyntheticRunConfig, count: int, grid: GridConfig, seed: int
+) -> np.ndarray:
+    """``count`` samples ``[count, n * d]`` from a trained control."""
+    energy = build_energy(config.system)
+    integrator = grid.build_integrator(config.schedule)
+    control.eval()
+    out = integrator.sample(control, collate([build_system(energy)] * count), torch.Generator().manual_seed(seed))
     return out.positions.reshape(count, -1).double().numpy()
+
+
+def _load_trainer(config: SyntheticRunConfig, checkpoint: Path, seed: int) -> Any:
+    """A trainer restored from a benchmark checkpoint (for ``--evaluate-only``)."""
+    from service.checkpoint import load_checkpoint
+    from service.synthetic import build_trainer
+
+    payload = load_checkpoint(checkpoint)
+    trained = SyntheticRunConfig.from_dict(payload["config"])
+    trainer = build_trainer(trained, seed)
+    trainer.load_state_dict(
+        {k: payload[k] for k in ("control", "round", "energy_calls", "wall_seconds", "history")}
+        | {"optimizer": trainer.optimizer.state_dict(), "generator": trainer.generator.get_state()}
+    )
+    return trainer, trained
 
 
 def _energies(system: str, x: np.ndarray) -> np.ndarray:
@@ -96,6 +110,7 @@ def run(
     eval_steps: int | None = None,
     command: str = "",
     threads: int | None = None,
+    evaluate_only: bool = False,
 ) -> dict[str, Any]:
     """Train and score every (system, seed); results for other (system, seed) pairs already in ``out_dir``
     are kept, so seeds and systems can run as processes side by side."""
@@ -111,11 +126,15 @@ def run(
             config = replace(config, max_minutes=minutes)
         if rounds is not None:
             config = replace(config, max_rounds=rounds)
+        grid = config.eval_grid if eval_steps is None else replace(config.eval_grid, num_steps=eval_steps)
         for seed in seeds:
-            trainer = train_synthetic(config, seed=seed, out=out_dir / "checkpoints" / f"{system}_seed{seed}.pt")
-            steps = eval_steps or config.eval_grid.num_steps
+            checkpoint = out_dir / "checkpoints" / f"{system}_seed{seed}.pt"
+            if evaluate_only:
+                trainer, config = _load_trainer(config, checkpoint, seed)
+            else:
+                trainer = train_synthetic(config, seed=seed, out=checkpoint)
             t0 = time.perf_counter()
-            gen = generate(trainer, system, num_samples, steps, seed=10_000 + seed)
+            gen = generate(trainer.control, config, num_samples, grid, seed=10_000 + seed)
             sample_seconds = time.perf_counter() - t0
             ref = reference_samples(system, data_dir, num_samples, seed)
             dim = build_energy(system).dim
@@ -135,7 +154,7 @@ def run(
                 "refresh_seconds": sum(h.refresh_seconds for h in trainer.history),
                 "gradient_seconds": sum(h.gradient_seconds for h in trainer.history),
                 "sample_seconds": sample_seconds,
-                "eval_steps": steps,
+                "eval_grid": dataclasses.asdict(grid),
                 "config": config.to_dict(),
                 "loss_curve": [h.loss for h in trainer.history],
             }

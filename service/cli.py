@@ -8,6 +8,7 @@ checkpoint), ``energy`` (energies of samples in a file, and the LJ convention ch
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import shlex
 import sys
@@ -97,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--rounds", type=int, default=None)
     bs.add_argument("--num-samples", type=int, default=2000)
     bs.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    bs.add_argument("--eval-steps", type=int, default=None, help="integration steps when scoring (default: preset)")
+    bs.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="re-score the checkpoints already in OUT_DIR/checkpoints instead of training",
+    )
     bs.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     bs.add_argument("--out-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     return p
@@ -163,8 +170,6 @@ def cmd_sample(args: argparse.Namespace) -> None:
     import torch
 
     from sampler.egnn import EGNNControl
-    from sampler.grids import UniformGrid
-    from sampler.sde import VarianceMatchedEuler
     from sampler.state import collate
     from service.checkpoint import load_checkpoint
     from service.synthetic import SyntheticRunConfig, build_energy, build_system
@@ -180,8 +185,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
     control.load_state_dict(payload["control"])
     control.eval()
     energy = build_energy(config.system)
-    steps = args.steps or config.eval_grid.num_steps
-    integrator = VarianceMatchedEuler(schedule=config.schedule, grid=UniformGrid(num_steps=steps))
+    grid = config.eval_grid if args.steps is None else dataclasses.replace(config.eval_grid, num_steps=args.steps)
+    steps = grid.num_steps
+    integrator = grid.build_integrator(config.schedule)
     start = collate([build_system(energy)] * args.num_samples)
     x = integrator.sample(control, start, torch.Generator().manual_seed(args.seed)).positions
     x = x.reshape(args.num_samples, energy.num_particles, energy.dim).double()
@@ -267,6 +273,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
         num_samples=args.num_samples,
         command=command,
         threads=args.threads,
+        eval_steps=args.eval_steps,
+        evaluate_only=args.evaluate_only,
     )
     for system, s in summarize(results).items():
         print(

@@ -15,7 +15,7 @@ from energy.target import EnergyTarget
 from sampler.egnn import EGNNConfig, EGNNControl
 from sampler.grids import QuadraticLinearGrid, TimeGrid, UniformGrid
 from sampler.schedule import GeometricNoiseSchedule
-from sampler.sde import VarianceMatchedEuler
+from sampler.sde import EulerMaruyama, VarianceMatchedEuler
 from sampler.state import SystemGraph
 from sampler.trainer import AdjointSamplingTrainer, TrainerConfig
 
@@ -26,10 +26,18 @@ SYSTEMS = ("dw4", "lj13")
 
 @dataclass(frozen=True, kw_only=True)
 class GridConfig:
-    """A time grid as data: ``kind`` is ``uniform`` or ``quadratic_linear``."""
+    """A time grid and integrator as data: ``kind`` is ``uniform`` or ``quadratic_linear``;
+    ``integrator`` is ``variance_matched`` or ``euler_maruyama``."""
 
     kind: str = "uniform"
     num_steps: int = 100
+    integrator: str = "variance_matched"
+
+    def build_integrator(self, schedule: GeometricNoiseSchedule) -> EulerMaruyama:
+        integrators = {"variance_matched": VarianceMatchedEuler, "euler_maruyama": EulerMaruyama}
+        if self.integrator not in integrators:
+            raise ValueError(f"unknown integrator {self.integrator!r}; choose one of {', '.join(integrators)}")
+        return integrators[self.integrator](schedule=schedule, grid=self.build())
 
     def build(self) -> TimeGrid:
         if self.kind == "uniform":
@@ -90,7 +98,7 @@ PRESETS: dict[str, SyntheticRunConfig] = {
             lr_decay_to=0.1,
         ),
         train_grid=GridConfig(num_steps=100),
-        eval_grid=GridConfig(num_steps=200),
+        eval_grid=GridConfig(num_steps=1000, integrator="euler_maruyama"),
         buffer_capacity=2000,
         max_rounds=800,
         max_minutes=30.0,
@@ -109,7 +117,7 @@ PRESETS: dict[str, SyntheticRunConfig] = {
             lr_decay_to=0.1,
         ),
         train_grid=GridConfig(num_steps=50),
-        eval_grid=GridConfig(num_steps=200),
+        eval_grid=GridConfig(num_steps=200, integrator="variance_matched"),
         buffer_capacity=2000,
         max_rounds=150,
         max_minutes=15.0,
@@ -138,7 +146,7 @@ def build_trainer(config: SyntheticRunConfig, seed: int) -> AdjointSamplingTrain
         target=EnergyTarget(model=energy),
         buffer=InMemoryReplayBuffer(config.buffer_capacity),
         schedule=config.schedule,
-        integrator=VarianceMatchedEuler(schedule=config.schedule, grid=config.train_grid.build()),
+        integrator=config.train_grid.build_integrator(config.schedule),
         systems=[build_system(energy)],
         config=config.trainer,
         seed=seed,
