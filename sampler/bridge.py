@@ -20,9 +20,10 @@ __all__ = ["bridge_drift_target", "bridge_sample", "com_free_noise"]
 
 def com_free_noise(batch: SystemBatch, generator: torch.Generator | None = None) -> torch.Tensor:
     """Standard normal noise ``[N, d]`` projected onto the COM-free subspace of each graph."""
-    eps = torch.randn(
-        batch.positions.shape, generator=generator, dtype=batch.positions.dtype, device=batch.positions.device
-    )
+    device = batch.positions.device
+    draw_on = generator.device if generator is not None else device  # a CPU generator may drive CUDA tensors
+    eps = torch.randn(batch.positions.shape, generator=generator, dtype=batch.positions.dtype, device=draw_on)
+    eps = eps.to(device)
     return batch.remove_com(eps)
 
 

@@ -70,8 +70,9 @@ def adjoint_target(
 
 
 def _draw_times(num_graphs: int, like: torch.Tensor, generator: torch.Generator | None, t_max: float) -> torch.Tensor:
-    u = torch.rand(num_graphs, generator=generator, dtype=like.dtype, device=like.device)
-    return u * t_max
+    draw_on = generator.device if generator is not None else like.device
+    u = torch.rand(num_graphs, generator=generator, dtype=like.dtype, device=draw_on)
+    return u.to(like.device) * t_max
 
 
 def reciprocal_adjoint_matching_loss(

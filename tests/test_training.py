@@ -149,3 +149,13 @@ def test_invalid_energy_evaluations_never_reach_the_buffer() -> None:
     assert stats.valid_fraction == pytest.approx(0.5)
     assert stats.energy_calls == 20
     assert all(torch.isfinite(p).all() for p in trainer.control.parameters())
+
+
+@pytest.mark.gpu
+def test_a_training_round_on_cuda() -> None:
+    config = tiny_config()
+    trainer = build_trainer(config, seed=0)
+    trainer.control.to("cuda")
+    trainer.optimizer = torch.optim.Adam(trainer.control.parameters(), lr=1e-3)
+    stats = trainer.run_round()
+    assert stats.valid_fraction > 0 and torch.isfinite(torch.tensor(stats.loss))
