@@ -13,6 +13,7 @@ import logging
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 __all__ = ["build_parser", "main"]
 
@@ -127,17 +128,23 @@ def _write_samples(path: Path, x: object, dim: int) -> None:
         raise CliError(f"cannot write {path}: use a .npy or .xyz file name")
 
 
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint; a missing, unreadable or foreign file is a user-facing error."""
+    from service.checkpoint import load_checkpoint
+
+    try:
+        return load_checkpoint(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+
+
 def cmd_train(args: argparse.Namespace) -> None:
-    from service.checkpoint import load_checkpoint, save_checkpoint
+    from service.checkpoint import export_weights
     from service.synthetic import PRESETS
     from service.training import train_synthetic
 
     if args.resume is not None:
-        try:
-            payload = load_checkpoint(args.resume)
-        except (FileNotFoundError, ValueError) as exc:
-            raise CliError(str(exc)) from exc
-        if "resume" not in payload:
+        if "resume" not in _read_checkpoint(args.resume):
             raise CliError(f"{args.resume} holds weights only (written with --weights-only); it cannot be resumed")
     try:
         trainer = train_synthetic(
@@ -152,10 +159,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     except ValueError as exc:  # configuration mismatch on resume, invalid budget
         raise CliError(str(exc)) from exc
     if args.weights_only:
-        payload = load_checkpoint(args.out)
-        save_checkpoint(
-            args.out, trainer, payload["config"], kind="synthetic", include_resume_state=False, extra=payload["extra"]
-        )
+        export_weights(args.out, args.out)
     log.info(
         "trained %d rounds, %d energy calls, %.0f s; checkpoint %s",
         trainer.round,
@@ -171,15 +175,11 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     from sampler.egnn import EGNNControl
     from sampler.state import collate
-    from service.checkpoint import load_checkpoint
     from service.synthetic import SyntheticRunConfig, build_energy, build_system
 
     if args.num_samples < 1:
         raise CliError("--num-samples must be at least 1")
-    try:
-        payload = load_checkpoint(args.checkpoint)
-    except (FileNotFoundError, ValueError) as exc:
-        raise CliError(str(exc)) from exc
+    payload = _read_checkpoint(args.checkpoint)
     config = SyntheticRunConfig.from_dict(payload["config"])
     control = EGNNControl(config.network)
     control.load_state_dict(payload["control"])
