@@ -25,6 +25,10 @@ class Structures:
         atomic_numbers: ``[N]`` long (0 for the particles of synthetic systems).
         total_charge: ``[G]`` long, in elementary charges.
         multiplicity: ``[G]`` long, spin multiplicity ``2S + 1``.
+        connection_tables: optional, one MDL molfile connection table (``Chem.MolToMolBlock``) per
+            structure, atoms in the same order as ``positions``; models that need the covalent graph
+            (MMFF94, the bond-validity regulariser) read bonds, bond orders and formal charges from it.
+            ``None`` for particles or where no model needs it.
     """
 
     positions: torch.Tensor
@@ -32,6 +36,7 @@ class Structures:
     atomic_numbers: torch.Tensor
     total_charge: torch.Tensor
     multiplicity: torch.Tensor
+    connection_tables: tuple[str | None, ...] | None = None
 
     def __post_init__(self) -> None:
         g = self.num_atoms.shape[0]
@@ -43,6 +48,8 @@ class Structures:
         for name in ("total_charge", "multiplicity"):
             if getattr(self, name).shape != (g,):
                 raise ValueError(f"{name} must be [{g}], got {tuple(getattr(self, name).shape)}")
+        if self.connection_tables is not None and len(self.connection_tables) != g:
+            raise ValueError(f"connection_tables must hold {g} entries, got {len(self.connection_tables)}")
 
     @property
     def num_structures(self) -> int:

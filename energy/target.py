@@ -21,6 +21,7 @@ class SystemChemistry:
     atomic_numbers: torch.Tensor
     total_charge: int = 0
     multiplicity: int = 1
+    connection_table: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,17 +35,20 @@ class EnergyTarget:
         ids = batch.system_ids.tolist()
         counts = batch.num_nodes.tolist()
         z, q, m = [], [], []
+        tables: list[str | None] = []
         for sid, n in zip(ids, counts, strict=True):
             chem = self.chemistry.get(sid)
             z.append(chem.atomic_numbers if chem is not None else torch.zeros(n, dtype=torch.long))
             q.append(chem.total_charge if chem is not None else 0)
             m.append(chem.multiplicity if chem is not None else 1)
+            tables.append(chem.connection_table if chem is not None else None)
         return Structures(
             positions=batch.positions.detach(),
             num_atoms=batch.num_nodes,
             atomic_numbers=torch.cat(z),
             total_charge=torch.tensor(q, dtype=torch.long),
             multiplicity=torch.tensor(m, dtype=torch.long),
+            connection_tables=tuple(tables) if any(t is not None for t in tables) else None,
         )
 
     def __call__(self, batch: SystemBatch) -> TerminalEvaluation:
