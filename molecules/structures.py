@@ -1,0 +1,48 @@
+"""RDKit molecules ↔ the energy protocol's :class:`~energy.protocol.Structures`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from rdkit import Chem
+
+from energy.protocol import Structures
+
+__all__ = ["conformer_structures", "spin_multiplicity", "total_charge"]
+
+
+def total_charge(mol: Chem.Mol) -> int:
+    """Sum of formal charges."""
+    return int(sum(a.GetFormalCharge() for a in mol.GetAtoms()))
+
+
+def spin_multiplicity(mol: Chem.Mol) -> int:
+    """``2S + 1`` with every radical electron unpaired (high spin), 1 for closed shells."""
+    return int(sum(a.GetNumRadicalElectrons() for a in mol.GetAtoms())) + 1
+
+
+def conformer_structures(
+    mol: Chem.Mol, conf_ids: Sequence[int] | None = None, *, dtype: torch.dtype = torch.float64
+) -> Structures:
+    """One structure per conformer of ``mol`` (all conformers by default), with its connection table.
+
+    ``mol`` must carry explicit hydrogens if the energy model expects them (``Chem.AddHs``).
+    """
+    if conf_ids is None:
+        conf_ids = [c.GetId() for c in mol.GetConformers()]
+    n = mol.GetNumAtoms()
+    g = len(conf_ids)
+    positions = torch.empty((g * n, 3), dtype=dtype)
+    for k, cid in enumerate(conf_ids):
+        positions[k * n : (k + 1) * n] = torch.as_tensor(mol.GetConformer(int(cid)).GetPositions(), dtype=dtype)
+    z = torch.tensor([a.GetAtomicNum() for a in mol.GetAtoms()], dtype=torch.long)
+    table = Chem.MolToMolBlock(mol, includeStereo=True)
+    return Structures(
+        positions=positions,
+        num_atoms=torch.full((g,), n, dtype=torch.long),
+        atomic_numbers=z.repeat(g),
+        total_charge=torch.full((g,), total_charge(mol), dtype=torch.long),
+        multiplicity=torch.full((g,), spin_multiplicity(mol), dtype=torch.long),
+        connection_tables=(table,) * g,
+    )
