@@ -1,0 +1,141 @@
+"""Is a generated conformer the molecule that was asked for?
+
+Two checks on 3D coordinates against the input molecule (explicit hydrogens, same atom order):
+
+- connectivity: bonds perceived from the coordinates (covalent radii, RDKit's ``DetermineConnectivity``)
+  must equal the input's bonds, no more and no fewer;
+- stereochemistry: every tetrahedral centre and double bond whose configuration the input specifies must
+  have that configuration in 3D (unspecified ones may be anything).
+
+An E(3)-equivariant control network cannot tell a molecule from its mirror image, so a conformer whose
+tetrahedral centres are all inverted is reflected (``x -> -x``, which keeps distances and double-bond
+geometry) when that makes every check pass; anything else that fails is rejected with its reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from rdkit import Chem
+from rdkit.Chem import rdDetermineBonds
+from rdkit.Geometry import Point3D
+
+__all__ = ["ConformerCheck", "StereoSpec", "check_conformer", "stereo_spec"]
+
+_DOUBLE_BOND_LABELS = {
+    Chem.BondStereo.STEREOE: "E",
+    Chem.BondStereo.STEREOTRANS: "E",
+    Chem.BondStereo.STEREOZ: "Z",
+    Chem.BondStereo.STEREOCIS: "Z",
+}
+
+
+@dataclass(frozen=True)
+class StereoSpec:
+    """The configurations the input specifies: CIP labels by atom index and by bond index."""
+
+    centres: dict[int, str]
+    double_bonds: dict[int, str]
+
+
+@dataclass(frozen=True)
+class ConformerCheck:
+    """Outcome for one conformer: ``positions`` are the (possibly reflected) coordinates to return."""
+
+    ok: bool
+    positions: np.ndarray
+    reflected: bool = False
+    reason: str | None = None
+
+
+def _labels(mol: Chem.Mol) -> StereoSpec:
+    centres = {
+        a.GetIdx(): a.GetProp("_CIPCode")
+        for a in mol.GetAtoms()
+        if a.HasProp("_CIPCode") and a.GetChiralTag() != Chem.ChiralType.CHI_UNSPECIFIED
+    }
+    bonds = {
+        b.GetIdx(): _DOUBLE_BOND_LABELS[b.GetStereo()] for b in mol.GetBonds() if b.GetStereo() in _DOUBLE_BOND_LABELS
+    }
+    return StereoSpec(centres, bonds)
+
+
+def stereo_spec(mol: Chem.Mol) -> StereoSpec:
+    """The stereo configurations specified in ``mol`` (e.g. from its SMILES)."""
+    copy = Chem.Mol(mol)
+    Chem.AssignStereochemistry(copy, cleanIt=True, force=True)
+    return _labels(copy)
+
+
+def _with_positions(mol: Chem.Mol, positions: np.ndarray) -> Chem.Mol:
+    copy = Chem.Mol(mol)
+    copy.RemoveAllConformers()
+    conf = Chem.Conformer(copy.GetNumAtoms())
+    for i, (x, y, z) in enumerate(positions.tolist()):
+        conf.SetAtomPosition(i, Point3D(x, y, z))
+    conf.Set3D(True)
+    copy.AddConformer(conf, assignId=True)
+    return copy
+
+
+def _bond_set(mol: Chem.Mol) -> set[tuple[int, int]]:
+    pairs = ((b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in mol.GetBonds())
+    return {(min(i, j), max(i, j)) for i, j in pairs}
+
+
+def _connectivity_problem(mol: Chem.Mol, positions: np.ndarray) -> str | None:
+    bare = Chem.RWMol()
+    for atom in mol.GetAtoms():
+        bare.AddAtom(Chem.Atom(atom.GetAtomicNum()))
+    perceived = _with_positions(bare.GetMol(), positions)
+    rdDetermineBonds.DetermineConnectivity(perceived, useHueckel=False)
+    want, got = _bond_set(mol), _bond_set(perceived)
+    if want == got:
+        return None
+    missing, extra = sorted(want - got), sorted(got - want)
+    sym = [a.GetSymbol() for a in mol.GetAtoms()]
+    parts = []
+    if missing:
+        parts.append("missing bonds " + ", ".join(f"{sym[i]}{i}-{sym[j]}{j}" for i, j in missing[:3]))
+    if extra:
+        parts.append("extra bonds " + ", ".join(f"{sym[i]}{i}-{sym[j]}{j}" for i, j in extra[:3]))
+    return "connectivity: " + "; ".join(parts)
+
+
+def _stereo_mismatch(mol: Chem.Mol, positions: np.ndarray, spec: StereoSpec) -> tuple[list[int], list[int]]:
+    """Centres and double bonds whose 3D configuration differs from ``spec``."""
+    if not spec.centres and not spec.double_bonds:
+        return [], []
+    copy = _with_positions(mol, positions)
+    Chem.AssignStereochemistryFrom3D(copy)
+    got = _labels(copy)
+    bad_centres = [i for i, label in spec.centres.items() if got.centres.get(i) != label]
+    bad_bonds = [i for i, label in spec.double_bonds.items() if got.double_bonds.get(i) != label]
+    return bad_centres, bad_bonds
+
+
+def check_conformer(mol: Chem.Mol, positions: np.ndarray, spec: StereoSpec | None = None) -> ConformerCheck:
+    """Check ``positions`` ``[n, 3]`` against ``mol``; reflect a mirror image when that fixes it."""
+    positions = np.asarray(positions, dtype=np.float64)
+    if positions.shape != (mol.GetNumAtoms(), 3):
+        return ConformerCheck(False, positions, reason=f"positions shape {positions.shape} does not match the molecule")
+    if not np.isfinite(positions).all():
+        return ConformerCheck(False, positions, reason="non-finite coordinates")
+    problem = _connectivity_problem(mol, positions)
+    if problem is not None:
+        return ConformerCheck(False, positions, reason=problem)
+    spec = stereo_spec(mol) if spec is None else spec
+    bad_centres, bad_bonds = _stereo_mismatch(mol, positions, spec)
+    if not bad_centres and not bad_bonds:
+        return ConformerCheck(True, positions)
+    if bad_centres and not bad_bonds and len(bad_centres) == len(spec.centres):
+        mirrored = positions * np.array([-1.0, 1.0, 1.0])
+        if _stereo_mismatch(mol, mirrored, spec) == ([], []):
+            return ConformerCheck(True, mirrored, reflected=True)
+    parts = []
+    if bad_centres:
+        parts.append(f"{len(bad_centres)} of {len(spec.centres)} stereocentres inverted (atoms {bad_centres[:5]})")
+    if bad_bonds:
+        parts.append(f"{len(bad_bonds)} of {len(spec.double_bonds)} double bonds with the wrong E/Z")
+    return ConformerCheck(False, positions, reason="stereo: " + "; ".join(parts))
