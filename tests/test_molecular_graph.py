@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from rdkit import Chem
-from rdkit.Chem import AllChem
+from rdkit.Chem import rdDistGeom
 
 from molecules.features import ATOM_FEATURES, PAIR_FEATURES, UnsupportedElementError, rotatable_bonds
 from molecules.graph import TooManyAtomsError, molecular_system
@@ -15,7 +15,7 @@ CHIRAL_EZ = "C[C@H](N)C(=O)O/C=C/C[C@@H](F)Cl"
 
 def _embedded(smiles: str, seed: int = 3) -> Chem.Mol:
     mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
-    assert AllChem.EmbedMolecule(mol, randomSeed=seed) == 0
+    assert rdDistGeom.EmbedMolecule(mol, randomSeed=seed) == 0
     return mol
 
 
