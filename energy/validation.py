@@ -1,0 +1,207 @@
+"""Checks every molecular adapter runs on a batch before evaluating it, and the result assembly.
+
+:func:`structure_problems` returns one reason (or ``None``) per structure, so a bad structure is
+marked invalid instead of reaching the physics engine, where it would crash, hang or return
+nonsense. In order:
+
+1. no atoms;
+2. non-finite coordinates (``nan``/``inf``);
+3. an element outside the model's supported set (Z = 0 "particles" are never molecular);
+4. more atoms than the model's ``max_atoms``;
+5. charge and multiplicity that cannot describe the electron count: with
+   ``n_e = ΣZ − charge`` electrons and ``2S = multiplicity − 1`` unpaired ones, ``n_e ≥ 2S`` and
+   ``n_e − 2S`` even (the paired electrons come in pairs);
+6. coincident atoms: any pair closer than ``min_distance_angstrom`` (default 0.1 Å). The shortest
+   bond in chemistry, H–H in H₂, is 0.74 Å; below 0.1 Å two nuclei are on top of each other, no
+   model's energy means anything there and SCF codes fail or return ~10⁴ eV. Merely short contacts
+   (0.3–0.7 Å, common early in sampler training) are left to the model: their large energies and
+   forces are the signal the sampler learns from.
+
+:func:`assemble_result` turns per-structure outcomes into an :class:`~energy.protocol.EnergyResult`
+(``nan`` energy and zero forces for invalid entries).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from ase.data import chemical_symbols
+
+from energy.protocol import EnergyResult, Structures
+
+__all__ = [
+    "DEFAULT_MIN_DISTANCE_ANGSTROM",
+    "Evaluated",
+    "StructureLimits",
+    "assemble_result",
+    "atom_slices",
+    "structure_problems",
+]
+
+DEFAULT_MIN_DISTANCE_ANGSTROM = 0.1
+MAX_ATOMIC_NUMBER = 118
+
+
+@dataclass(frozen=True, kw_only=True)
+class StructureLimits:
+    """What a model accepts.
+
+    Attributes:
+        model: name used in reasons (``"GFN2-xTB"``).
+        supported_elements: atomic numbers the model is parametrized for; ``None`` for all of 1–118.
+        max_atoms: largest structure the model takes; ``None`` for no limit.
+        min_distance_angstrom: pairs closer than this are coincident atoms (see the module docstring).
+    """
+
+    model: str
+    supported_elements: frozenset[int] | None = None
+    max_atoms: int | None = None
+    min_distance_angstrom: float = DEFAULT_MIN_DISTANCE_ANGSTROM
+
+    def __post_init__(self) -> None:
+        if self.max_atoms is not None and self.max_atoms < 1:
+            raise ValueError(f"max_atoms must be >= 1 or None, got {self.max_atoms}")
+        if not self.min_distance_angstrom >= 0:
+            raise ValueError(f"min_distance_angstrom must be >= 0, got {self.min_distance_angstrom}")
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluated:
+    """One structure's energy (eV) and forces ``[n, 3]`` (eV/Å)."""
+
+    energy_ev: float
+    forces_ev_per_angstrom: np.ndarray
+
+
+def atom_slices(structures: Structures) -> list[slice]:
+    """The rows of ``positions`` / ``atomic_numbers`` belonging to each structure."""
+    ends = np.cumsum(structures.num_atoms.cpu().numpy())
+    starts = ends - structures.num_atoms.cpu().numpy()
+    return [slice(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
+
+
+def _symbol(z: int) -> str:
+    return chemical_symbols[z] if 0 < z <= MAX_ATOMIC_NUMBER else f"Z={z}"
+
+
+def _element_problem(z: np.ndarray, limits: StructureLimits) -> str | None:
+    supported = limits.supported_elements
+    allowed = supported if supported is not None else range(1, MAX_ATOMIC_NUMBER + 1)
+    bad = sorted({int(v) for v in z if int(v) not in allowed})
+    if not bad:
+        return None
+    names = ", ".join(f"{_symbol(v)} (Z={v})" for v in bad)
+    if supported is None:
+        return f"unsupported element(s) {names} for {limits.model}: atomic numbers must be 1-{MAX_ATOMIC_NUMBER}"
+    return f"unsupported element(s) {names} for {limits.model}: supported are Z in {_ranges(supported)}"
+
+
+def _ranges(values: frozenset[int]) -> str:
+    """``{1, 2, 3, 5}`` → ``"1-3, 5"``."""
+    out: list[str] = []
+    for v in sorted(values):
+        if out and out[-1].split("-")[-1] == str(v - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{v}"
+        else:
+            out.append(str(v))
+    return ", ".join(out)
+
+
+def _spin_problem(z: np.ndarray, charge: int, multiplicity: int) -> str | None:
+    if multiplicity < 1:
+        return f"multiplicity must be >= 1, got {multiplicity}"
+    electrons = int(z.sum()) - charge
+    unpaired = multiplicity - 1
+    if electrons < 0:
+        return f"charge {charge:+d} leaves {electrons} electrons"
+    if unpaired > electrons:
+        return f"multiplicity {multiplicity} needs {unpaired} unpaired electrons, but there are {electrons} electrons"
+    if (electrons - unpaired) % 2:
+        parity = "odd" if electrons % 2 else "even"
+        needed = "even" if electrons % 2 else "odd"
+        return (
+            f"charge {charge:+d} and multiplicity {multiplicity} are inconsistent: {electrons} electrons ({parity}) "
+            f"need an {needed} multiplicity"
+        )
+    return None
+
+
+def _coincident_problem(x: np.ndarray, threshold: float) -> str | None:
+    if x.shape[0] < 2 or threshold <= 0:
+        return None
+    d = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+    d[np.diag_indices_from(d)] = np.inf
+    a, b = (int(v) for v in np.unravel_index(int(np.argmin(d)), d.shape))
+    if d[a, b] >= threshold:
+        return None
+    return f"coincident atoms {min(a, b)} and {max(a, b)}: {d[a, b]:.3g} Å apart (minimum {threshold} Å)"
+
+
+def structure_problems(structures: Structures, limits: StructureLimits) -> list[str | None]:
+    """One reason per structure it cannot be evaluated, ``None`` where it can (``[]`` for an empty batch)."""
+    if structures.num_structures and structures.positions.shape[1] != 3:
+        raise ValueError(f"molecular structures need 3D positions, got {structures.positions.shape[1]}D")
+    positions = structures.positions.detach().cpu().to(torch.float64).numpy()
+    numbers = structures.atomic_numbers.cpu().numpy()
+    charges = structures.total_charge.cpu().tolist()
+    multiplicities = structures.multiplicity.cpu().tolist()
+    problems: list[str | None] = []
+    for k, rows in enumerate(atom_slices(structures)):
+        x, z = positions[rows], numbers[rows]
+        problems.append(_first_problem(x, z, int(charges[k]), int(multiplicities[k]), limits))
+    return problems
+
+
+def _first_problem(x: np.ndarray, z: np.ndarray, charge: int, multiplicity: int, limits: StructureLimits) -> str | None:
+    if x.shape[0] == 0:
+        return "structure has no atoms"
+    bad_rows = np.flatnonzero(~np.isfinite(x).all(axis=1))
+    if bad_rows.size:
+        shown = ", ".join(str(int(r)) for r in bad_rows[:5]) + (", ..." if bad_rows.size > 5 else "")
+        return f"non-finite coordinates (nan or inf) at atom(s) {shown}"
+    element = _element_problem(z, limits)
+    if element is not None:
+        return element
+    if limits.max_atoms is not None and x.shape[0] > limits.max_atoms:
+        return f"{x.shape[0]} atoms exceed the limit of {limits.max_atoms} atoms for {limits.model} (max_atoms)"
+    spin = _spin_problem(z, charge, multiplicity)
+    if spin is not None:
+        return spin
+    return _coincident_problem(x, limits.min_distance_angstrom)
+
+
+def assemble_result(structures: Structures, outcomes: Sequence[Evaluated | str]) -> EnergyResult:
+    """An :class:`EnergyResult` from one outcome per structure: :class:`Evaluated` or a reason string.
+
+    Energies and forces take the dtype and device of ``structures.positions``. An evaluated entry
+    with a non-finite energy or force becomes invalid too (a model must never pass ``nan`` on as valid).
+    """
+    g = structures.num_structures
+    if len(outcomes) != g:
+        raise ValueError(f"expected {g} outcomes, got {len(outcomes)}")
+    energies = np.full(g, np.nan)
+    forces = np.zeros((structures.positions.shape[0], 3))
+    reasons: list[str | None] = []
+    for k, (rows, outcome) in enumerate(zip(atom_slices(structures), outcomes, strict=True)):
+        if isinstance(outcome, str):
+            reasons.append(outcome)
+            continue
+        f = np.asarray(outcome.forces_ev_per_angstrom, dtype=np.float64)
+        if f.shape != (rows.stop - rows.start, 3):
+            raise ValueError(f"structure {k}: forces of shape {f.shape}, expected {(rows.stop - rows.start, 3)}")
+        if not (np.isfinite(outcome.energy_ev) and np.isfinite(f).all()):
+            reasons.append("model returned a non-finite energy or force")
+            continue
+        energies[k] = outcome.energy_ev
+        forces[rows] = f
+        reasons.append(None)
+    like = structures.positions
+    return EnergyResult(
+        energies=torch.as_tensor(energies, dtype=like.dtype, device=like.device),
+        forces=torch.as_tensor(forces, dtype=like.dtype, device=like.device),
+        valid=torch.as_tensor([r is None for r in reasons], dtype=torch.bool, device=like.device),
+        reasons=tuple(reasons),
+    )
