@@ -1,14 +1,31 @@
 """One suite for every ReplayBuffer implementation (the Redis one joins the parametrization)."""
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import torch
 
+from buffer.connection import RedisSettings, connect
+from buffer.keys import RedisKeys
 from buffer.memory import InMemoryReplayBuffer
+from buffer.redis import RedisReplayBuffer
 from sampler.replay import ReplayBuffer, ReplaySamples
+from service.redis_server import EmbeddedRedis, EmbeddedRedisConfig
 
-IMPLEMENTATIONS: list[Callable[[int], ReplayBuffer]] = [InMemoryReplayBuffer]
+IMPLEMENTATIONS = [
+    pytest.param("memory", id="InMemoryReplayBuffer"),
+    pytest.param("redis", id="RedisReplayBuffer", marks=pytest.mark.redis),
+]
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis server (the embedded one) for this module's tests."""
+    server = EmbeddedRedis(EmbeddedRedisConfig(data_dir=Path(tmp_path_factory.mktemp("redis"))))
+    yield server.start()
+    server.stop()
 
 
 def make_samples(sizes: list[int], start_id: int = 0, version: int = 0) -> ReplaySamples:
@@ -24,9 +41,13 @@ def make_samples(sizes: list[int], start_id: int = 0, version: int = 0) -> Repla
     )
 
 
-@pytest.fixture(params=IMPLEMENTATIONS, ids=lambda f: f.__name__)
+@pytest.fixture(params=IMPLEMENTATIONS)
 def make_buffer(request: pytest.FixtureRequest) -> Callable[[int], ReplayBuffer]:
-    return request.param  # type: ignore[no-any-return]
+    if request.param == "memory":
+        return InMemoryReplayBuffer
+    client = connect(RedisSettings(url=request.getfixturevalue("redis_url")))
+    keys = RedisKeys("test-buffer")
+    return lambda capacity: RedisReplayBuffer(client, capacity=capacity, name=uuid.uuid4().hex, keys=keys)
 
 
 def test_protocol(make_buffer: Callable[[int], ReplayBuffer]) -> None:
