@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from energy.protocol import EnergyModel, Structures
 from sampler.state import SystemBatch
 from sampler.target import TerminalEvaluation
+
+if TYPE_CHECKING:  # the regulariser imports RDKit; particle systems never need it
+    from energy.regulariser import BondValidityRegulariser
 
 __all__ = ["EnergyTarget", "SystemChemistry"]
 
@@ -26,10 +30,15 @@ class SystemChemistry:
 
 @dataclass(frozen=True, kw_only=True)
 class EnergyTarget:
-    """Calls ``model`` on a sampler batch; systems missing from ``chemistry`` are particles (Z = 0)."""
+    """Calls ``model`` on a sampler batch; systems missing from ``chemistry`` are particles (Z = 0).
+
+    With a ``regulariser`` (molecules with connection tables), its gradient travels as the evaluation's
+    ``extra_gradient``: added to the RAM target without division by tau, clipped separately.
+    """
 
     model: EnergyModel
     chemistry: Mapping[int, SystemChemistry] = field(default_factory=dict)
+    regulariser: BondValidityRegulariser | None = None
 
     def structures(self, batch: SystemBatch) -> Structures:
         ids = batch.system_ids.tolist()
@@ -52,9 +61,14 @@ class EnergyTarget:
         )
 
     def __call__(self, batch: SystemBatch) -> TerminalEvaluation:
-        result = self.model.evaluate(self.structures(batch))
+        structures = self.structures(batch)
+        result = self.model.evaluate(structures)
+        extra = None
+        if self.regulariser is not None:
+            extra = self.regulariser.evaluate(structures).gradient.to(batch.positions.dtype)
         return TerminalEvaluation(
             energies=result.energies.to(batch.positions.dtype),
             energy_gradient=-result.forces.to(batch.positions.dtype),
             valid=result.valid,
+            extra_gradient=extra,
         )
