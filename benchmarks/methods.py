@@ -1,0 +1,292 @@
+"""Conformer-generation methods of the benchmark: a generator, optionally followed by a refiner.
+
+A :class:`Method` pairs a :class:`ConformerGenerator` (ETKDG; the Adjoint Sampling model once it exists)
+with an optional :class:`Refiner` (RDKit's MMFF94 optimizer, or a local relaxation with any energy
+model of :mod:`energy.registry`). Methods sharing a generator share its conformers within a run (the
+benchmark runner generates once per molecule and generator), so "RDKit" and "RDKit + relax" are
+scored on the same starting conformers and the relaxed method's time includes the generation.
+
+New methods register a factory by name::
+
+    register_method("adjoint", lambda s: Method("adjoint", AdjointGenerator(...)))
+    register_method("adjoint+relax", lambda s: Method("adjoint+relax", AdjointGenerator(...), relaxation(s)))
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from rdkit import Chem, rdBase
+from rdkit.Chem import rdDistGeom, rdForceFieldHelpers
+
+__all__ = [
+    "METHODS",
+    "ConformerGenerator",
+    "EnergyRelaxation",
+    "EtkdgGenerator",
+    "GenerationError",
+    "Method",
+    "MethodSettings",
+    "RdkitMmffOptimizer",
+    "Refined",
+    "Refiner",
+    "build_methods",
+    "register_method",
+    "relaxation",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MethodSettings:
+    """Everything the built-in method factories need.
+
+    Attributes:
+        threads: RDKit ``numThreads`` for embedding and MMFF optimization.
+        relax_model: :func:`energy.registry.build_energy_model` name for ``*+relax`` methods.
+        relax_options: extra keyword options for that model (e.g. ``(("workers", 2),)`` for xtb).
+        relax_fmax: convergence threshold (eV/Å) of the relaxation.
+        relax_max_steps: step cap of the relaxation.
+        relax_optimizer: ``"lbfgs"`` or ``"fire"``.
+        mmff_max_iters: RDKit ``MMFFOptimizeMoleculeConfs`` iterations (RDKit's default 200).
+        mmff_variant: ``"MMFF94"`` or ``"MMFF94s"``.
+    """
+
+    threads: int = 1
+    relax_model: str = "xtb"
+    relax_options: tuple[tuple[str, Any], ...] = ()
+    relax_fmax: float = 0.05
+    relax_max_steps: int = 500
+    relax_optimizer: str = "lbfgs"
+    mmff_max_iters: int = 200
+    mmff_variant: str = "MMFF94"
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
+        if self.mmff_max_iters < 1:
+            raise ValueError(f"mmff_max_iters must be at least 1, got {self.mmff_max_iters}")
+
+
+class GenerationError(RuntimeError):
+    """A generator could not produce conformers for a molecule (the message says why)."""
+
+
+class ConformerGenerator(Protocol):
+    """Makes conformers of one molecule (explicit hydrogens, atom order kept)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def generate(self, mol: Chem.Mol, num_conformers: int, seed: int) -> Chem.Mol:
+        """A copy of ``mol`` with up to ``num_conformers`` conformers (ids ``0 …``); may raise
+        :class:`GenerationError`. Fewer (or none) are allowed and are counted by the benchmark."""
+        ...
+
+
+@dataclass(frozen=True)
+class Refined:
+    """A refiner's output: ``mol`` holds only the conformers that stayed valid (ids ``0 …``);
+    ``reasons`` has one entry per dropped conformer; ``not_converged`` counts valid but unconverged ones."""
+
+    mol: Chem.Mol
+    reasons: tuple[str, ...] = ()
+    not_converged: int = 0
+
+
+class Refiner(Protocol):
+    """Post-processes generated conformers (local optimization)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def refine(self, mol: Chem.Mol) -> Refined: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named benchmark method: ``generator``, then ``refiner`` if any."""
+
+    name: str
+    generator: ConformerGenerator
+    refiner: Refiner | None = None
+    description: str = ""
+
+
+def _with_conformers(mol: Chem.Mol, positions: np.ndarray) -> Chem.Mol:
+    """A copy of ``mol`` whose conformers are ``positions [C, n, 3]`` (ids ``0 … C-1``)."""
+    out = Chem.Mol(mol)
+    out.RemoveAllConformers()
+    for cid, pos in enumerate(positions):
+        conf = Chem.Conformer(out.GetNumAtoms())
+        conf.SetPositions(np.ascontiguousarray(pos, dtype=np.float64))
+        conf.SetId(cid)
+        conf.Set3D(True)
+        out.AddConformer(conf, assignId=False)
+    return out
+
+
+@dataclass(frozen=True)
+class EtkdgGenerator:
+    """RDKit ETKDGv3: ``EmbedMultipleConfs(numConfs=K, randomSeed=seed, pruneRmsThresh=-1,
+    enforceChirality=True)`` (the published baseline)."""
+
+    threads: int = 1
+
+    @property
+    def name(self) -> str:
+        return "etkdg"
+
+    def generate(self, mol: Chem.Mol, num_conformers: int, seed: int) -> Chem.Mol:
+        if seed == 0:  # RDKit then seeds every conformer alike: K copies of one conformer
+            raise ValueError("ETKDG randomSeed 0 gives identical conformers; use another seed")
+        out = Chem.Mol(mol)
+        out.RemoveAllConformers()
+        params = rdDistGeom.ETKDGv3()
+        settings = {"randomSeed": seed, "pruneRmsThresh": -1.0, "enforceChirality": True, "numThreads": self.threads}
+        for key, value in settings.items():  # (attribute assignment: RDKit's stubs mistype these)
+            setattr(params, key, value)
+        with rdBase.BlockLogs():
+            ids = list(rdDistGeom.EmbedMultipleConfs(out, numConfs=num_conformers, params=params))
+        if ids != list(range(len(ids))):
+            positions = np.stack([out.GetConformer(i).GetPositions() for i in ids]) if ids else np.zeros((0, 0, 3))
+            out = _with_conformers(mol, positions)
+        return out
+
+
+@dataclass
+class RdkitMmffOptimizer:
+    """RDKit's own ``MMFFOptimizeMoleculeConfs`` (the usual "ETKDG + MMFF" baseline)."""
+
+    max_iters: int = 200
+    variant: str = "MMFF94"
+    threads: int = 1
+
+    @property
+    def name(self) -> str:
+        return self.variant.lower()
+
+    def refine(self, mol: Chem.Mol) -> Refined:
+        out = Chem.Mol(mol)
+        if out.GetNumConformers() == 0:
+            return Refined(out)
+        props = rdForceFieldHelpers.MMFFGetMoleculeProperties(out, mmffVariant=self.variant)
+        if props is None:
+            return Refined(
+                _with_conformers(mol, np.zeros((0, mol.GetNumAtoms(), 3))),
+                (f"no {self.variant} parameters",) * mol.GetNumConformers(),
+            )
+        with rdBase.BlockLogs():
+            results = rdForceFieldHelpers.MMFFOptimizeMoleculeConfs(
+                out, numThreads=self.threads, maxIters=self.max_iters, mmffVariant=self.variant
+            )
+        not_converged = sum(1 for flag, _ in results if flag == 1)
+        return Refined(out, (), not_converged)
+
+    def close(self) -> None:
+        return None
+
+
+@dataclass
+class EnergyRelaxation:
+    """Local relaxation of every conformer with an energy model of :mod:`energy.registry`:
+    ``relax(build_energy_model(model), conformer_structures(mol), RelaxConfig(...))``.
+
+    The model is built on first use and kept (worker processes, caches) until :meth:`close`."""
+
+    model: str = "xtb"
+    options: tuple[tuple[str, Any], ...] = ()
+    fmax: float = 0.05
+    max_steps: int = 500
+    optimizer: str = "lbfgs"
+    _built: Any = field(default=None, init=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"relax[{self.model}]"
+
+    def _energy_model(self) -> Any:
+        if self._built is None:
+            from energy.registry import build_energy_model
+
+            try:
+                self._built = build_energy_model(self.model, **dict(self.options))
+            except TypeError as exc:
+                raise ValueError(f"energy model {self.model!r} does not accept {dict(self.options)}: {exc}") from exc
+        return self._built
+
+    def refine(self, mol: Chem.Mol) -> Refined:
+        from energy.relax import RelaxConfig, relax
+        from molecules.structures import conformer_structures
+
+        if mol.GetNumConformers() == 0:
+            return Refined(Chem.Mol(mol))
+        config = RelaxConfig(fmax=self.fmax, max_steps=self.max_steps, optimizer=self.optimizer)
+        result = relax(self._energy_model(), conformer_structures(mol), config)
+        n = mol.GetNumAtoms()
+        positions = result.positions.detach().cpu().double().numpy().reshape(-1, n, 3)
+        valid = result.valid.cpu().numpy().astype(bool)
+        converged = result.converged.cpu().numpy().astype(bool)
+        reasons = tuple(str(r or "invalid") for r, ok in zip(result.reasons, valid, strict=True) if not ok)
+        return Refined(_with_conformers(mol, positions[valid]), reasons, int((valid & ~converged).sum()))
+
+    def close(self) -> None:
+        close = getattr(self._built, "close", None)
+        if callable(close):
+            close()
+        self._built = None
+
+
+def relaxation(settings: MethodSettings) -> EnergyRelaxation:
+    """The ``+relax`` refiner every method shares (same model, optimizer and steps)."""
+    return EnergyRelaxation(
+        model=settings.relax_model,
+        options=settings.relax_options,
+        fmax=settings.relax_fmax,
+        max_steps=settings.relax_max_steps,
+        optimizer=settings.relax_optimizer,
+    )
+
+
+MethodFactory = Callable[[MethodSettings], Method]
+
+METHODS: dict[str, MethodFactory] = {
+    "rdkit": lambda s: Method("rdkit", EtkdgGenerator(s.threads), None, "RDKit ETKDGv3"),
+    "rdkit+mmff": lambda s: Method(
+        "rdkit+mmff",
+        EtkdgGenerator(s.threads),
+        RdkitMmffOptimizer(s.mmff_max_iters, s.mmff_variant, s.threads),
+        f"RDKit ETKDGv3 + RDKit {s.mmff_variant} (maxIters {s.mmff_max_iters})",
+    ),
+    "rdkit+relax": lambda s: Method(
+        "rdkit+relax",
+        EtkdgGenerator(s.threads),
+        relaxation(s),
+        f"RDKit ETKDGv3 + {s.relax_optimizer.upper()} relaxation with {s.relax_model} "
+        f"(fmax {s.relax_fmax} eV/Å, ≤ {s.relax_max_steps} steps)",
+    ),
+}
+
+
+def register_method(name: str, factory: MethodFactory) -> None:
+    """Add a method (e.g. the Adjoint Sampling model); names are unique."""
+    if name in METHODS:
+        raise ValueError(f"method {name!r} is already registered")
+    METHODS[name] = factory
+
+
+def build_methods(names: Sequence[str], settings: MethodSettings) -> list[Method]:
+    """The named methods; an unknown name lists the known ones."""
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"methods listed twice: {list(names)}")
+    return [METHODS[n](settings) for n in names]
