@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks", description="Run a benchmark and write benchmarks/results/.")
     bsub = b.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    from service.cli_bench_conformers import add_bench_conformers_parser
+
+    add_bench_conformers_parser(bsub, DEFAULT_DATA, REPO_ROOT)
     bs = bsub.add_parser("synthetic", help="DW-4 and LJ-13 x-W2 / E-W2 over seeds vs published rows")
     bs.add_argument("--systems", nargs="+", choices=["dw4", "lj13"], default=["dw4", "lj13"])
     bs.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -260,6 +263,10 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    if args.benchmark == "conformers":
+        from service.cli_bench_conformers import cmd_bench_conformers
+
+        return cmd_bench_conformers(args)
     from benchmarks.synthetic import run, summarize
 
     command = "adjoint-sampling " + " ".join(shlex.quote(a) for a in sys.argv[1:])
