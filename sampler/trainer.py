@@ -197,13 +197,16 @@ class AdjointSamplingTrainer:
             total += float(result.loss.detach())
         return total / max(num_steps, 1)
 
-    def warmup_bridge_matching(self, data: Sequence[SystemBatch], num_steps: int) -> float:
+    def warmup_bridge_matching(self, data: Sequence[SystemBatch], num_steps: int, *, normalized: bool = False) -> float:
         """Bridge-matching warm-up on data batches (e.g. RDKit conformers); returns the mean loss."""
         self.control.train()
         total = 0.0
+        param = next(self.control.parameters())
         for k in range(num_steps):
-            x1 = data[k % len(data)]
-            result = bridge_matching_loss(self.control, x1, schedule=self.schedule, generator=self.generator)
+            x1 = data[k % len(data)].to(param.device, param.dtype)
+            result = bridge_matching_loss(
+                self.control, x1, schedule=self.schedule, generator=self.generator, normalized=normalized
+            )
             self._step(result.loss)
             total += float(result.loss.detach())
         return total / max(num_steps, 1)

@@ -21,6 +21,7 @@ log = logging.getLogger("adjoint_sampling")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "dw4.pt"
+DEFAULT_CONFORMER_CHECKPOINT = REPO_ROOT / "checkpoints" / "conformers.pt"
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
@@ -60,27 +61,56 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "sample",
-        help="draw samples from a trained checkpoint",
-        description="Sample with the trained control (Euler–Maruyama on a uniform grid).",
+        help="conformers of a SMILES (or samples of a synthetic model)",
+        description=(
+            "With a SMILES: sample K conformers with the conformer model, check connectivity and stereo, "
+            "optionally relax, sort by energy and write SDF/XYZ/JSON. Without: draw samples from a synthetic "
+            "(DW-4/LJ-13) checkpoint."
+        ),
     )
-    s.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help=f"default: {DEFAULT_CHECKPOINT}")
-    s.add_argument("-n", "--num-samples", type=int, default=1000)
+    s.add_argument("smiles", nargs="?", default=None, help="molecule, e.g. 'CC(=O)Nc1ccc(O)cc1'")
+    s.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help=f"default: {DEFAULT_CONFORMER_CHECKPOINT} with a SMILES, {DEFAULT_CHECKPOINT} without",
+    )
+    s.add_argument("-n", "--num-samples", type=int, default=None, help="default: 10 conformers / 1000 samples")
     s.add_argument("--steps", type=int, default=None, help="integration steps (default: the checkpoint's eval grid)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", type=Path, default=None, help="write samples: .npy ([n, particles*dim]) or .xyz")
+    s.add_argument("--out", type=Path, default=None, help="conformers: .sdf, .xyz or .json; synthetic: .npy or .xyz")
+    s.add_argument("--energy-model", default="xtb", help="scores (and relaxes) conformers: xtb, mmff, gfn1-xtb, none")
+    s.add_argument("--relax", action="store_true", help="locally minimize every conformer with the energy model")
+    s.add_argument("--fmax", type=float, default=0.05, help="relaxation force threshold, eV/Å")
+    s.add_argument("--prune-rms", type=float, default=None, metavar="Å", help="drop near-duplicates (heavy atoms)")
+    s.add_argument("--energy-window", type=float, default=None, metavar="KCAL", help="keep within this of the lowest")
 
     e = sub.add_parser(
         "energy",
-        help="energies of samples in a .npy file, or the LJ convention check",
-        description="Print energy statistics of samples under a synthetic energy.",
+        help="energies (and relaxation) of conformers in an SDF/XYZ file, or of synthetic .npy samples",
+        description=(
+            "Molecules: per-conformer energies of an .sdf or .xyz (optionally .gz) file under an energy model, "
+            "optionally relaxed and written out. Synthetic: energy statistics of .npy samples (--system)."
+        ),
     )
-    e.add_argument("--system", choices=["dw4", "lj13"], required=True)
-    e.add_argument("file", type=Path, nargs="?", help=".npy of shape [n, particles*dim]")
+    e.add_argument("file", type=Path, nargs="?", help=".sdf/.xyz[.gz] conformers, or .npy [n, particles*dim]")
+    e.add_argument("--system", choices=["dw4", "lj13"], default=None, help="synthetic system of a .npy file")
     e.add_argument(
         "--check-convention",
         action="store_true",
         help="LJ only: run MALA from the file's samples under pair factors 1/2, 1, 2 and report drift",
     )
+    from service.cli_energy import add_energy_arguments
+
+    add_energy_arguments(e)
+
+    from service.cli_conformers import add_train_parser
+
+    add_train_parser(sub, DEFAULT_DATA, REPO_ROOT)
+
+    from service.cli_workers import add_bench_redis_parser, add_parsers
+
+    add_parsers(sub)  # worker energy, worker train, redis
 
     x = sub.add_parser(
         "export",
@@ -92,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks", description="Run a benchmark and write benchmarks/results/.")
     bsub = b.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    add_bench_redis_parser(bsub)
     from service.cli_bench_conformers import add_bench_conformers_parser
 
     add_bench_conformers_parser(bsub, DEFAULT_DATA, REPO_ROOT)
@@ -180,6 +211,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from sampler.state import collate
     from service.synthetic import SyntheticRunConfig, build_energy, build_system
 
+    if args.smiles is not None:
+        from service.cli_conformers import sample_conformers
+
+        sample_conformers(args, DEFAULT_CONFORMER_CHECKPOINT)
+        return
+    args.checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
+    args.num_samples = 1000 if args.num_samples is None else args.num_samples
     if args.num_samples < 1:
         raise CliError("--num-samples must be at least 1")
     payload = _read_checkpoint(args.checkpoint)
@@ -223,12 +261,20 @@ def cmd_energy(args: argparse.Namespace) -> None:
 
     from energy.mcmc import mala
     from energy.synthetic import LennardJones
+    from service.cli_energy import energy_conformers, is_conformer_file
     from service.synthetic import build_energy
 
     if args.file is None:
-        raise CliError("give a .npy file of samples, e.g. ../shared/data/synthetic/LJ13_test.npy")
+        raise CliError("give a file: conformers (.sdf, .xyz, optionally .gz) or synthetic samples (.npy with --system)")
     if not args.file.is_file():
         raise CliError(f"file not found: {args.file}")
+    if is_conformer_file(args.file):
+        if args.system is not None or args.check_convention:
+            raise CliError("--system and --check-convention apply to synthetic .npy samples only")
+        energy_conformers(args)
+        return
+    if args.system is None:
+        raise CliError(f"{args.file}: give --system dw4|lj13 for .npy samples, or an .sdf/.xyz conformer file")
     energy = build_energy(args.system)
     arr = np.load(args.file)
     if arr.ndim != 2 or arr.shape[1] != energy.num_particles * energy.dim:
@@ -263,6 +309,10 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    if args.benchmark == "redis":
+        from service.cli_workers import cmd_bench_redis
+
+        return cmd_bench_redis(args)
     if args.benchmark == "conformers":
         from service.cli_bench_conformers import cmd_bench_conformers
 
@@ -291,6 +341,24 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(f"wrote {args.out_dir / 'synthetic.md'}\nreproduce: {command}")
 
 
+def _train_conformers(args: argparse.Namespace) -> None:
+    from service.cli_conformers import cmd_train_conformers
+
+    cmd_train_conformers(args)
+
+
+def _cmd_worker(args: argparse.Namespace) -> None:
+    from service.cli_workers import cmd_worker
+
+    cmd_worker(args)
+
+
+def _cmd_redis(args: argparse.Namespace) -> None:
+    from service.cli_workers import cmd_redis
+
+    cmd_redis(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -302,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         "energy": cmd_energy,
         "bench": cmd_bench,
         "export": cmd_export,
+        "train-conformers": _train_conformers,
+        "worker": _cmd_worker,
+        "redis": _cmd_redis,
     }
     try:
         handlers[args.command](args)

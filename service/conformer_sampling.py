@@ -1,0 +1,218 @@
+"""SMILES in, checked low-energy conformers out: the amortized sampler at inference time.
+
+Pipeline: parse the SMILES; integrate the controlled SDE for ``K`` copies of the molecule; check every
+conformer's connectivity and stereochemistry (reflecting mirror images, dropping the rest with reasons);
+optionally relax with the energy model; score energies; sort; prune near-duplicates by heavy-atom RMSD and
+apply an energy window.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rdkit import Chem
+from rdkit.Geometry import Point3D
+
+from energy.protocol import EnergyModel, Structures
+from molecules.graph import molecular_system
+from molecules.smiles import mol_from_smiles
+from molecules.structures import conformer_structures
+from molecules.validity import check_conformer, stereo_spec
+from sampler.egnn import EGNNControl
+from sampler.state import collate
+from service.checkpoint import load_checkpoint
+from service.conformer_training import CHECKPOINT_KIND, ConformerRunConfig
+
+__all__ = ["ConformerSampler", "SampledConformers", "SamplingRequest"]
+
+log = logging.getLogger(__name__)
+
+EV_TO_KCAL_MOL = 23.060547830619026  # 1 eV in kcal/mol (CODATA 2018)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingRequest:
+    """What to sample: ``num_conformers`` drawn (before checks and pruning)."""
+
+    smiles: str
+    num_conformers: int = 10
+    seed: int = 0
+    steps: int | None = None
+    relax: bool = False
+    fmax: float = 0.05
+    max_relax_steps: int = 300
+    prune_rms: float | None = None
+    energy_window: float | None = None  # kcal/mol above the lowest
+
+
+@dataclass
+class SampledConformers:
+    """Accepted conformers (sorted by energy when energies exist) and what happened to the others."""
+
+    mol: Chem.Mol  # explicit hydrogens, one RDKit conformer per accepted sample
+    energies_ev: list[float]
+    reflected: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    pruned: int = 0
+    outside_window: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def num_conformers(self) -> int:
+        return self.mol.GetNumConformers()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "returned": self.num_conformers,
+            "reflected": self.reflected,
+            "rejected": dict(self.rejected),
+            "pruned": self.pruned,
+            "outside_energy_window": self.outside_window,
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+        }
+
+
+def _set_conformers(mol: Chem.Mol, positions: list[np.ndarray]) -> Chem.Mol:
+    out = Chem.Mol(mol)
+    out.RemoveAllConformers()
+    for pos in positions:
+        conf = Chem.Conformer(out.GetNumAtoms())
+        for i, (x, y, z) in enumerate(pos.tolist()):
+            conf.SetAtomPosition(i, Point3D(x, y, z))
+        conf.Set3D(True)
+        out.AddConformer(conf, assignId=True)
+    return out
+
+
+class ConformerSampler:
+    """A trained control network plus (optionally) an energy model for scoring and relaxation."""
+
+    def __init__(self, checkpoint: str | Path, *, energy: EnergyModel | None = None, device: str = "cpu") -> None:
+        payload = load_checkpoint(checkpoint)
+        if payload.get("kind") != CHECKPOINT_KIND:
+            raise ValueError(f"{checkpoint} is a {payload.get('kind')!r} checkpoint, not a conformer sampler")
+        self.config = ConformerRunConfig.from_dict(payload["config"])
+        self.control = EGNNControl(self.config.network)
+        self.control.load_state_dict(payload["control"])
+        self.control.eval().to(device)
+        self.device = device
+        self.energy = energy
+        self.checkpoint = Path(checkpoint)
+
+    def _integrate(self, system_graph: Any, count: int, steps: int | None, seed: int) -> np.ndarray:
+        grid = self.config.eval_grid
+        if steps is not None:
+            grid = type(grid)(kind=grid.kind, num_steps=steps, integrator=grid.integrator)
+        integrator = grid.build_integrator(self.config.schedule)
+        start = collate([system_graph] * count).to(self.device)
+        generator = torch.Generator().manual_seed(seed)
+        with torch.inference_mode():
+            x1 = integrator.sample(self.control, start, generator)
+        return x1.positions.detach().cpu().double().numpy().reshape(count, -1, 3)
+
+    def sample(self, request: SamplingRequest) -> SampledConformers:
+        if request.num_conformers < 1:
+            raise ValueError("num_conformers must be at least 1")
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        mol = mol_from_smiles(request.smiles)
+        system = molecular_system(mol)
+        raw = self._integrate(system.graph, request.num_conformers, request.steps, request.seed)
+        timings["sample"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        spec = stereo_spec(mol)
+        accepted: list[np.ndarray] = []
+        rejected: dict[str, int] = {}
+        reflected = 0
+        for pos in raw:
+            check = check_conformer(mol, pos, spec)
+            if check.ok:
+                accepted.append(check.positions)
+                reflected += int(check.reflected)
+            else:
+                key = (check.reason or "rejected").split(":")[0]
+                rejected[key] = rejected.get(key, 0) + 1
+        timings["check"] = time.perf_counter() - t0
+        out = SampledConformers(
+            mol=_set_conformers(mol, accepted), energies_ev=[], reflected=reflected, rejected=rejected
+        )
+        if not accepted or self.energy is None:
+            out.seconds = timings
+            return out
+
+        t0 = time.perf_counter()
+        structures = conformer_structures(out.mol)
+        energies, positions, keep = self._score(structures, request, rejected)
+        timings["relax" if request.relax else "energy"] = time.perf_counter() - t0
+        order = np.argsort(energies[keep])
+        kept_pos = [positions[i] for i in np.flatnonzero(keep)[order]]
+        kept_e = energies[keep][order]
+        if request.relax:  # relaxation can break a bond or invert a centre: check again
+            recheck = [check_conformer(mol, p, spec) for p in kept_pos]
+            bad = [not c.ok for c in recheck]
+            for c in recheck:
+                if not c.ok:
+                    key = "after relaxation: " + (c.reason or "rejected").split(":")[0]
+                    rejected[key] = rejected.get(key, 0) + 1
+            kept_pos = [c.positions for c in recheck if c.ok]
+            kept_e = kept_e[~np.array(bad, dtype=bool)] if bad else kept_e
+        if request.energy_window is not None and len(kept_e):
+            inside = (kept_e - kept_e[0]) * EV_TO_KCAL_MOL <= request.energy_window
+            out.outside_window = int((~inside).sum())
+            kept_pos, kept_e = [p for p, ok in zip(kept_pos, inside, strict=True) if ok], kept_e[inside]
+        if request.prune_rms is not None and len(kept_pos) > 1:
+            t1 = time.perf_counter()
+            chosen = _prune(mol, kept_pos, request.prune_rms)
+            out.pruned = len(kept_pos) - len(chosen)
+            kept_pos, kept_e = [kept_pos[i] for i in chosen], kept_e[chosen]
+            timings["prune"] = time.perf_counter() - t1
+        out.mol = _set_conformers(mol, kept_pos)
+        out.energies_ev = [float(e) for e in kept_e]
+        out.seconds = timings
+        return out
+
+    def _score(
+        self, structures: Structures, request: SamplingRequest, rejected: dict[str, int]
+    ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        assert self.energy is not None
+        n = int(structures.num_atoms[0])
+        if request.relax:
+            from energy.relax import RelaxConfig, relax
+
+            res = relax(self.energy, structures, RelaxConfig(fmax=request.fmax, max_steps=request.max_relax_steps))
+            energies = res.energies.double().numpy()
+            positions = list(res.positions.double().numpy().reshape(-1, n, 3))
+            valid, reasons = res.valid.numpy(), res.reasons
+        else:
+            result = self.energy.evaluate(structures)
+            energies = result.energies.double().numpy()
+            positions = list(structures.positions.double().numpy().reshape(-1, n, 3))
+            valid, reasons = result.valid.numpy(), result.reasons
+        for ok, reason in zip(valid, reasons, strict=True):
+            if not ok:
+                key = f"energy: {(reason or 'invalid').split(':')[0]}"
+                rejected[key] = rejected.get(key, 0) + 1
+        keep = valid & np.isfinite(energies)
+        return energies, positions, keep
+
+
+def _prune(mol: Chem.Mol, positions: list[np.ndarray], threshold: float) -> list[int]:
+    """Greedy pruning in energy order: keep a conformer unless it is within ``threshold`` Å heavy-atom RMSD
+    (symmetry-aware, optimal proper alignment) of one already kept."""
+    from molecules.rmsd import best_rmsd_matrix, heavy_atom_mappings
+
+    heavy, mappings = heavy_atom_mappings(mol)
+    coords = np.stack(positions)[:, heavy]
+    rmsd = best_rmsd_matrix(coords, coords, mappings)
+    kept: list[int] = []
+    for i in range(len(positions)):
+        if all(rmsd[i, j] >= threshold for j in kept):
+            kept.append(i)
+    return kept

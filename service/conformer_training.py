@@ -1,0 +1,234 @@
+"""Training the amortized conformer sampler: bridge-matching warm-up on ETKDG conformers, then Reciprocal
+Adjoint Matching against the energy model, over many training molecules at once.
+
+The config is stored whole in every checkpoint; resume restores optimizer, buffer and random state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from buffer.memory import InMemoryReplayBuffer
+from energy.registry import build_energy_model
+from energy.target import EnergyTarget
+from molecules.dataset import MoleculeFilter, load_training_molecules
+from molecules.etkdg import embed_many
+from molecules.features import ATOM_FEATURES, PAIR_FEATURES
+from molecules.graph import MolecularSystem, molecular_system
+from molecules.smiles import mol_from_smiles
+from sampler.egnn import EGNNConfig, EGNNControl
+from sampler.schedule import GeometricNoiseSchedule
+from sampler.state import SystemBatch, collate
+from sampler.trainer import AdjointSamplingTrainer, TrainerConfig
+from service.checkpoint import load_checkpoint, restore_trainer, save_checkpoint
+from service.synthetic import GridConfig
+
+__all__ = ["ConformerRunConfig", "build_conformer_trainer", "train_conformers", "warmup_batches"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_KIND = "conformers"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConformerRunConfig:
+    """Everything that defines a conformer-sampler training run.
+
+    Attributes:
+        energy_model: registry name (``xtb``, ``mmff``, ``gfn1-xtb``, ``fairchem``); ``energy_workers`` its
+            process pool where the model has one.
+        training_smiles: SPICE-format TSV of training SMILES (relative paths are relative to ``data_dir``).
+        num_molecules: how many filtered training molecules to train on (a seeded random subset).
+        warmup_conformers, warmup_steps, warmup_batch: ETKDG conformers per molecule, bridge-matching steps
+            and graphs per step of the warm-up (0 steps = no warm-up: pure Adjoint Sampling).
+        max_rounds, max_minutes: the RAM budget (rounds set the learning-rate schedule).
+    """
+
+    energy_model: str = "xtb"
+    energy_workers: int = 2
+    training_smiles: str = "spice/spice_train.txt"
+    selection: MoleculeFilter = field(default_factory=MoleculeFilter)
+    num_molecules: int = 1000
+    schedule: GeometricNoiseSchedule = field(
+        default_factory=lambda: GeometricNoiseSchedule(sigma_min=1e-3, sigma_max=1.0)
+    )
+    network: EGNNConfig = field(
+        default_factory=lambda: EGNNConfig(
+            node_features=ATOM_FEATURES, edge_features=PAIR_FEATURES, num_layers=4, hidden=64, coordinate_range=1.0
+        )
+    )
+    trainer: TrainerConfig = field(
+        default_factory=lambda: TrainerConfig(
+            tau=5e-3,
+            max_grad_norm=150.0,
+            samples_per_round=32,
+            initial_samples=32,
+            grad_steps_per_round=25,
+            batch_size=16,
+            learning_rate=3e-4,
+            lr_decay_to=0.1,
+        )
+    )
+    train_grid: GridConfig = field(default_factory=lambda: GridConfig(num_steps=50))
+    eval_grid: GridConfig = field(default_factory=lambda: GridConfig(num_steps=100))
+    warmup_conformers: int = 8
+    warmup_steps: int = 2000
+    warmup_batch: int = 16
+    buffer_capacity: int = 4000
+    max_rounds: int = 200
+    max_minutes: float = 60.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ConformerRunConfig:
+        d = dict(d)
+        return cls(
+            **{k: v for k, v in d.items() if k not in _NESTED},
+            selection=MoleculeFilter(**{**d["selection"], "elements": tuple(d["selection"]["elements"])}),
+            schedule=GeometricNoiseSchedule(**d["schedule"]),
+            network=EGNNConfig(**d["network"]),
+            trainer=TrainerConfig(**d["trainer"]),
+            train_grid=GridConfig(**d["train_grid"]),
+            eval_grid=GridConfig(**d["eval_grid"]),
+        )
+
+
+_NESTED = {"selection", "schedule", "network", "trainer", "train_grid", "eval_grid"}
+
+
+def training_systems(config: ConformerRunConfig, data_dir: Path, seed: int) -> list[MolecularSystem]:
+    path = Path(config.training_smiles)
+    path = path if path.is_absolute() else data_dir / path
+    molecules = load_training_molecules(
+        path, data_dir=data_dir, selection=config.selection, limit=config.num_molecules, seed=seed
+    )
+    return [molecular_system(mol_from_smiles(m.smiles), system_id=i) for i, m in enumerate(molecules)]
+
+
+def build_conformer_trainer(
+    config: ConformerRunConfig,
+    systems: list[MolecularSystem],
+    seed: int,
+    *,
+    energy_options: dict[str, Any] | None = None,
+) -> AdjointSamplingTrainer:
+    torch.manual_seed(seed)
+    options = {"workers": config.energy_workers} if config.energy_model in ("xtb", "gfn1-xtb") else {}
+    model = build_energy_model(config.energy_model, **{**options, **(energy_options or {})})
+    return AdjointSamplingTrainer(
+        control=EGNNControl(config.network),
+        target=EnergyTarget(model=model, chemistry={s.system_id: s.chemistry for s in systems}),
+        buffer=InMemoryReplayBuffer(config.buffer_capacity),
+        schedule=config.schedule,
+        integrator=config.train_grid.build_integrator(config.schedule),
+        systems=[s.graph for s in systems],
+        config=config.trainer,
+        seed=seed,
+    )
+
+
+def warmup_batches(
+    systems: list[MolecularSystem], conformers: list[Any], batch_graphs: int, seed: int
+) -> list[SystemBatch]:
+    """Shuffle every (molecule, ETKDG conformer) pair into batches of ``batch_graphs`` graphs."""
+    pairs = [(s, torch.as_tensor(c)) for s, confs in zip(systems, conformers, strict=True) for c in confs]
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed)).tolist()
+    batches = []
+    for start in range(0, len(order), batch_graphs):
+        chunk = [pairs[i] for i in order[start : start + batch_graphs]]
+        batch = collate([s.graph for s, _ in chunk], torch.cat([x for _, x in chunk]))
+        batches.append(batch.replace(positions=batch.remove_com(batch.positions)))
+    return batches
+
+
+def train_conformers(
+    config: ConformerRunConfig,
+    *,
+    data_dir: Path,
+    seed: int,
+    out: Path | None,
+    cache_dir: Path | None = None,
+    resume: Path | None = None,
+    checkpoint_every: int = 10,
+    show_progress: bool = True,
+    energy_options: dict[str, Any] | None = None,
+) -> AdjointSamplingTrainer:
+    """Warm-up (unless resuming past it), then RAM rounds until ``max_rounds`` or ``max_minutes``."""
+    start = time.perf_counter()
+    systems = training_systems(config, data_dir, seed)
+    log.info(
+        "%d training molecules, %d to %d atoms",
+        len(systems),
+        min(s.num_atoms for s in systems),
+        max(s.num_atoms for s in systems),
+    )
+    trainer = build_conformer_trainer(config, systems, seed, energy_options=energy_options)
+    extra: dict[str, Any] = {"seed": seed, "warmup_loss": None}
+    if resume is not None:
+        payload = load_checkpoint(resume)
+        if payload.get("kind") != CHECKPOINT_KIND:
+            raise ValueError(f"{resume} is not a conformer-sampler checkpoint")
+        if ConformerRunConfig.from_dict(payload["config"]) != config:
+            raise ValueError(f"{resume} was trained with a different configuration; refusing to resume")
+        restore_trainer(trainer, payload)
+        extra = dict(payload.get("extra", extra))
+        log.info("resumed from %s at round %d", resume, trainer.round)
+    elif config.warmup_steps > 0:
+        confs = embed_many(
+            [s.mol for s in systems],
+            config.warmup_conformers,
+            seed=seed,
+            workers=max(1, config.energy_workers),
+            cache_dir=cache_dir,
+            show_progress=show_progress,
+        )
+        batches = warmup_batches(systems, confs, config.warmup_batch, seed)
+        t0 = time.perf_counter()
+        losses = []
+        bar = tqdm(total=config.warmup_steps, desc="warm-up (bridge matching)", disable=not show_progress)
+        chunk = 50
+        for done in range(0, config.warmup_steps, chunk):
+            n = min(chunk, config.warmup_steps - done)
+            rotated = batches[(done // chunk) % len(batches) :] + batches[: (done // chunk) % len(batches)]
+            losses.append(trainer.warmup_bridge_matching(rotated, n, normalized=True))
+            bar.update(n)
+            bar.set_postfix(loss=f"{losses[-1]:.3g}")
+        bar.close()
+        extra["warmup_loss"] = losses
+        extra["warmup_seconds"] = time.perf_counter() - t0
+        log.info(
+            "warm-up: %d steps in %.0f s, loss %.3g -> %.3g",
+            config.warmup_steps,
+            extra["warmup_seconds"],
+            losses[0],
+            losses[-1],
+        )
+    bar = tqdm(total=config.max_rounds, initial=trainer.round, desc="RAM rounds", disable=not show_progress)
+    try:
+        while trainer.round < config.max_rounds and time.perf_counter() - start < 60.0 * config.max_minutes:
+            trainer.set_progress(trainer.round / config.max_rounds)
+            stats = trainer.run_round()
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{stats.loss:.3g}",
+                E=f"{stats.mean_energy:.3g}",
+                valid=f"{stats.valid_fraction:.2f}",
+                calls=stats.energy_calls,
+            )
+            if out is not None and checkpoint_every > 0 and trainer.round % checkpoint_every == 0:
+                save_checkpoint(out, trainer, config.to_dict(), kind=CHECKPOINT_KIND, extra=extra)
+    finally:
+        bar.close()
+        if out is not None:
+            save_checkpoint(out, trainer, config.to_dict(), kind=CHECKPOINT_KIND, extra=extra)
+    return trainer
