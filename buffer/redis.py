@@ -75,6 +75,12 @@ return push_entries(KEYS[1], KEYS[2], blobs)
 """
 )
 
+_BIND_OWNER = """
+local prev = redis.call('HGET', KEYS[1], 'owner')
+if not prev then redis.call('HSET', KEYS[1], 'owner', ARGV[1]) end
+return prev
+"""
+
 # ARGV = uniform numbers in [0, 1). Returns {length, offsets, unique sequence numbers, their blobs}.
 _SAMPLE = """
 local m = redis.call('HMGET', KEYS[2], 'head', 'tail')
@@ -117,6 +123,7 @@ class RedisReplayBuffer:
         self._push = client.register_script(_PUSH)
         self._configure = client.register_script(_CONFIGURE)
         self._sample = client.register_script(_SAMPLE)
+        self._bind_owner = client.register_script(_BIND_OWNER)
         self.capacity = capacity
         self._configure(keys=[self._entries_key, self._meta_key], args=[capacity, 0])
 
@@ -161,8 +168,18 @@ class RedisReplayBuffer:
             raise RuntimeError(f"replay buffer {self.name!r} in Redis is inconsistent: sequence numbers have gaps")
         return decode_replay_entries([blob for _, blob in ordered])
 
-    def clear(self) -> None:
+    def clear(self, *, owner: str | None = None) -> None:
+        """Delete every entry (and make ``owner`` the owner, if given)."""
         self._configure(keys=[self._entries_key, self._meta_key], args=[self.capacity, 1])
+        if owner is not None:
+            self.client.hset(self._meta_key, "owner", owner)
+
+    def bind_owner(self, owner: str) -> str | None:
+        """Make ``owner`` (a training run's identity) the buffer's owner unless it has one already;
+        returns the previous owner (``None`` if there was none). Lets a trainer tell its own buffer,
+        found again after a restart, from another run's."""
+        prev = self._bind_owner(keys=[self._meta_key], args=[owner])
+        return None if prev is None else bytes(prev).decode()
 
     def state_dict(self) -> dict[str, Any]:
         entries = self.entries()

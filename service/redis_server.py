@@ -125,7 +125,7 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"unix://{self.config.socket_path}"
 
-    def _client(self) -> redis.Redis:
+    def client(self) -> redis.Redis:
         return redis.Redis(
             unix_socket_path=str(self.config.socket_path),
             socket_timeout=2,
@@ -137,7 +137,7 @@ class EmbeddedRedis:
         if not self.config.socket_path.exists():
             return False
         try:
-            return bool(self._client().ping())
+            return bool(self.client().ping())
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             return False
 
@@ -177,7 +177,7 @@ class EmbeddedRedis:
             return False
         pid = self.pid()
         try:
-            self._client().shutdown(save=True)
+            self.client().shutdown(save=True)
         except (redis.ConnectionError, redis.TimeoutError):
             pass  # the server closes the connection as it exits
         deadline = time.monotonic() + timeout_s
