@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from rdkit import Chem
 
@@ -99,6 +100,11 @@ def _all_pairs(num_atoms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
     return torch.cat(firsts), torch.cat(seconds), torch.cat(graphs)
 
 
+def _repeat(values: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """``torch.repeat_interleave`` through numpy (torch's enters a thread pool: milliseconds when busy)."""
+    return torch.from_numpy(np.repeat(values.numpy(), counts.numpy()))
+
+
 def _angle_pair_keys(lo: torch.Tensor, hi: torch.Tensor, n: int) -> torch.Tensor:
     """Keys ``i * n + j`` (``i < j``) of the atom pairs bonded to a common atom."""
     center, other = torch.cat([lo, hi]), torch.cat([hi, lo])  # directed edges
@@ -107,9 +113,9 @@ def _angle_pair_keys(lo: torch.Tensor, hi: torch.Tensor, n: int) -> torch.Tensor
     degree = torch.bincount(center, minlength=n)
     start = torch.cumsum(degree, 0) - degree  # first directed edge of each center
     reps = degree[center]  # edge k pairs with every edge around its center
-    first = torch.repeat_interleave(torch.arange(center.numel()), reps)
-    offset = torch.arange(int(reps.sum())) - torch.repeat_interleave(torch.cumsum(reps, 0) - reps, reps)
-    second = torch.repeat_interleave(start[center], reps) + offset
+    first = _repeat(torch.arange(center.numel()), reps)
+    offset = torch.arange(int(reps.sum())) - _repeat(torch.cumsum(reps, 0) - reps, reps)
+    second = _repeat(start[center], reps) + offset
     i, j = other[first], other[second]
     upper = i < j
     return i[upper] * n + j[upper]

@@ -104,10 +104,17 @@ class RelaxResult:
     reasons: tuple[str | None, ...]
 
 
+def _structure_index(num_atoms: torch.Tensor) -> torch.Tensor:
+    """``[N]`` structure index of each atom. (numpy: torch's ``repeat_interleave`` enters a thread pool,
+    which costs milliseconds per call on a busy machine, and this runs once per optimizer step.)"""
+    counts = num_atoms.cpu().numpy()
+    return torch.from_numpy(np.repeat(np.arange(counts.size), counts))
+
+
 def select_structures(structures: Structures, keep: torch.Tensor, positions: torch.Tensor | None = None) -> Structures:
     """The structures where the ``[G]`` bool mask ``keep`` is true (optionally at other ``[N, 3]`` positions)."""
     pos = structures.positions if positions is None else positions
-    batch = torch.repeat_interleave(torch.arange(structures.num_structures), structures.num_atoms.cpu())
+    batch = _structure_index(structures.num_atoms)
     nodes = keep.cpu()[batch]
     tables = structures.connection_tables
     kept = keep.cpu().tolist()
@@ -132,14 +139,14 @@ class _Padded:
         num_atoms = num_atoms.cpu().long()
         self.count = int(num_atoms.numel())
         self.n_max = int(num_atoms.max()) if self.count else 0
-        self.batch = torch.repeat_interleave(torch.arange(self.count), num_atoms)
+        self.batch = _structure_index(num_atoms)
         local = torch.arange(self.batch.numel()) - (torch.cumsum(num_atoms, 0) - num_atoms)[self.batch]
         self.index = self.batch * self.n_max + local
 
     def pad(self, v: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(self.count * self.n_max, 3, dtype=v.dtype)
         out[self.index] = v
-        return out.view(self.count, -1)
+        return out.view(self.count, 3 * self.n_max)
 
     def unpad(self, p: torch.Tensor) -> torch.Tensor:
         return p.reshape(-1, 3)[self.index]
