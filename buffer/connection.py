@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 __all__ = ["RedisSettings", "RedisUnavailable", "connect", "redact_url"]
@@ -89,27 +89,33 @@ def connect(settings: RedisSettings) -> redis.Redis:
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
     where = redact_url(settings.url)
+    # the probe makes exactly one attempt per turn of the loop (the client's own retries would nest)
+    probe = redis.Redis.from_url(
+        settings.url,
+        socket_timeout=settings.socket_timeout_s,
+        socket_connect_timeout=settings.connect_timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
     last: Exception | None = None
-    for attempt in range(1, settings.max_attempts + 1):
-        try:
-            client.connection_pool.disconnect()
-            # one attempt per loop turn: bypass the client's own retries for the ping
-            conn = client.connection_pool.get_connection()
+    try:
+        for attempt in range(1, settings.max_attempts + 1):
             try:
-                conn.send_command("PING")
-                conn.read_response()
-            finally:
-                client.connection_pool.release(conn)
-            if attempt > 1:
-                log.info("reached Redis at %s on attempt %d", where, attempt)
-            return client
-        except CONNECTION_ERRORS as exc:
-            last = exc
-            if attempt < settings.max_attempts:
-                wait = settings.backoff_s(attempt)
-                log.warning("Redis at %s unreachable (attempt %d/%d): %s; retrying in %.1f s",
-                            where, attempt, settings.max_attempts, exc, wait)
-                time.sleep(wait)
+                probe.ping()
+                if attempt > 1:
+                    log.info("reached Redis at %s on attempt %d", where, attempt)
+                return client
+            except CONNECTION_ERRORS as exc:
+                last = exc
+                probe.connection_pool.disconnect()
+                if attempt < settings.max_attempts:
+                    wait = settings.backoff_s(attempt)
+                    log.warning(
+                        "Redis at %s unreachable (attempt %d/%d): %s; retrying in %.2f s",
+                        where, attempt, settings.max_attempts, exc, wait,
+                    )
+                    time.sleep(wait)
+    finally:
+        probe.close()
     raise RedisUnavailable(
         f"cannot reach Redis at {where} after {settings.max_attempts} attempts: {last}. "
         "Is the server running? Set REDIS_URL (or --redis-url), or leave it unset to start the embedded server."
