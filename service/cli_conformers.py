@@ -107,7 +107,9 @@ def sample_conformers(args: argparse.Namespace, default_checkpoint: Path) -> Non
         if e:
             line += f"  E {e[k]:14.6f} eV  ΔE {(e[k] - e[0]) * EV_TO_KCAL_MOL:7.2f} kcal/mol"
         print(line)
-    if args.out is not None:
+    if args.out is not None and result.num_conformers == 0:
+        print(f"no conformer passed the checks; {args.out} not written")
+    elif args.out is not None:
         write_conformers(args.out, args.smiles, result.mol, e)
         print(f"wrote {args.out}")
 

@@ -1,0 +1,133 @@
+"""The conformer sampler end to end: train briefly (warm-up + one RAM round on MMFF), sample through the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from rdkit import Chem
+
+from molecules.dataset import MoleculeFilter, held_out_keys, load_training_molecules
+from molecules.etkdg import embed_many
+from molecules.smiles import mol_from_smiles
+from molecules.xyz import read_xyz
+from sampler.egnn import EGNNConfig
+from service.cli import DEFAULT_DATA, main
+from service.cli_conformers import write_conformers
+from service.conformer_sampling import ConformerSampler, SamplingRequest
+from service.conformer_training import ConformerRunConfig, train_conformers
+
+pytestmark = pytest.mark.skipif(not (DEFAULT_DATA / "spice").is_dir(), reason="needs ../shared/data")
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = ConformerRunConfig()
+    config = dataclasses.replace(
+        base,
+        energy_model="mmff",
+        num_molecules=4,
+        selection=MoleculeFilter(max_atoms=20),
+        network=dataclasses.replace(base.network, num_layers=2, hidden=16),
+        trainer=dataclasses.replace(base.trainer, samples_per_round=4, initial_samples=4, grad_steps_per_round=2),
+        train_grid=dataclasses.replace(base.train_grid, num_steps=10),
+        eval_grid=dataclasses.replace(base.eval_grid, num_steps=10),
+        warmup_conformers=2,
+        warmup_steps=4,
+        warmup_batch=4,
+        max_rounds=1,
+    )
+    out = tmp_path_factory.mktemp("conformers") / "tiny.pt"
+    trainer = train_conformers(config, data_dir=DEFAULT_DATA, seed=0, out=out, show_progress=False)
+    assert trainer.round == 1 and trainer.energy_calls == 8
+    return out
+
+
+def test_held_out_molecules_never_train() -> None:
+    keys = held_out_keys(DEFAULT_DATA)
+    assert len(keys) > 1000  # 68 SPICE + 40 DRUGS + ~1000 GEOM-DRUGS connectivity keys
+    mols = load_training_molecules(
+        DEFAULT_DATA / "spice" / "spice_train.txt", data_dir=DEFAULT_DATA, selection=MoleculeFilter(), limit=50
+    )
+    for m in mols:
+        key = Chem.MolToInchiKey(Chem.MolFromSmiles(m.smiles)).split("-")[0]
+        assert key not in keys
+
+
+def test_etkdg_keeps_atom_order() -> None:
+    mol = mol_from_smiles("OCC(=O)N")
+    (confs,) = embed_many([mol], 3, seed=1, show_progress=False)
+    assert confs.shape == (3, mol.GetNumAtoms(), 3)
+    # bonded atoms are ~1-1.6 Å apart in every conformer, in the input's atom order
+    for b in mol.GetBonds():
+        d = ((confs[:, b.GetBeginAtomIdx()] - confs[:, b.GetEndAtomIdx()]) ** 2).sum(-1) ** 0.5
+        assert ((d > 0.9) & (d < 1.7)).all()
+
+
+def test_config_round_trips_and_resume_refuses_other_config(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    config = ConformerRunConfig.from_dict(payload["config"])
+    assert config.to_dict() == payload["config"]
+    other = dataclasses.replace(
+        config, max_rounds=5, network=EGNNConfig(**{**payload["config"]["network"], "hidden": 8})
+    )
+    with pytest.raises(ValueError, match="different configuration"):
+        train_conformers(other, data_dir=DEFAULT_DATA, seed=0, out=None, resume=tiny_checkpoint, show_progress=False)
+
+
+def test_sampler_accounts_for_every_draw(tiny_checkpoint: Path) -> None:
+    sampler = ConformerSampler(tiny_checkpoint, energy=None)
+    result = sampler.sample(SamplingRequest(smiles="CCO", num_conformers=6, seed=1))
+    assert result.num_conformers + sum(result.rejected.values()) == 6
+    again = sampler.sample(SamplingRequest(smiles="CCO", num_conformers=6, seed=1))
+    assert again.rejected == result.rejected  # seeded
+
+
+def test_write_conformers_round_trips(tmp_path: Path) -> None:
+    mol = mol_from_smiles("CCO")
+    (confs,) = embed_many([mol], 3, seed=2, show_progress=False)
+    from service.conformer_sampling import _set_conformers
+
+    with_confs = _set_conformers(mol, list(confs.astype(float)))
+    energies = [-1.0, -0.9, -0.5]
+    write_conformers(tmp_path / "c.sdf", "CCO", with_confs, energies)
+    records = list(Chem.SDMolSupplier(str(tmp_path / "c.sdf"), removeHs=False))
+    assert [r.GetNumAtoms() for r in records] == [9, 9, 9]
+    assert records[1].GetDoubleProp("relative_energy_kcal_mol") == pytest.approx(0.1 * 23.0605478, rel=1e-6)
+    assert abs(records[2].GetConformer().GetPositions() - confs[2]).max() < 1e-3
+    write_conformers(tmp_path / "c.json", "CCO", with_confs, energies)
+    doc = json.loads((tmp_path / "c.json").read_text())
+    assert doc["elements"][:3] == ["C", "C", "O"] and len(doc["conformers"]) == 3
+    write_conformers(tmp_path / "c.xyz", "CCO", with_confs, energies)
+    assert len(read_xyz(tmp_path / "c.xyz")) == 3
+
+
+def test_cli_sample_reports_every_draw(
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.sdf"
+    args = ["sample", "CCO", "-n", "4", "--checkpoint", str(tiny_checkpoint), "--energy-model", "mmff"]
+    assert main([*args, "--out", str(out)]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    summary = json.loads(line.split("returned", 1)[1])
+    assert summary["returned"] + sum(summary["rejected"].values()) == 4
+    assert out.exists() == (summary["returned"] > 0)
+
+
+@pytest.mark.parametrize(
+    ("smiles", "message"),
+    [("C1CC", "cannot parse"), ("C[Se]C", "unsupported element"), ("CCO.O", "fragments")],
+)
+def test_cli_sample_bad_smiles(
+    tiny_checkpoint: Path, smiles: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["sample", smiles, "--checkpoint", str(tiny_checkpoint), "--energy-model", "none"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_sample_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sample", "CCO", "--checkpoint", str(tmp_path / "nope.pt"), "--energy-model", "none"]) == 2
+    assert "not found" in capsys.readouterr().err
