@@ -100,6 +100,9 @@ class Executor(Protocol[T_contra, R]):
 
     def close(self) -> None: ...
 
+    @property
+    def worker_pids(self) -> list[int]: ...
+
 
 def call_evaluator(evaluator: Callable[[T], R], task: T) -> R | TaskFailure:
     """``evaluator(task)``, an exception turned into a :class:`TaskFailure` naming it."""
@@ -120,6 +123,11 @@ class InProcess(Generic[T, R]):
 
     def close(self) -> None:
         pass
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """No worker processes: ``[]``."""
+        return []
 
 
 @dataclass(eq=False)

@@ -286,6 +286,11 @@ class XtbEnergy:
                 )
         return assemble_result(structures, outcomes)
 
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the running workers (``[]`` in-process or before the first evaluation)."""
+        return self._executor.worker_pids
+
     def close(self) -> None:
         """Stop the worker processes (the next :meth:`evaluate` restarts them)."""
         self._executor.close()

@@ -126,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     from service.cli_bench_conformers import add_bench_conformers_parser
 
     add_bench_conformers_parser(bsub, DEFAULT_DATA, REPO_ROOT)
+    from benchmarks.energy_throughput import add_arguments as add_bench_energy_arguments
+
+    add_bench_energy_arguments(
+        bsub.add_parser("energy", help="energy-model throughput: 1 vs 2 worker processes, calculator reuse vs fresh")
+    )
     bs = bsub.add_parser("synthetic", help="DW-4 and LJ-13 x-W2 / E-W2 over seeds vs published rows")
     bs.add_argument("--systems", nargs="+", choices=["dw4", "lj13"], default=["dw4", "lj13"])
     bs.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -317,6 +322,15 @@ def cmd_bench(args: argparse.Namespace) -> None:
         from service.cli_bench_conformers import cmd_bench_conformers
 
         return cmd_bench_conformers(args)
+    if args.benchmark == "energy":
+        from benchmarks.energy_throughput import run_from_args
+
+        try:
+            lines = run_from_args(args, "adjoint-sampling " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+        except (FileNotFoundError, ValueError) as exc:
+            raise CliError(str(exc)) from exc
+        print("\n".join(lines))
+        return None
     from benchmarks.synthetic import run, summarize
 
     command = "adjoint-sampling " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -1,0 +1,587 @@
+"""Energy-model throughput on a batch of drug-sized conformers: worker processes and calculator reuse.
+
+For every model in :data:`energy.registry.ENERGY_MODELS` that can be built, a batch of conformers
+(default 64: 16 ETKDG conformers each of 4 drug-like SPICE *training* molecules, one per rotatable-bond
+count 4–7, H C N O F S Cl only, 20–28 heavy atoms, neutral, closed shell, MMFF-typable) is evaluated by
+these variants, in rotating order, ``--repeats`` times after one warm-up call each:
+
+- ``in-process``: the model in this process, with this process's torch/OpenMP threads;
+- ``1 worker`` / ``2 workers``: single-threaded worker processes (:mod:`energy.pool`). A model with a
+  ``workers`` option (xtb) uses its own pool; others are wrapped here in a pool whose workers build the
+  model from the registry and evaluate chunks of ``--chunk`` structures;
+- ``1 worker, fresh``: as ``1 worker`` but without calculator reuse (xtb: ``reuse_calculators=False``;
+  mmff: ``cache_size=0``), where the model has such an option.
+
+Timings are of steady state (workers started and caches warm: the same molecules come back round after
+round in training); the warm-up call, which includes starting the workers, is reported separately.
+The speedup of 2 workers over 1 is the ratio of the medians, and the median of the per-repeat ratios.
+
+Results merge per model into ``benchmarks/results/energy_throughput.{md,json}``.
+
+Reproduce: ``python -m benchmarks.energy_throughput --models xtb`` or
+``adjoint-sampling bench energy --models xtb``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import json
+import logging
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Heavy imports (torch, RDKit, the energy models) happen inside functions: the CLI imports this module
+# to build its parser.
+
+__all__ = ["BenchConfig", "add_arguments", "main", "pick_molecules", "run", "run_from_args"]
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SMILES_FILE = REPO_ROOT.parent / "shared" / "data" / "spice" / "spice_train.txt"
+DEFAULT_OUT_DIR = REPO_ROOT / "benchmarks" / "results"
+ALLOWED_ELEMENTS = frozenset({"H", "C", "N", "O", "F", "S", "Cl"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig:
+    """What the benchmark runs.
+
+    Attributes:
+        models: registry names to time.
+        molecules: drug-like molecules (one per rotatable-bond count from 4 up).
+        conformers_per_molecule: ETKDG conformers of each (``molecules × conformers_per_molecule`` in the batch).
+        repeats: timed calls per variant after the warm-up call.
+        chunk: structures per task when a model without its own workers is run in the generic pool.
+        seed: ETKDG seed.
+        smiles_file: SPICE training SMILES (TSV: rotatable bonds, SMILES, id).
+        fairchem_checkpoint: a local fairchem checkpoint; ``None`` writes a tiny random-weight one.
+        out_dir: where the ``.md``/``.json`` results go.
+    """
+
+    models: tuple[str, ...]
+    molecules: int = 4
+    conformers_per_molecule: int = 16
+    repeats: int = 5
+    chunk: int = 8
+    seed: int = 1
+    smiles_file: Path = DEFAULT_SMILES_FILE
+    fairchem_checkpoint: Path | None = None
+    out_dir: Path = DEFAULT_OUT_DIR
+
+    def __post_init__(self) -> None:
+        for name, value in (("molecules", self.molecules), ("conformers_per_molecule", self.conformers_per_molecule),
+                            ("repeats", self.repeats), ("chunk", self.chunk)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+# --- the batch ----------------------------------------------------------------------------------------------------
+
+
+def pick_molecules(smiles_file: Path, count: int) -> list[tuple[str, int]]:
+    """The first SMILES in file order for each rotatable-bond count 4, 5, …: ``(smiles, rotatable bonds)``."""
+    from rdkit import Chem
+    from rdkit.Chem import rdForceFieldHelpers
+
+    if not smiles_file.is_file():
+        raise FileNotFoundError(f"SMILES file not found: {smiles_file} (pass --smiles-file)")
+    wanted = list(range(4, 4 + count))
+    picked: dict[int, str] = {}
+    with smiles_file.open() as lines:
+        next(lines)  # header
+        for line in lines:
+            rot_text, smiles, _ = line.rstrip("\n").split("\t")
+            rot = int(rot_text)
+            if rot not in wanted or rot in picked:
+                continue
+            mol = Chem.MolFromSmiles(smiles)
+            if mol is None or not 20 <= mol.GetNumHeavyAtoms() <= 28:
+                continue
+            if any(a.GetFormalCharge() or a.GetNumRadicalElectrons() for a in mol.GetAtoms()):
+                continue
+            if not {a.GetSymbol() for a in mol.GetAtoms()} <= ALLOWED_ELEMENTS:
+                continue
+            if not rdForceFieldHelpers.MMFFHasAllMoleculeParams(Chem.AddHs(mol)):
+                continue
+            picked[rot] = smiles
+            if len(picked) == count:
+                break
+    if len(picked) < count:
+        raise ValueError(f"only {len(picked)} of {count} suitable molecules in {smiles_file}")
+    return [(picked[rot], rot) for rot in wanted]
+
+
+def conformer_batch(molecules: list[tuple[str, int]], per_molecule: int, seed: int) -> tuple[Any, list[dict[str, Any]]]:
+    """ETKDG conformers of each molecule, concatenated into one :class:`~energy.protocol.Structures`."""
+    import torch
+    from rdkit import Chem
+    from rdkit.Chem import rdDistGeom
+
+    from energy.protocol import Structures
+    from molecules.structures import conformer_structures
+
+    parts, described = [], []
+    for smiles, rot in molecules:
+        mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+        params = rdDistGeom.ETKDGv3()
+        params.randomSeed = seed  # type: ignore[assignment]  # never 0: RDKit 2026.9 repeats the conformer
+        ids = list(rdDistGeom.EmbedMultipleConfs(mol, numConfs=per_molecule, params=params))
+        if len(ids) != per_molecule:
+            raise RuntimeError(f"ETKDG embedded {len(ids)} of {per_molecule} conformers of {smiles}")
+        parts.append(conformer_structures(mol, ids))
+        described.append({"smiles": smiles, "rotatable_bonds": rot, "atoms": mol.GetNumAtoms(), "conformers": len(ids)})
+    tables = tuple(t for p in parts for t in (p.connection_tables or (None,) * p.num_structures))
+    batch = Structures(
+        positions=torch.cat([p.positions for p in parts]),
+        num_atoms=torch.cat([p.num_atoms for p in parts]),
+        atomic_numbers=torch.cat([p.atomic_numbers for p in parts]),
+        total_charge=torch.cat([p.total_charge for p in parts]),
+        multiplicity=torch.cat([p.multiplicity for p in parts]),
+        connection_tables=tables,
+    )
+    return batch, described
+
+
+# --- models without their own workers, in the generic pool -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """Some structures as plain arrays (no tensors cross the process boundary)."""
+
+    positions: Any
+    num_atoms: Any
+    atomic_numbers: Any
+    total_charge: Any
+    multiplicity: Any
+    connection_tables: tuple[str | None, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _ChunkResult:
+    energies: Any
+    forces: Any
+    valid: Any
+    reasons: tuple[str | None, ...]
+
+
+class RegistryEvaluator:
+    """Worker side of :class:`PooledModel`: the named model, built when a worker loads it, evaluates chunks."""
+
+    def __init__(self, name: str, options: dict[str, Any]) -> None:
+        self.name, self.options = name, options
+        self._model: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"name": self.name, "options": self.options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        from energy.registry import build_energy_model
+
+        self.name, self.options = state["name"], state["options"]
+        # built while the worker starts: a ready worker is a warm one, and a model that cannot be
+        # built is a WorkerStartupError instead of a failure per chunk
+        self._model = build_energy_model(self.name, **self.options)
+
+    def __call__(self, chunk: _Chunk) -> _ChunkResult:
+        import torch
+
+        from energy.protocol import Structures
+
+        structures = Structures(
+            positions=torch.from_numpy(chunk.positions),
+            num_atoms=torch.from_numpy(chunk.num_atoms),
+            atomic_numbers=torch.from_numpy(chunk.atomic_numbers),
+            total_charge=torch.from_numpy(chunk.total_charge),
+            multiplicity=torch.from_numpy(chunk.multiplicity),
+            connection_tables=chunk.connection_tables,
+        )
+        r = self._model.evaluate(structures)
+        return _ChunkResult(r.energies.numpy(), r.forces.numpy(), r.valid.numpy(), r.reasons)
+
+
+class PooledModel:
+    """Any registry model in :class:`~energy.pool.ProcessPool` workers, ``chunk`` structures per task."""
+
+    def __init__(self, name: str, options: dict[str, Any], workers: int, chunk: int) -> None:
+        from energy.pool import PoolConfig, ProcessPool
+
+        self.name, self.chunk = name, chunk
+        self._pool: Any = ProcessPool(RegistryEvaluator(name, options), PoolConfig(workers=workers, timeout_s=600.0))
+
+    def evaluate(self, structures: Any) -> Any:
+        import numpy as np
+
+        from energy.pool import TaskFailure
+        from energy.validation import Evaluated, assemble_result, atom_slices
+
+        slices = atom_slices(structures)
+        g = structures.num_structures
+        starts = list(range(0, g, self.chunk))
+        chunks = [self._chunk(structures, slices, a, min(a + self.chunk, g)) for a in starts]
+        outcomes: list[Evaluated | str] = []
+        for a, answer in zip(starts, self._pool.map(chunks), strict=True):
+            count = min(a + self.chunk, g) - a
+            if isinstance(answer, TaskFailure):
+                outcomes += [answer.reason] * count
+                continue
+            ends = np.cumsum(structures.num_atoms[a : a + count].numpy())
+            for k in range(count):
+                if not answer.valid[k]:
+                    outcomes.append(str(answer.reasons[k]))
+                    continue
+                rows = slice(int(ends[k - 1]) if k else 0, int(ends[k]))
+                outcomes.append(Evaluated(float(answer.energies[k]), answer.forces[rows]))
+        return assemble_result(structures, outcomes)
+
+    @staticmethod
+    def _chunk(structures: Any, slices: list[slice], a: int, b: int) -> _Chunk:
+        rows = slice(slices[a].start, slices[b - 1].stop)
+        tables = structures.connection_tables
+        return _Chunk(
+            positions=structures.positions[rows].detach().cpu().numpy(),
+            num_atoms=structures.num_atoms[a:b].numpy(),
+            atomic_numbers=structures.atomic_numbers[rows].numpy(),
+            total_charge=structures.total_charge[a:b].numpy(),
+            multiplicity=structures.multiplicity[a:b].numpy(),
+            connection_tables=None if tables is None else tables[a:b],
+        )
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return list(self._pool.worker_pids)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+# --- variants and timing -----------------------------------------------------------------------------------------
+
+
+def _model_class(name: str) -> Any:
+    from energy.registry import ENERGY_MODELS
+
+    module_name, class_name = ENERGY_MODELS[name][0].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def _fresh_options(cls: Any) -> dict[str, Any] | None:
+    """Options that switch calculator reuse off, if the model has any."""
+    parameters = inspect.signature(cls).parameters
+    if "reuse_calculators" in parameters:
+        return {"reuse_calculators": False}
+    if "cache_size" in parameters:
+        return {"cache_size": 0}
+    return None
+
+
+def _variants(name: str, base: dict[str, Any], chunk: int) -> tuple[dict[str, Any], list[str]]:
+    """Label -> a built model (each with ``evaluate``), and notes on what could not be compared."""
+    from energy.registry import build_energy_model
+
+    cls = _model_class(name)
+    own_workers = "workers" in inspect.signature(cls).parameters
+    fresh = _fresh_options(cls)
+    notes = []
+
+    def make(workers: int, extra: dict[str, Any]) -> Any:
+        options = {**base, **extra}
+        if own_workers:
+            return build_energy_model(name, workers=workers, **options)
+        if workers == 0:
+            return build_energy_model(name, **options)
+        return PooledModel(name, options, workers, chunk)
+
+    if not own_workers:
+        notes.append(f"{cls.__name__} has no worker option: workers run it from the registry, {chunk} structures/task")
+    variants = {"in-process": make(0, {}), "1 worker": make(1, {}), "2 workers": make(2, {})}
+    if fresh is None:
+        notes.append(f"{cls.__name__} has no calculator-reuse option: reuse vs fresh not applicable")
+    else:
+        variants["1 worker, fresh"] = make(1, fresh)
+        notes.append(f"fresh = {fresh}")
+    return variants, notes
+
+
+def _worker_cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (Linux ``/proc``; 0 where unreadable)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime: fields 14 and 15 of stat
+    return total
+
+
+def _timed(model: Any, batch: Any) -> tuple[float, float, Any]:
+    """Wall seconds, CPU seconds (this process and the model's workers) and the result of one call."""
+    pids = list(getattr(model, "worker_pids", []))
+    cpu_start, workers_start = time.process_time(), _worker_cpu_seconds(pids)
+    start = time.perf_counter()
+    result = model.evaluate(batch)
+    wall = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start + _worker_cpu_seconds(pids) - workers_start
+    return wall, cpu, result
+
+
+def bench_model(name: str, base: dict[str, Any], batch: Any, config: BenchConfig) -> dict[str, Any]:
+    """Warm-up and ``repeats`` rotating-order timed calls of every variant of one model."""
+    import torch
+
+    variants, notes = _variants(name, base, config.chunk)
+    labels = list(variants)
+    out: dict[str, Any] = {"notes": notes, "in_process_threads": torch.get_num_threads(), "variants": {}}
+    energies: dict[str, Any] = {}
+    try:
+        for label in labels:
+            seconds, _, result = _timed(variants[label], batch)
+            out["variants"][label] = {
+                "first_call_s": seconds,
+                "times_s": [],
+                "cpu_s": [],
+                "valid": int(result.valid.sum()),
+            }
+            energies[label] = result.energies
+            log.info("%s %s: warm-up %.2f s, %d valid", name, label, seconds, int(result.valid.sum()))
+        loads = []
+        for r in range(config.repeats):
+            loads.append(os.getloadavg()[0])
+            for label in labels[r % len(labels) :] + labels[: r % len(labels)]:
+                seconds, cpu, _ = _timed(variants[label], batch)
+                out["variants"][label]["times_s"].append(seconds)
+                out["variants"][label]["cpu_s"].append(cpu)
+            log.info("%s repeat %d: %s", name, r, {k: round(v["times_s"][-1], 2) for k, v in out["variants"].items()})
+    finally:
+        for model in variants.values():
+            if hasattr(model, "close"):
+                model.close()
+    g = batch.num_structures
+    for label, v in out["variants"].items():
+        v["median_s"] = statistics.median(v["times_s"])
+        v["cores_used"] = statistics.median(c / t for c, t in zip(v["cpu_s"], v["times_s"], strict=True))
+        v["conformers_per_s"] = g / v["median_s"]
+        both = ~torch.isnan(energies[label]) & ~torch.isnan(energies["1 worker"])
+        v["max_abs_energy_difference_ev_vs_1_worker"] = float(
+            (energies[label][both] - energies["1 worker"][both]).abs().max()
+        ) if both.any() else None
+    one, two = out["variants"]["1 worker"], out["variants"]["2 workers"]
+    out["speedup_2_vs_1_workers"] = one["median_s"] / two["median_s"]
+    out["speedup_2_vs_1_workers_paired_median"] = statistics.median(
+        a / b for a, b in zip(one["times_s"], two["times_s"], strict=True)
+    )
+    if "1 worker, fresh" in out["variants"]:
+        out["speedup_reuse_vs_fresh"] = out["variants"]["1 worker, fresh"]["median_s"] / one["median_s"]
+    out["load_average_1min"] = loads
+    return out
+
+
+def _model_options(name: str, config: BenchConfig, scratch: Path) -> dict[str, Any]:
+    if name != "fairchem":
+        return {}
+    if config.fairchem_checkpoint is not None:
+        return {"checkpoint": str(config.fairchem_checkpoint)}
+    from tests.fairchem_tiny import write_random_checkpoint  # the random-weight model the tests use
+
+    return {"checkpoint": str(write_random_checkpoint(scratch / "random-tiny-uma.pt"))}
+
+
+# --- the run and its report --------------------------------------------------------------------------------------
+
+
+def run(config: BenchConfig, command: str) -> dict[str, Any]:
+    """Time every model in ``config.models``, merge into the results files, return the merged results."""
+    molecules = pick_molecules(config.smiles_file, config.molecules)
+    batch, described = conformer_batch(molecules, config.conformers_per_molecule, config.seed)
+    machine = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_at_start": list(os.getloadavg()),
+    }
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in config.models:
+            try:
+                options = _model_options(name, config, Path(scratch))
+                _model_class(name)
+            except Exception as exc:  # not landed yet, or its optional pieces are missing
+                log.warning("skipping %s: %s", name, exc)
+                results[name] = {"skipped": f"{type(exc).__name__}: {exc}"}
+                continue
+            entry = bench_model(name, options, batch, config)
+            if name == "fairchem":
+                entry["notes"].append(
+                    "random-weight tiny UMA checkpoint (tests/fairchem_tiny.py)"
+                    if config.fairchem_checkpoint is None
+                    else f"checkpoint {config.fairchem_checkpoint.name}"
+                )
+            results[name] = entry
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    for entry in results.values():
+        entry.update(command=command, date=stamp, machine=machine, batch=described, conformers=batch.num_structures)
+    return _write(config.out_dir, results)
+
+
+def _write(out_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "energy_throughput.json"
+    merged: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    merged.update(results)
+    path.write_text(json.dumps(merged, indent=2) + "\n")
+    (out_dir / "energy_throughput.md").write_text(markdown(merged))
+    return merged
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "# Energy-model throughput",
+        "",
+        "Steady-state throughput on one batch of drug-sized conformers (workers started, calculator caches warm);",
+        "the warm-up call includes starting the workers. Workers are single-threaded processes; `in-process` uses",
+        "this process's torch/OpenMP threads. Median of the timed repeats, variants in rotating order.",
+        "Cores used: CPU seconds of this process and its workers per wall second (median over repeats): what",
+        "the machine actually gave the variant; 2 workers can only be 2× faster if they get 2 cores.",
+        "Produced by `benchmarks/energy_throughput.py`; each model's reproduce command is listed with it.",
+        "",
+    ]
+    for name, entry in results.items():
+        lines.append(f"## {name}")
+        lines.append("")
+        if "skipped" in entry:
+            lines += [f"Skipped: {entry['skipped']}", ""]
+            continue
+        batch = ", ".join(f"`{m['smiles']}` ({m['atoms']} atoms)" for m in entry["batch"])
+        lines += [
+            f"Reproduce: `{entry['command']}`  ",
+            f"Run {entry['date']} on {entry['machine']['cpus']} CPUs; 1-min load average during the repeats: "
+            f"{', '.join(f'{x:.1f}' for x in entry['load_average_1min'])}.  ",
+            f"Batch: {entry['conformers']} conformers of {batch}.",
+            "",
+            "| variant | conformers/s | median s | repeats s | cores used | warm-up s | valid "
+            "| max ΔE vs 1 worker, eV |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for label, v in entry["variants"].items():
+            shown = label if label != "in-process" else f"in-process ({entry['in_process_threads']} threads)"
+            diff = v["max_abs_energy_difference_ev_vs_1_worker"]
+            lines.append(
+                f"| {shown} | {v['conformers_per_s']:.1f} | {v['median_s']:.2f} | "
+                f"{' '.join(f'{t:.2f}' for t in v['times_s'])} | {_number(v.get('cores_used'))} | "
+                f"{v['first_call_s']:.2f} | "
+                f"{v['valid']} | "
+                f"{'–' if diff is None else f'{diff:.1e}'} |"
+            )
+        lines += [
+            "",
+            f"2 workers vs 1: **{entry['speedup_2_vs_1_workers']:.2f}×** (ratio of medians), "
+            f"{entry['speedup_2_vs_1_workers_paired_median']:.2f}× (median of per-repeat ratios); target ≥ 1.8×.",
+        ]
+        if "speedup_reuse_vs_fresh" in entry:
+            lines.append(f"Calculator reuse vs fresh (1 worker): **{entry['speedup_reuse_vs_fresh']:.2f}×**.")
+        lines += [f"- {note}" for note in entry["notes"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+# --- command line ------------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options, shared by ``python -m benchmarks.energy_throughput`` and ``adjoint-sampling bench energy``."""
+    parser.add_argument(
+        "--models", nargs="+", default=None, metavar="NAME", help="registry names (default: every registered model)"
+    )
+    parser.add_argument("--molecules", type=int, default=4, help="drug-like molecules (default 4)")
+    parser.add_argument("--conformers-per-molecule", type=int, default=16, help="ETKDG conformers each (default 16)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per variant (default 5)")
+    parser.add_argument("--chunk", type=int, default=8, help="structures per task in the generic pool (default 8)")
+    parser.add_argument("--seed", type=int, default=1, help="ETKDG seed (default 1)")
+    parser.add_argument("--smiles-file", type=Path, default=DEFAULT_SMILES_FILE)
+    parser.add_argument(
+        "--fairchem-checkpoint", type=Path, default=None, help="local fairchem checkpoint (default: random tiny UMA)"
+    )
+    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    """Raises ValueError on an unknown model name."""
+    from energy.registry import ENERGY_MODELS
+
+    models = tuple(ENERGY_MODELS) if args.models is None else tuple(args.models)
+    unknown = sorted(set(models) - set(ENERGY_MODELS))
+    if unknown:
+        raise ValueError(f"unknown energy model(s) {unknown}; choose from {sorted(ENERGY_MODELS)}")
+    return BenchConfig(
+        models=models,
+        molecules=args.molecules,
+        conformers_per_molecule=args.conformers_per_molecule,
+        repeats=args.repeats,
+        chunk=args.chunk,
+        seed=args.seed,
+        smiles_file=args.smiles_file,
+        fairchem_checkpoint=args.fairchem_checkpoint,
+        out_dir=args.out_dir,
+    )
+
+
+def summary_lines(results: dict[str, Any], models: tuple[str, ...]) -> list[str]:
+    lines = []
+    for name in models:
+        entry = results[name]
+        if "skipped" in entry:
+            lines.append(f"{name}: skipped ({entry['skipped']})")
+            continue
+        rates = ", ".join(f"{k} {v['conformers_per_s']:.1f}/s" for k, v in entry["variants"].items())
+        reuse = entry.get("speedup_reuse_vs_fresh")
+        lines.append(
+            f"{name}: {rates}; 2 vs 1 workers {entry['speedup_2_vs_1_workers']:.2f}x "
+            f"(paired {entry['speedup_2_vs_1_workers_paired_median']:.2f}x)"
+            + (f"; reuse vs fresh {reuse:.2f}x" if reuse is not None else "")
+        )
+    return lines
+
+
+def run_from_args(args: argparse.Namespace, command: str) -> list[str]:
+    """Run with parsed :func:`add_arguments` options; the summary lines (results, files, reproduce command)."""
+    config = config_from_args(args)
+    results = run(config, command)
+    return [
+        *summary_lines(results, config.models),
+        f"wrote {config.out_dir / 'energy_throughput.md'} and .json",
+        f"reproduce: {command}",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.energy_throughput", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    command = " ".join(["python -m benchmarks.energy_throughput", *(shlex.quote(a) for a in argv)])
+    for line in run_from_args(args, command):
+        log.info("%s", line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
