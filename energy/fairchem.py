@@ -42,6 +42,14 @@ import numpy as np
 import torch
 
 from energy.protocol import EnergyResult, Structures
+from energy.validation import (
+    DEFAULT_MIN_DISTANCE_ANGSTROM,
+    Evaluated,
+    StructureLimits,
+    assemble_result,
+    atom_slices,
+    structure_problems,
+)
 
 __all__ = ["FairchemCheckpointError", "FairchemConfig", "FairchemEnergy"]
 
@@ -69,7 +77,8 @@ class FairchemConfig:
         device: ``"cpu"`` or ``"cuda"``.
         task_name: the UMA task (dataset head); ``"omol"`` for molecules (charge and spin aware).
         dtype: precision of the model and its inputs, ``torch.float32`` or ``torch.float64``.
-        min_distance_angstrom: two atoms closer than this make a structure invalid (coincident atoms).
+        min_distance_angstrom: two atoms closer than this make a structure invalid (coincident atoms; see
+            :mod:`energy.validation`, whose checks every structure passes first).
         max_atoms_per_batch: atoms per ``predict`` call; larger batches are split (bounds memory).
         seed: seeds fairchem's predictor at load and the random per-edge roll angles of the eSCN layers on every
             call (fairchem seeds and draws from the global generators; this adapter restores them).
@@ -79,7 +88,7 @@ class FairchemConfig:
     device: str = "cpu"
     task_name: str = OMOL_TASK
     dtype: torch.dtype = torch.float32
-    min_distance_angstrom: float = 0.1
+    min_distance_angstrom: float = DEFAULT_MIN_DISTANCE_ANGSTROM
     max_atoms_per_batch: int = 20_000
     seed: int = 41
 
@@ -88,8 +97,6 @@ class FairchemConfig:
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
-        if self.min_distance_angstrom < 0:
-            raise ValueError(f"min_distance_angstrom must be >= 0, got {self.min_distance_angstrom}")
         if self.max_atoms_per_batch < 1:
             raise ValueError(f"max_atoms_per_batch must be >= 1, got {self.max_atoms_per_batch}")
 
@@ -114,21 +121,6 @@ def _restored_global_rngs(cuda: bool) -> Iterator[None]:
         finally:
             random.setstate(py_state)
             np.random.set_state(np_state)
-
-
-def _closest_pair(pos: torch.Tensor, block: int = 1024) -> tuple[int, int, float]:
-    """Indices and distance (Å) of the closest two atoms of ``[n, 3]`` positions, in row blocks."""
-    pos = pos.to(torch.float64)
-    best = (0, 1, float("inf"))
-    for start in range(0, pos.shape[0], block):
-        d = torch.cdist(pos[start : start + block], pos)
-        rows = torch.arange(d.shape[0])
-        d[rows, rows + start] = float("inf")
-        k = int(torch.argmin(d))
-        i, j = divmod(k, d.shape[1])
-        if float(d[i, j]) < best[2]:
-            best = (i + start, j, float(d[i, j]))
-    return best
 
 
 def _inference_settings(dtype: torch.dtype) -> Any:
@@ -195,7 +187,7 @@ class FairchemEnergy:
         device: str = "cpu",
         task_name: str = OMOL_TASK,
         dtype: torch.dtype | str = "float32",
-        min_distance_angstrom: float = 0.1,
+        min_distance_angstrom: float = DEFAULT_MIN_DISTANCE_ANGSTROM,
         max_atoms_per_batch: int = 20_000,
         seed: int = 41,
     ) -> None:
@@ -216,8 +208,14 @@ class FairchemEnergy:
         self._unit = _load_predict_unit(self.config)
         self._check_task()
         hydra_model = self._unit.model.module
+        # The atom embeddings are indexed by atomic number: Z = 1 .. max_num_elements - 1.
         self.max_atomic_number = int(hydra_model.backbone.max_num_elements) - 1
         self.supports_single_atoms = bool(getattr(hydra_model, "supports_single_atoms", False))
+        self.limits = StructureLimits(
+            model=f"fairchem {self.config.checkpoint.name} ({task_name})",
+            supported_elements=frozenset(range(1, self.max_atomic_number + 1)),
+            min_distance_angstrom=min_distance_angstrom,
+        )
         from fairchem.core.datasets.atomic_data import AtomicData, atomicdata_list_to_batch
 
         self._from_ase = AtomicData.from_ase
@@ -244,32 +242,18 @@ class FairchemEnergy:
 
     # --- input checks -------------------------------------------------------------------------------
 
-    def _problem(self, z: torch.Tensor, pos: torch.Tensor, charge: int, multiplicity: int) -> str | None:
-        """Why the model cannot evaluate this structure, or ``None``."""
-        n = z.numel()
-        if n == 0:
-            return "no atoms"
-        if not bool(torch.isfinite(pos).all()):
-            return "non-finite coordinates (nan or inf)"
-        bad = z[(z < 1) | (z > self.max_atomic_number)]
-        if bad.numel():
-            return (
-                f"element Z={int(bad[0])} is not supported by this model (atomic numbers 1..{self.max_atomic_number})"
-            )
-        if n == 1 and not self.supports_single_atoms:
+    def _fairchem_problem(self, z: torch.Tensor, pos: torch.Tensor, charge: int, multiplicity: int) -> str | None:
+        """What fairchem adds to the shared checks of :mod:`energy.validation`, or ``None``."""
+        if z.numel() == 1 and not self.supports_single_atoms:
             return (
                 "a single isolated atom: this model needs at least two atoms "
                 "(fairchem's isolated-atom references are not part of a local checkpoint)"
             )
-        if n > 1 and self.config.min_distance_angstrom > 0:
-            i, j, dist = _closest_pair(pos)
-            if dist < self.config.min_distance_angstrom:
-                return f"coincident atoms: {i} and {j} are {dist:.3g} Å apart (< {self.config.min_distance_angstrom} Å)"
         if self.config.task_name == OMOL_TASK:
             if not CHARGE_RANGE[0] <= charge <= CHARGE_RANGE[1]:
                 return f"total charge {charge} outside fairchem's range {CHARGE_RANGE}"
             if not MULTIPLICITY_RANGE[0] <= multiplicity <= MULTIPLICITY_RANGE[1]:
-                return f"spin multiplicity {multiplicity} outside {MULTIPLICITY_RANGE}"
+                return f"spin multiplicity {multiplicity} outside fairchem's range {MULTIPLICITY_RANGE}"
         elif charge != 0 or multiplicity != 1:
             return (
                 f"task {self.config.task_name!r} has no charge or spin input (only 'omol' does); "
@@ -331,69 +315,42 @@ class FairchemEnergy:
             yield chunk
 
     def evaluate(self, structures: Structures) -> EnergyResult:
-        g = structures.num_structures
-        pos_all = structures.positions
-        if pos_all.shape[1] != 3:
-            raise ValueError(f"fairchem models need 3-D positions, got {pos_all.shape[1]}-D")
-        out_dtype = pos_all.dtype if pos_all.is_floating_point() else torch.float64
-        sizes = structures.num_atoms.tolist()
-        offsets = [0, *np.cumsum(sizes).tolist()]
-        pos_cpu = pos_all.detach().cpu()
-        z_all = structures.atomic_numbers.detach().cpu().long()
+        problems = structure_problems(structures, self.limits)
+        slices = atom_slices(structures)
+        positions = structures.positions.detach().cpu()
+        numbers = structures.atomic_numbers.detach().cpu().long()
+        charges = structures.total_charge.cpu().tolist()
+        multiplicities = structures.multiplicity.cpu().tolist()
         items = [
-            (
-                z_all[offsets[k] : offsets[k + 1]],
-                pos_cpu[offsets[k] : offsets[k + 1]],
-                int(structures.total_charge[k]),
-                int(structures.multiplicity[k]),
-            )
-            for k in range(g)
+            (numbers[rows], positions[rows], int(charges[k]), int(multiplicities[k])) for k, rows in enumerate(slices)
         ]
-        reasons: list[str | None] = [self._problem(*item) for item in items]
-        energies = torch.full((g,), float("nan"), dtype=torch.float64)
-        forces = torch.zeros((offsets[-1], 3), dtype=torch.float64)
-        good = [k for k in range(g) if reasons[k] is None]
-        for chunk in self._chunks(good, sizes):
-            self._evaluate_chunk(chunk, items, offsets, energies, forces, reasons)
-        valid = torch.tensor([r is None for r in reasons], dtype=torch.bool)
-        for k in range(g):
-            if reasons[k] is not None:
-                energies[k] = float("nan")
-                forces[offsets[k] : offsets[k + 1]] = 0.0
-        return EnergyResult(
-            energies=energies.to(device=pos_all.device, dtype=out_dtype),
-            forces=forces.to(device=pos_all.device, dtype=out_dtype),
-            valid=valid.to(pos_all.device),
-            reasons=tuple(reasons),
-        )
+        outcomes: list[Evaluated | str | None] = [
+            problem if problem is not None else self._fairchem_problem(*items[k]) for k, problem in enumerate(problems)
+        ]
+        sizes = [rows.stop - rows.start for rows in slices]
+        for chunk in self._chunks([k for k, o in enumerate(outcomes) if o is None], sizes):
+            self._evaluate_chunk(chunk, items, outcomes)
+        done = [o for o in outcomes if o is not None]
+        assert len(done) == len(outcomes), "every structure is evaluated or has a reason"
+        return assemble_result(structures, done)
 
-    def _evaluate_chunk(
-        self,
-        chunk: list[int],
-        items: list[_Item],
-        offsets: list[int],
-        energies: torch.Tensor,
-        forces: torch.Tensor,
-        reasons: list[str | None],
-    ) -> None:
-        """Fill ``energies``/``forces``/``reasons`` for ``chunk``; a failing batch is retried one by one."""
+    def _evaluate_chunk(self, chunk: list[int], items: list[_Item], outcomes: list[Evaluated | str | None]) -> None:
+        """Fill ``outcomes`` for ``chunk`` with one ``predict`` call; a failing batch is retried one by one."""
         try:
-            e, f = self._predict([items[k] for k in chunk])
+            energies, forces = self._predict([items[k] for k in chunk])
         except Exception as exc:
             if len(chunk) == 1:
-                reasons[chunk[0]] = f"fairchem evaluation failed: {type(exc).__name__}: {exc}"
+                outcomes[chunk[0]] = f"fairchem evaluation failed: {type(exc).__name__}: {exc}"
                 return
             log.warning("fairchem batch of %d structures failed (%s); evaluating one at a time", len(chunk), exc)
             for k in chunk:
-                self._evaluate_chunk([k], items, offsets, energies, forces, reasons)
+                self._evaluate_chunk([k], items, outcomes)
             return
         start = 0
         for j, k in enumerate(chunk):
-            n = offsets[k + 1] - offsets[k]
-            ek, fk = e[j], f[start : start + n]
+            n = items[k][0].numel()
+            outcomes[k] = Evaluated(
+                energy_ev=float(energies[j]),
+                forces_ev_per_angstrom=forces[start : start + n].to(torch.float64).numpy(),
+            )
             start += n
-            if not (bool(torch.isfinite(ek)) and bool(torch.isfinite(fk).all())):
-                reasons[k] = "fairchem returned a non-finite energy or forces"
-                continue
-            energies[k] = ek.to(torch.float64)
-            forces[offsets[k] : offsets[k + 1]] = fk.to(torch.float64)

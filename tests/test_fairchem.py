@@ -235,12 +235,13 @@ def test_bad_structures_are_invalid_and_the_rest_survives(uma: FairchemEnergy, e
     cases = {
         "nan": ((z, nan_pos, c, m), "non-finite"),
         "inf": ((z, inf_pos, c, m), "non-finite"),
-        "coincident": ((z, coincident, c, m), "coincident atoms: 0 and 1"),
+        "coincident": ((z, coincident, c, m), "coincident atoms 0 and 1"),
         "unsupported element": ((oganesson, pos, c, m), "Z=118"),
         "dummy atom": (([0, *z[1:]], pos, c, m), "Z=0"),
         "single atom": (([6], pos[:1], 0, 3), "single isolated atom"),
-        "charge": ((z, pos, 150, 1), "charge 150"),
-        "multiplicity": ((z, pos, 0, 0), "multiplicity 0"),
+        "charge beyond fairchem's range": ((z, pos, -150, 1), "outside fairchem's range"),
+        "multiplicity 0": ((z, pos, 0, 0), "multiplicity must be >= 1"),
+        "odd electrons as a singlet": ((z, pos, 1, 1), "inconsistent"),
     }
     items = [ethanol] + [case for case, _ in cases.values()] + [water]
     result = evaluate(uma, items)
