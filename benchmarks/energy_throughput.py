@@ -5,7 +5,7 @@ For every model in :data:`energy.registry.ENERGY_MODELS` that can be built, a ba
 count 4–7, H C N O F S Cl only, 20–28 heavy atoms, neutral, closed shell, MMFF-typable) is evaluated by
 these variants, in rotating order, ``--repeats`` times after one warm-up call each:
 
-- ``in-process``: the model in this process, with this process's torch/OpenMP threads;
+- ``in-process``: the model in this process, with ``--threads`` torch/OpenMP threads (default 1);
 - ``1 worker`` / ``2 workers``: single-threaded worker processes (:mod:`energy.pool`). A model with a
   ``workers`` option (xtb) uses its own pool; others are wrapped here in a pool whose workers build the
   model from the registry and evaluate chunks of ``--chunk`` structures;
@@ -64,6 +64,8 @@ class BenchConfig:
         repeats: timed calls per variant after the warm-up call.
         chunk: structures per task when a model without its own workers is run in the generic pool.
         seed: ETKDG seed.
+        threads: torch/OpenMP threads of this process, i.e. of the ``in-process`` variant (tblite shares
+            torch's OpenMP runtime); workers always run single-threaded.
         smiles_file: SPICE training SMILES (TSV: rotatable bonds, SMILES, id).
         fairchem_checkpoint: a local fairchem checkpoint; ``None`` writes a tiny random-weight one.
         out_dir: where the ``.md``/``.json`` results go.
@@ -75,13 +77,14 @@ class BenchConfig:
     repeats: int = 5
     chunk: int = 8
     seed: int = 1
+    threads: int = 1
     smiles_file: Path = DEFAULT_SMILES_FILE
     fairchem_checkpoint: Path | None = None
     out_dir: Path = DEFAULT_OUT_DIR
 
     def __post_init__(self) -> None:
         for name, value in (("molecules", self.molecules), ("conformers_per_molecule", self.conformers_per_molecule),
-                            ("repeats", self.repeats), ("chunk", self.chunk)):
+                            ("repeats", self.repeats), ("chunk", self.chunk), ("threads", self.threads)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
 
@@ -373,6 +376,7 @@ def bench_model(name: str, base: dict[str, Any], batch: Any, config: BenchConfig
     for label, v in out["variants"].items():
         v["median_s"] = statistics.median(v["times_s"])
         v["cores_used"] = statistics.median(c / t for c, t in zip(v["cpu_s"], v["times_s"], strict=True))
+        v["conformers_per_cpu_s"] = g / statistics.median(v["cpu_s"]) if statistics.median(v["cpu_s"]) > 0 else None
         v["conformers_per_s"] = g / v["median_s"]
         both = ~torch.isnan(energies[label]) & ~torch.isnan(energies["1 worker"])
         v["max_abs_energy_difference_ev_vs_1_worker"] = float(
@@ -404,6 +408,9 @@ def _model_options(name: str, config: BenchConfig, scratch: Path) -> dict[str, A
 
 def run(config: BenchConfig, command: str) -> dict[str, Any]:
     """Time every model in ``config.models``, merge into the results files, return the merged results."""
+    import torch
+
+    torch.set_num_threads(config.threads)
     molecules = pick_molecules(config.smiles_file, config.molecules)
     batch, described = conformer_batch(molecules, config.conformers_per_molecule, config.seed)
     machine = {
@@ -446,6 +453,30 @@ def _write(out_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _verdict(entry: dict[str, Any]) -> str:
+    """Whether 2 workers met the 1.8× target, and if not, what the CPU accounting says about why."""
+    one, two = entry["variants"]["1 worker"], entry["variants"]["2 workers"]
+    speedup = min(entry["speedup_2_vs_1_workers"], entry["speedup_2_vs_1_workers_paired_median"])
+    if speedup >= 1.8:
+        return "Target met."
+    cores = two.get("cores_used")
+    if cores is None:
+        return "Target not met."
+    work = (
+        f" Per CPU-second, 2 workers evaluated {two['conformers_per_cpu_s'] / one['conformers_per_cpu_s']:.2f}× "
+        "as many conformers as 1"
+        if one.get("conformers_per_cpu_s") and two.get("conformers_per_cpu_s")
+        else ""
+    )
+    if cores < 1.8:
+        load = statistics.median(entry["load_average_1min"])
+        return (
+            f"Target not met: the 2 workers got {cores:.2f} cores on average (1 worker: {one['cores_used']:.2f}), "
+            f"1-min load average {load:.1f} on {entry['machine']['cpus']} CPUs: the machine was shared.{work}."
+        )
+    return f"Target not met although the workers got {cores:.2f} cores: overhead or uneven tasks.{work}."
+
+
 def _number(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
@@ -475,16 +506,18 @@ def markdown(results: dict[str, Any]) -> str:
             f"{', '.join(f'{x:.1f}' for x in entry['load_average_1min'])}.  ",
             f"Batch: {entry['conformers']} conformers of {batch}.",
             "",
-            "| variant | conformers/s | median s | repeats s | cores used | warm-up s | valid "
+            "| variant | conformers/s | median s | repeats s | cores used | conformers/CPU-s | warm-up s | valid "
             "| max ΔE vs 1 worker, eV |",
-            "|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for label, v in entry["variants"].items():
-            shown = label if label != "in-process" else f"in-process ({entry['in_process_threads']} threads)"
+            threads = entry["in_process_threads"]
+            shown = label if label != "in-process" else f"in-process ({threads} thread{'s' * (threads != 1)})"
             diff = v["max_abs_energy_difference_ev_vs_1_worker"]
             lines.append(
                 f"| {shown} | {v['conformers_per_s']:.1f} | {v['median_s']:.2f} | "
                 f"{' '.join(f'{t:.2f}' for t in v['times_s'])} | {_number(v.get('cores_used'))} | "
+                f"{_number(v.get('conformers_per_cpu_s'))} | "
                 f"{v['first_call_s']:.2f} | "
                 f"{v['valid']} | "
                 f"{'–' if diff is None else f'{diff:.1e}'} |"
@@ -493,6 +526,7 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             f"2 workers vs 1: **{entry['speedup_2_vs_1_workers']:.2f}×** (ratio of medians), "
             f"{entry['speedup_2_vs_1_workers_paired_median']:.2f}× (median of per-repeat ratios); target ≥ 1.8×.",
+            _verdict(entry),
         ]
         if "speedup_reuse_vs_fresh" in entry:
             lines.append(f"Calculator reuse vs fresh (1 worker): **{entry['speedup_reuse_vs_fresh']:.2f}×**.")
@@ -514,6 +548,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per variant (default 5)")
     parser.add_argument("--chunk", type=int, default=8, help="structures per task in the generic pool (default 8)")
     parser.add_argument("--seed", type=int, default=1, help="ETKDG seed (default 1)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch/OpenMP threads of the in-process variant (default 1)"
+    )
     parser.add_argument("--smiles-file", type=Path, default=DEFAULT_SMILES_FILE)
     parser.add_argument(
         "--fairchem-checkpoint", type=Path, default=None, help="local fairchem checkpoint (default: random tiny UMA)"
@@ -536,6 +573,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         repeats=args.repeats,
         chunk=args.chunk,
         seed=args.seed,
+        threads=args.threads,
         smiles_file=args.smiles_file,
         fairchem_checkpoint=args.fairchem_checkpoint,
         out_dir=args.out_dir,

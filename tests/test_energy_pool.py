@@ -123,6 +123,7 @@ def test_each_worker_keeps_its_evaluator_state_between_tasks_and_calls() -> None
     assert evaluator.calls == 100
 
 
+@pytest.mark.slow
 def test_workers_run_single_threaded() -> None:
     """torch (imported by the task, after the worker capped threads) sees one thread, not the machine's cores."""
     with ProcessPool(ScriptedEvaluator(), PoolConfig(workers=1)) as pool:
