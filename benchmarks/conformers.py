@@ -119,6 +119,7 @@ class _Output:
     dropped: tuple[str, ...]
     not_converged: int
     error: str | None
+    refine_steps: int = 0
 
 
 def _generate_all(methods: Sequence[Method], mol: Chem.Mol, k: int, seed: int) -> dict[str, _Output]:
@@ -144,13 +145,13 @@ def _generate_all(methods: Sequence[Method], mol: Chem.Mol, k: int, seed: int) -
             out[method.name] = _Output(empty, k, 0, gen_s, gen_s, 0.0, (), 0, error)
             continue
         n_gen = generated.GetNumConformers()
-        result, refine_s, not_conv = generated, 0.0, 0
+        result, refine_s, not_conv, steps = generated, 0.0, 0, 0
         dropped: tuple[str, ...] = ()
         if method.refiner is not None and n_gen:
             start = time.perf_counter()
             try:
                 refined = method.refiner.refine(generated)
-                result, dropped, not_conv = refined.mol, refined.reasons, refined.not_converged
+                result, dropped, not_conv, steps = refined.mol, refined.reasons, refined.not_converged, refined.steps
             except Exception as exc:  # e.g. the energy model cannot treat this molecule
                 log.warning("%s failed: %s", method.name, exc)
                 result, error = empty, f"{type(exc).__name__}: {exc}"
@@ -158,7 +159,7 @@ def _generate_all(methods: Sequence[Method], mol: Chem.Mol, k: int, seed: int) -
             refine_s = time.perf_counter() - start
         if n_gen == 0 and error is None:
             error = "the generator produced no conformers"
-        out[method.name] = _Output(result, k, n_gen, gen_s + refine_s, gen_s, refine_s, dropped, not_conv, error)
+        out[method.name] = _Output(result, k, n_gen, gen_s + refine_s, gen_s, refine_s, dropped, not_conv, error, steps)
     return out
 
 
@@ -184,6 +185,7 @@ def _record(out: _Output, score: EnsembleScore, check: list[str]) -> dict[str, A
         "dropped": len(out.dropped),
         "dropped_reasons": sorted(set(out.dropped))[:5],
         "not_converged": out.not_converged,
+        "refine_steps": out.refine_steps,
         "invalid_structures": len(check),
         "invalid_reasons": sorted(set(check))[:5],
         "seconds": out.seconds,

@@ -92,11 +92,13 @@ class ConformerGenerator(Protocol):
 @dataclass(frozen=True)
 class Refined:
     """A refiner's output: ``mol`` holds only the conformers that stayed valid (ids ``0 …``);
-    ``reasons`` has one entry per dropped conformer; ``not_converged`` counts valid but unconverged ones."""
+    ``reasons`` has one entry per dropped conformer; ``not_converged`` counts valid but unconverged ones;
+    ``steps`` is the total number of optimizer steps (energy evaluations after the first) over all conformers."""
 
     mol: Chem.Mol
     reasons: tuple[str, ...] = ()
     not_converged: int = 0
+    steps: int = 0
 
 
 class Refiner(Protocol):
@@ -235,7 +237,12 @@ class EnergyRelaxation:
         valid = result.valid.cpu().numpy().astype(bool)
         converged = result.converged.cpu().numpy().astype(bool)
         reasons = tuple(str(r or "invalid") for r, ok in zip(result.reasons, valid, strict=True) if not ok)
-        return Refined(_with_conformers(mol, positions[valid]), reasons, int((valid & ~converged).sum()))
+        return Refined(
+            _with_conformers(mol, positions[valid]),
+            reasons,
+            int((valid & ~converged).sum()),
+            int(result.steps.sum()),
+        )
 
     def close(self) -> None:
         close = getattr(self._built, "close", None)

@@ -96,17 +96,24 @@ def _ang(x: float) -> str:
     return "–" if math.isnan(x) else f"{x:.2f}"
 
 
-def _timing(ds: dict[str, Any], name: str) -> tuple[float, int, int, int, int, int, int]:
+def _timing(ds: dict[str, Any], name: str) -> dict[str, float]:
     recs = [m["methods"][name] for m in ds["molecules"]]
-    return (
-        sum(r["seconds"] for r in recs),
-        sum(r["scored"] for r in recs),
-        sum(r["requested"] for r in recs),
-        sum(r["dropped"] for r in recs),
-        sum(r["invalid_structures"] for r in recs),
-        sum(r["not_converged"] for r in recs),
-        sum(1 for r in recs if r["failed"]),
-    )
+    total = {
+        key: float(sum(r.get(key, 0) for r in recs))
+        for key in (
+            "seconds",
+            "refine_seconds",
+            "scored",
+            "generated",
+            "requested",
+            "dropped",
+            "invalid_structures",
+            "not_converged",
+            "refine_steps",
+        )
+    }
+    total["failed"] = float(sum(1 for r in recs if r["failed"]))
+    return total
 
 
 def _published_layout(results: dict[str, Any], summ: dict[str, dict[str, SummaryScore]]) -> list[str]:
@@ -159,15 +166,20 @@ def _dataset_tables(ds: dict[str, Any], summ: dict[str, SummaryScore], methods: 
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Time and output (same run, same machine):", ""]
     lines += [
-        "| method | wall s | conformers scored / requested | conformers/s | dropped by refiner | not converged "
-        "| wrong bonds or stereo | failed molecules |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | wall s | conformers scored / requested | conformers/s | refine s per conformer "
+        "| refine steps per conformer | dropped by refiner | not converged | wrong bonds or stereo "
+        "| failed molecules |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in methods:
-        secs, scored, req, dropped, invalid, not_conv, failed = _timing(ds, name)
-        rate = scored / secs if secs > 0 else math.nan
+        t = _timing(ds, name)
+        rate = t["scored"] / t["seconds"] if t["seconds"] > 0 else math.nan
+        per_conf = t["refine_seconds"] / t["generated"] if t["generated"] and t["refine_seconds"] else math.nan
+        steps = t["refine_steps"] / t["generated"] if t["generated"] and t["refine_steps"] else math.nan
         lines.append(
-            f"| {name} | {secs:.1f} | {scored} / {req} | {rate:.1f} | {dropped} | {not_conv} | {invalid} | {failed} |"
+            f"| {name} | {t['seconds']:.1f} | {t['scored']:.0f} / {t['requested']:.0f} | {rate:.1f} "
+            f"| {'–' if math.isnan(per_conf) else f'{per_conf:.2f}'} | {'–' if math.isnan(steps) else f'{steps:.0f}'} "
+            f"| {t['dropped']:.0f} | {t['not_converged']:.0f} | {t['invalid_structures']:.0f} | {t['failed']:.0f} |"
         )
     failures = [
         f"- {m['name']} ({name}): {m['methods'][name]['error'] or 'every conformer dropped'}"
@@ -193,7 +205,8 @@ def _rmsd_lines(results: dict[str, Any]) -> list[str]:
         "",
         "Sampled pairs re-computed with `rdMolAlign.GetBestRMS` on hydrogen-free copies in this process; "
         "`GetBestRMS` time for all pairs scored is extrapolated from its time per sampled pair of each molecule; "
-        "engine time includes finding the automorphisms.",
+        "engine time includes finding the automorphisms. With few reference conformers (quick runs) per-call "
+        "overheads dominate both; `conformers_rmsd_speed.md` (`--rmsd-speed`) has the engine's speed figure.",
         "",
         "| dataset | pairs checked | max abs diff (Å) | engine s | GetBestRMS s (est.) | speed-up |",
         "|---|---|---|---|---|---|",

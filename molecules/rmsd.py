@@ -253,14 +253,15 @@ def kabsch_rmsd(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(msd, 0.0))
 
 
-def _qcp_min_loop(s: np.ndarray, g_gen: np.ndarray, g_ref: np.ndarray, n: int, out: np.ndarray) -> None:
+def _qcp_min_loop(s: np.ndarray, g_gen: np.ndarray, g_ref: np.ndarray, n: int, out: np.ndarray, k0: int) -> None:
     """Compiled by numba (:func:`_numba_kernel`): the QCP RMSD of every ``(l, k, m)`` of
-    ``s [3, K, 3, L, M]`` (``s[a, k, b, l, m] = Σ_i gen[k, i, a] ref[l, maps[m, i], b]``), minimized
-    over ``m`` into ``out [L, K]`` (which holds the running minimum). Same arithmetic as :func:`_qcp`."""
+    ``s [3, Kc, 3, L, M]`` (``s[a, k, b, l, m] = Σ_i gen[k0 + k, i, a] ref[l, maps[m, i], b]``), minimized
+    over ``m`` into ``out[:, k0 : k0 + Kc]`` (``out [L, K]`` holds the running minimum; whole arrays are
+    passed so that one compiled signature serves every chunk). Same arithmetic as :func:`_qcp`."""
     for k in range(s.shape[1]):
         for r in range(s.shape[3]):
-            best = out[r, k]
-            e0 = 0.5 * (g_gen[k] + g_ref[r])
+            best = out[r, k0 + k]
+            e0 = 0.5 * (g_gen[k0 + k] + g_ref[r])
             for m in range(s.shape[4]):
                 sxx, sxy, sxz = s[0, k, 0, r, m], s[0, k, 1, r, m], s[0, k, 2, r, m]
                 syx, syy, syz = s[1, k, 0, r, m], s[1, k, 1, r, m], s[1, k, 2, r, m]
@@ -309,7 +310,7 @@ def _qcp_min_loop(s: np.ndarray, g_gen: np.ndarray, g_ref: np.ndarray, n: int, o
                 rmsd = np.sqrt(msd) if msd > 0.0 else 0.0
                 if rmsd < best:
                     best = rmsd
-            out[r, k] = best
+            out[r, k0 + k] = best
 
 
 @functools.cache
@@ -328,7 +329,8 @@ def warm_up(backend: str = "auto") -> float:
 
     start = time.perf_counter()
     x = np.random.default_rng(0).normal(size=(2, 3, 3))
-    best_rmsd_matrix(x, x, np.arange(3)[None], backend=backend)
+    with _blas_limit(1):  # also loads the BLAS controller
+        best_rmsd_matrix(x, x, np.arange(3)[None], backend=backend)
     return time.perf_counter() - start
 
 
@@ -381,7 +383,7 @@ def best_rmsd_matrix(
             gen_c = gen_t.reshape(n, 3, num_gen)[:, :, k0 : k0 + kc].reshape(n, 3 * kc)
             s = (gen_c.T @ ref_p).reshape(3, kc, 3, num_ref, mc)  # [a, k, b, l, m]
             if kernel is not None:
-                kernel(s, g_gen[k0 : k0 + kc], g_ref, n, out[:, k0 : k0 + kc])
+                kernel(s, g_gen, g_ref, n, out, k0)
                 continue
             comps = [s[a, :, b] for a in range(3) for b in range(3)]  # each [kc, L, Mc]
             rmsd = _qcp(comps, g_gen[k0 : k0 + kc, None, None], g_ref[None, :, None], n)
