@@ -194,6 +194,12 @@ class ProcessPool(Generic[T, R]):
             raise
 
     def _run(self, tasks: Sequence[T]) -> list[R | TaskFailure]:
+        for k, w in enumerate(self._workers):
+            if not w.process.is_alive():  # died while idle: replace it before it is handed a task
+                log.warning("an idle worker died (%s); replacing it", _exit_description(w.process.exitcode))
+                _kill(w)
+                w.conn.close()
+                self._workers[k] = self._start_worker()
         while len(self._workers) < self.config.workers:
             self._workers.append(self._start_worker())
         queue = deque(range(len(tasks)))

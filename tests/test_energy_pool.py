@@ -101,6 +101,26 @@ def test_a_crashed_worker_fails_only_its_task_and_is_replaced(pool2: ProcessPool
     assert pool2.map(squares(range(6))) == [v * v for v in range(6)]
 
 
+def test_a_worker_that_died_while_idle_is_replaced_before_the_next_batch() -> None:
+    with ProcessPool(ScriptedEvaluator(), PoolConfig(workers=1)) as pool:
+        [pid] = pool.map([("pid", 0)])
+        assert isinstance(pid, int)
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while pool.worker_pids == [pid] and _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pool.map(squares(range(3))) == [0, 1, 4]  # nothing lost to the dead worker
+        assert pool.worker_pids != [pid]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_a_hung_task_times_out_and_the_rest_is_evaluated() -> None:
     with ProcessPool(ScriptedEvaluator(), PoolConfig(workers=1, timeout_s=1.0)) as pool:
         start = time.monotonic()
