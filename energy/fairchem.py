@@ -16,9 +16,10 @@ Inference settings are chosen explicitly, not taken from fairchem's presets: ``"
 falling back to ``"multigpu"`` (``merge_mole`` + ``torch.compile`` + TF32) and ``"high-precision"`` also
 compiles and merges the experts; both assume one fixed composition/charge/spin per predictor and compiling
 costs minutes on the first CPU call. Conformer batches mix molecules, so the experts stay unmerged and
-``torch.compile`` is off (fairchem's ``"batch"`` preset), TF32 is off, activation checkpointing is off (it
-saves memory only for 10k+ atom systems) and the base dtype is the configured one (``float64`` for
-finite-difference checks and tight relaxations).
+``torch.compile`` is off on every device (fairchem's ``"batch"`` preset), TF32 is off, activation
+checkpointing is off (it saves memory only for 10k+ atom systems), the execution backend is ``"general"``
+and the base dtype is the configured one (``float64`` for finite-difference checks and tight relaxations).
+Only the checkpoint's own energy and forces tasks run (no automatic stress task).
 
 Charge and spin: for the ``omol`` task the total charge and the spin multiplicity ``2S + 1`` of each
 structure are passed (fairchem's ``spin`` *is* the multiplicity). The other UMA tasks (``omat``, ``oc20``,
@@ -133,6 +134,8 @@ def _inference_settings(dtype: torch.dtype) -> Any:
         compile=False,
         external_graph_gen=False,
         base_precision_dtype=dtype,
+        # The portable backend; the Triton one needs merged experts, the block-GEMM one is untested unmerged.
+        execution_mode="general",
         # Stress is meaningless for molecules; only the checkpoint's own energy and forces tasks run.
         auto_add_default_untrained_tasks=False,
     )
