@@ -153,6 +153,11 @@ class TbliteEvaluator:
         self.settings = state["settings"]
         self._cache = OrderedDict()
 
+    @property
+    def cached_molecules(self) -> int:
+        """Calculators held in this process (one per molecule: elements, charge, unpaired electrons)."""
+        return len(self._cache)
+
     def new_calculator(self, numbers: np.ndarray, positions_bohr: np.ndarray, charge: int, uhf: int) -> Calculator:
         """A silent tblite calculator with these settings."""
         s = self.settings

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pickle
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,7 +30,7 @@ from energy.units import (
     hartree_to_ev,
     kelvin_to_hartree,
 )
-from energy.xtb import XtbEnergy
+from energy.xtb import TbliteEvaluator, XtbEnergy, XtbSettings, XtbTask
 from molecules.structures import conformer_structures
 
 
@@ -157,6 +158,43 @@ def test_forces_are_minus_the_energy_gradient(method: str, smiles: str) -> None:
     forces = result.forces[:n]
     assert forces.norm() > 0.1  # an embedded, unrelaxed geometry: forces worth comparing
     assert ((fd_forces - forces).norm() / forces.norm()).item() < 1e-4
+
+
+def tasks_of(s: Structures) -> list[XtbTask]:
+    ends = torch.cumsum(s.num_atoms, 0).tolist()
+    return [
+        XtbTask(
+            numbers=s.atomic_numbers[end - n : end].numpy().astype(np.int32),
+            positions_bohr=angstrom_to_bohr(s.positions[end - n : end].numpy()),
+            charge=int(s.total_charge[k]),
+            uhf=int(s.multiplicity[k]) - 1,
+        )
+        for k, (n, end) in enumerate(zip(s.num_atoms.tolist(), ends, strict=True))
+    ]
+
+
+def test_one_calculator_per_molecule_bounded_and_dropped_on_failure() -> None:
+    ethanol, acetate = tasks_of(embedded("CCO", conformers=3)), tasks_of(embedded("CC(=O)[O-]"))
+    reuse = TbliteEvaluator(XtbSettings())
+    for task in ethanol + acetate + ethanol:
+        reuse(task)
+    assert reuse.cached_molecules == 2  # ethanol and acetate, whatever the number of conformers
+    cation = dataclasses.replace(ethanol[0], charge=1, uhf=1)
+    reuse(cation)
+    assert reuse.cached_molecules == 3  # same atoms, another charge: another calculator
+    bounded = TbliteEvaluator(XtbSettings(max_cached_calculators=1))
+    for task in ethanol + acetate:
+        bounded(task)
+    assert bounded.cached_molecules == 1
+    fresh = TbliteEvaluator(XtbSettings(reuse_calculators=False))
+    fresh(ethanol[0])
+    assert fresh.cached_molecules == 0
+    strict = TbliteEvaluator(XtbSettings(max_iterations=3))
+    with pytest.raises(Exception, match="SCF not converged"):
+        strict(ethanol[0])
+    assert strict.cached_molecules == 0  # a failed calculation leaves no state behind
+    copy = pickle.loads(pickle.dumps(reuse))
+    assert copy.cached_molecules == 0 and copy.settings == reuse.settings  # workers start empty
 
 
 # --- charge, spin, solvent ----------------------------------------------------------------------------------------
