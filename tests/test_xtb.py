@@ -66,7 +66,12 @@ def with_changes(s: Structures, **changes: Any) -> Structures:
 
 
 def direct_tblite(
-    s: Structures, k: int, method: str = "GFN2-xTB", charge: int | None = None, uhf: int | None = None, solvent=None
+    s: Structures,
+    k: int,
+    method: str = "GFN2-xTB",
+    charge: int | None = None,
+    uhf: int | None = None,
+    solvent: str | None = None,
 ) -> tuple[float, np.ndarray]:
     """Structure ``k`` through tblite's own interface with its defaults, converted to eV and eV/Å by hand."""
     start = int(s.num_atoms[:k].sum())
