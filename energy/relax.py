@@ -3,8 +3,9 @@
 Every step calls ``model.evaluate`` ONCE on all structures that are still running, so a model that
 parallelises across a batch (the xtb process pool, a GNN on a GPU) relaxes a whole conformer ensemble at
 the speed of its slowest member. A structure stops when its largest atomic force is at most ``fmax``
-(converged), when it runs out of steps, or when the model marks it invalid: then it keeps its last valid
-positions and energy, ``valid`` is false and the reason says at which step it failed.
+(converged), when it runs out of steps, when (L-BFGS) not even a 1e-6 Å step lowers its energy (not
+converged: the model's energy is noisier than its forces), or when the model marks it invalid: then it
+keeps its last valid positions and energy, ``valid`` is false and the reason says at which step it failed.
 
 Optimizers (per structure, vectorized over the ragged batch):
 
