@@ -21,7 +21,10 @@ log = logging.getLogger(__name__)
 
 def embed(mol: Chem.Mol, num_conformers: int, seed: int = 0, threads: int = 1) -> np.ndarray:
     """``[k, n, 3]`` ETKDGv3 conformers of ``mol`` (explicit hydrogens, atom order kept;
-    ``k <= num_conformers``, 0 when embedding fails)."""
+    ``k <= num_conformers``, 0 when embedding fails). ``seed`` must not be 0: RDKit 2026.9 then returns
+    identical conformers."""
+    if seed == 0:
+        raise ValueError("ETKDG randomSeed 0 gives identical conformers in RDKit 2026.9; use a non-zero seed")
     mol = Chem.Mol(mol)
     mol.RemoveAllConformers()
     with rdBase.BlockLogs():
@@ -58,7 +61,8 @@ def embed_many(
         with np.load(path) as data:
             log.info("ETKDG conformers from cache %s", path)
             return [data[f"m{i}"] for i in range(len(mols))]
-    jobs = [(m, num_conformers, seed + i) for i, m in enumerate(mols)]
+    # one distinct, non-zero seed per molecule: RDKit 2026.9 returns identical conformers for randomSeed=0
+    jobs = [(m, num_conformers, 1 + seed * 1_000_003 + i) for i, m in enumerate(mols)]
     if workers > 1:
         with mp.get_context("spawn").Pool(workers) as pool:
             out = list(
