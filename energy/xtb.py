@@ -9,11 +9,17 @@ from the :class:`~energy.protocol.Structures` (``uhf = multiplicity − 1`` unpa
 :class:`TbliteEvaluator` is the per-process part: it keeps one tblite calculator per molecule
 (elements, charge, unpaired electrons; the method and settings are fixed per evaluator), moves its
 atoms with ``update`` and starts each SCF from that molecule's previous converged wavefunction.
-Calculator construction is cheap (< 1 ms); the warm start is what pays (3–5× fewer SCF cycles for
-another conformer of a drug-sized molecule) and changes results only within the SCF tolerance
-(~1e-8 Hartree, ~1e-5 Hartree/Bohr at ``accuracy=1``). ``reuse_calculators=False`` builds a fresh
-calculator with a cold start for every structure, which makes each result independent of what was
-evaluated before.
+Calculator construction is cheap (< 1 ms), so what reuse buys is the warm start, and that depends on
+how close the geometries are (measured on drug-sized molecules, one core): ~1.04× less CPU for
+independent ETKDG conformers, 1.1–1.3× for relaxation-like steps of ~0.02 Å, most when a geometry
+repeats. It changes results only within the SCF tolerance (~1e-8 Hartree, ~1e-5 Hartree/Bohr at
+``accuracy=1``). ``reuse_calculators=False`` builds a fresh calculator with a cold start for every
+structure, which makes each result independent of what was evaluated before.
+
+In-process (``workers=0``) tblite runs with this process's OpenMP threads (shared with torch when torch
+is imported first: ``torch.set_num_threads`` sets them). More than one thread does not speed up
+drug-sized molecules and, on a busy machine, slowed single points 5–50× in our measurements; worker
+processes are always single-threaded.
 
 A tblite error (SCF not converged within ``max_iterations``, an electron count tblite rejects)
 marks that structure invalid with tblite's message; a worker crash or a call past ``timeout_s``
