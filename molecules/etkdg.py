@@ -54,7 +54,9 @@ def embed_many(
     """ETKDG conformers for many molecules, over ``workers`` processes, cached under ``cache_dir`` by a hash
     of the inputs (and the RDKit version)."""
     key = hashlib.sha256(
-        "\n".join([rdBase.rdkitVersion, str(num_conformers), str(seed), *map(Chem.MolToMolBlock, mols)]).encode()
+        "\n".join(
+            ["etkdg-v2", rdBase.rdkitVersion, str(num_conformers), str(seed), *map(Chem.MolToMolBlock, mols)]
+        ).encode()
     ).hexdigest()[:16]
     path = cache_dir / f"etkdg_{key}.npz" if cache_dir is not None else None
     if path is not None and path.is_file():
