@@ -131,11 +131,13 @@ def encode_replay_entries(samples: ReplaySamples, *, written_at: float | None = 
     ]
 
 
-def decode_replay_entries(blobs: Sequence[bytes]) -> ReplaySamples:
-    """Inverse of :func:`encode_replay_entries` for any list of entries (concatenated in order)."""
+def decode_replay_entries(blobs: Sequence[bytes], order: Sequence[int] | None = None) -> ReplaySamples:
+    """Inverse of :func:`encode_replay_entries`: the entries concatenated in order, or in ``order``
+    (indices into ``blobs``, repeats allowed: each blob is decoded once)."""
     if not blobs:
         raise ValueError("no replay entries to decode")
-    records = [decode_record(b, REPLAY_ENTRY) for b in blobs]
+    decoded = [decode_record(b, REPLAY_ENTRY) for b in blobs]
+    records = decoded if order is None else [decoded[i] for i in order]
     pos = [r.arrays["positions"] for r in records]
     return ReplaySamples(
         system_ids=torch.tensor([r.meta["system_id"] for r in records], dtype=torch.long),

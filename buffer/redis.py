@@ -150,9 +150,8 @@ class RedisReplayBuffer:
             raise LookupError("the replay buffer is empty: push samples before drawing from it")
         if any(b is None for b in blobs):  # only if someone deletes keys behind the buffer's back
             raise RuntimeError(f"replay buffer {self.name!r} in Redis is inconsistent: entries are missing")
-        unique = decode_replay_entries(blobs).split()
-        by_seq = dict(zip(uniq, unique, strict=True))
-        return ReplaySamples.concat([by_seq[s] for s in seqs])
+        index = {s: i for i, s in enumerate(uniq)}
+        return decode_replay_entries(blobs, [index[s] for s in seqs])
 
     def entries(self) -> ReplaySamples | None:
         """Every entry, oldest first (``None`` if empty): one consistent snapshot."""

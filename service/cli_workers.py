@@ -114,6 +114,10 @@ def add_bench_redis_parser(bsub: Any) -> None:
     b.add_argument("--jobs", type=int, default=24, help="evaluation jobs per throughput measurement")
     b.add_argument("--job-size", type=int, default=4, help="structures per job")
     b.add_argument("--repeats", type=int, default=200, help="push/sample repetitions (batches of 64)")
+    b.add_argument("--throughput-repeats", type=int, default=2, help="runs per worker count")
+    b.add_argument(
+        "--artificial-cost-ms", type=float, default=0.0, help="sleep per structure in the workers (labelled)"
+    )
     b.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent.parent / "benchmarks" / "results")
 
 
@@ -179,11 +183,16 @@ def _worker_energy(args: argparse.Namespace) -> None:
         jobs_per_claim=args.jobs_per_claim, reclaim_idle_ms=int(1000 * args.reclaim_idle_s),
         **({"consumer": args.consumer} if args.consumer else {}),
     )
-    with _redis_errors(args), _stop_on_signals() as stop:
-        queue = EvaluationQueue(client, model=model.name, keys=keys, max_attempts=args.max_attempts)
-        stats = EnergyWorker(queue, model, config, stop=stop).run(
-            max_jobs=args.max_jobs, exit_when_idle_s=args.exit_when_idle
-        )
+    try:
+        with _redis_errors(args), _stop_on_signals() as stop:
+            queue = EvaluationQueue(client, model=model.name, keys=keys, max_attempts=args.max_attempts)
+            stats = EnergyWorker(queue, model, config, stop=stop).run(
+                max_jobs=args.max_jobs, exit_when_idle_s=args.exit_when_idle
+            )
+    finally:
+        close = getattr(getattr(model, "model", model), "close", None)  # e.g. xtb's worker processes
+        if callable(close):
+            close()
     print(f"jobs done {stats.jobs_done}, duplicates dropped {stats.jobs_duplicate}, failed {stats.jobs_failed}, "
           f"structures {stats.structures}, {stats.evaluate_seconds:.1f} s evaluating")
 
@@ -270,5 +279,13 @@ def cmd_bench_redis(args: argparse.Namespace) -> None:
     from benchmarks.redis_buffer import run
 
     command = "adjoint-sampling " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    run(model=args.model, jobs=args.jobs, job_size=args.job_size, repeats=args.repeats, out_dir=args.out_dir,
-        command=command)
+    result = run(
+        model=args.model, jobs=args.jobs, job_size=args.job_size, repeats=args.repeats, out_dir=args.out_dir,
+        command=command, artificial_cost_ms=args.artificial_cost_ms, throughput_repeats=args.throughput_repeats,
+    )
+    for workers, t in result["throughput"]["workers"].items():
+        print(f"{workers} energy worker(s): {t['median_per_s']:.1f} structures/s via Redis, "
+              f"{t['median_raw_per_s']:.1f} for the raw model ({result['model']})")
+    for label, v in result["latency"].items():
+        print(f"{label}: push 64 {v['push_64']['median_ms']:.2f} ms, sample 64 {v['sample_64']['median_ms']:.2f} ms")
+    print(f"wrote {args.out_dir / 'redis_buffer.md'}\nreproduce: {command}")

@@ -223,7 +223,7 @@ class EnergyWorker:
         """Evaluate one job and commit it; an error requeues it (or parks it after too many attempts)."""
         try:
             job = claimed.decode()
-        except (RecordFormatError, KeyError, ValueError) as exc:
+        except (RecordFormatError, KeyError, TypeError, ValueError) as exc:
             self.queue.park(claimed, f"unreadable job: {exc}")
             self.stats.jobs_failed += 1
             return

@@ -31,7 +31,7 @@ from typing import Any
 import redis
 import torch
 
-from buffer.jobs import AdjointSpec, EvaluationJob, EvaluationQueue, JobStatus
+from buffer.jobs import AdjointSpec, EvaluationJob, EvaluationQueue, JobState, JobStatus
 from buffer.keys import RedisKeys, validate_name
 from buffer.published import publish_checkpoint
 from buffer.redis import ResidentRedisReplayBuffer
@@ -159,6 +159,9 @@ class RedisAlternation:
             if missing:
                 raise RuntimeError(f"jobs {missing[:3]} are unknown to Redis (expired, or the server lost its data)")
             if all(s is not None and s.state.finished for s in statuses):
+                for job_id, s in zip(job_ids, statuses, strict=True):
+                    if s is not None and s.state is JobState.PARKED:
+                        log.warning("job %s was parked, its samples are lost: %s", job_id, s.error)
                 return [s for s in statuses if s is not None]
             if self.stop.is_set():
                 raise StopRequested
