@@ -83,8 +83,13 @@ class BenchConfig:
     out_dir: Path = DEFAULT_OUT_DIR
 
     def __post_init__(self) -> None:
-        for name, value in (("molecules", self.molecules), ("conformers_per_molecule", self.conformers_per_molecule),
-                            ("repeats", self.repeats), ("chunk", self.chunk), ("threads", self.threads)):
+        for name, value in (
+            ("molecules", self.molecules),
+            ("conformers_per_molecule", self.conformers_per_molecule),
+            ("repeats", self.repeats),
+            ("chunk", self.chunk),
+            ("threads", self.threads),
+        ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
 
@@ -379,9 +384,9 @@ def bench_model(name: str, base: dict[str, Any], batch: Any, config: BenchConfig
         v["conformers_per_cpu_s"] = g / statistics.median(v["cpu_s"]) if statistics.median(v["cpu_s"]) > 0 else None
         v["conformers_per_s"] = g / v["median_s"]
         both = ~torch.isnan(energies[label]) & ~torch.isnan(energies["1 worker"])
-        v["max_abs_energy_difference_ev_vs_1_worker"] = float(
-            (energies[label][both] - energies["1 worker"][both]).abs().max()
-        ) if both.any() else None
+        v["max_abs_energy_difference_ev_vs_1_worker"] = (
+            float((energies[label][both] - energies["1 worker"][both]).abs().max()) if both.any() else None
+        )
     one, two = out["variants"]["1 worker"], out["variants"]["2 workers"]
     out["speedup_2_vs_1_workers"] = one["median_s"] / two["median_s"]
     out["speedup_2_vs_1_workers_paired_median"] = statistics.median(
@@ -622,4 +627,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
