@@ -18,8 +18,8 @@ structure, which makes each result independent of what was evaluated before.
 
 In-process (``workers=0``) tblite runs with this process's OpenMP threads (shared with torch when torch
 is imported first: ``torch.set_num_threads`` sets them). More than one thread does not speed up
-drug-sized molecules and, on a busy machine, slowed single points 5–50× in our measurements; worker
-processes are always single-threaded.
+drug-sized molecules and, on a busy machine, made them ~10× slower in our measurements (spinning
+OpenMP threads competing for the cores); worker processes are always single-threaded.
 
 A tblite error (SCF not converged within ``max_iterations``, an electron count tblite rejects)
 marks that structure invalid with tblite's message; a worker crash or a call past ``timeout_s``
