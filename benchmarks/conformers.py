@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -299,6 +300,7 @@ def run(config: BenchConfig, data_dir: Path) -> dict[str, Any]:
     methods = build_methods(config.methods, config.settings)
     warm_up(config.rmsd.backend)
     started = time.time()
+    load_start = os.getloadavg()
     try:
         datasets = [_run_dataset(ds, methods, config, data_dir) for ds in config.datasets]
     finally:
@@ -311,6 +313,7 @@ def run(config: BenchConfig, data_dir: Path) -> dict[str, Any]:
         "thresholds": list(THRESHOLDS),
         "started_unix": started,
         "wall_seconds": time.time() - started,
+        "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
         "datasets": datasets,
     }
 
@@ -336,6 +339,7 @@ def run_corpus(config: CorpusConfig, data_dir: Path) -> dict[str, Any]:
     smiles_errors: list[dict[str, str]] = []
     failures: dict[str, list[dict[str, str]]] = {m.name: [] for m in methods}
     started = time.time()
+    load_start = os.getloadavg()
     try:
         for entry in tqdm(entries, desc="corpus", unit="mol"):
             try:
@@ -373,6 +377,7 @@ def run_corpus(config: CorpusConfig, data_dir: Path) -> dict[str, Any]:
         "totals": totals,
         "failures": failures,
         "wall_seconds": time.time() - started,
+        "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
     }
 
 

@@ -258,6 +258,17 @@ def _plot(results: dict[str, Any], summ: dict[str, dict[str, SummaryScore]], out
     return paths
 
 
+def _load_note(results: dict[str, Any]) -> str:
+    """The machine's 1-minute load average at start and end: timings on a shared machine need it."""
+    load = results.get("load_average")
+    if not load:
+        return ""
+    return (
+        f" (load average {load['start'][0]:.1f} at the start, {load['end'][0]:.1f} at the end: "
+        "other work shared the cores, so absolute times are pessimistic; methods share the same conditions)"
+    )
+
+
 def _environment() -> dict[str, Any]:
     import os
 
@@ -304,7 +315,9 @@ def write_report(results: dict[str, Any], out_dir: Path, tag: str, command: str)
             if cfg["num_molecules"] is not None
             else ""
         )
-        + f"Wall time of the whole run: {results['wall_seconds']:.0f} s on {results['environment']['cpus']} CPUs.",
+        + f"Wall time of the whole run: {results['wall_seconds']:.0f} s on {results['environment']['cpus']} CPUs"
+        + _load_note(results)
+        + ".",
         "",
         "Methods:",
         "",
@@ -343,7 +356,7 @@ def write_corpus_report(results: dict[str, Any], out_dir: Path, tag: str, comman
         f"Reproduce: `{command}`",
         "",
         f"{results['molecules']} SMILES, {cfg['num_conformers']} conformers requested per molecule and method, "
-        f"seed {cfg['seed']}. SMILES that do not parse: {len(results['smiles_errors'])}. "
+        f"seed {cfg['seed']}{_load_note(results)}. SMILES that do not parse: {len(results['smiles_errors'])}. "
         "'wrong bonds or stereo': conformers whose perceived bonds or specified stereo differ from the SMILES.",
         "",
         "| method | molecules | failed (no conformer) | fewer than requested | conformers | dropped by refiner "

@@ -90,17 +90,23 @@ class RmsdConfig:
 
 @functools.cache
 def _blas_controller() -> Any:
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()  # inspecting the loaded libraries takes ~10 ms: once per process
+    """threadpoolctl's controller (inspecting the loaded libraries takes ~10 ms: once per process), or
+    ``None`` where threadpoolctl is not installed (the BLAS then keeps its own thread count)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        log.debug("threadpoolctl not installed: BLAS thread count left as it is")
+        return None
+    return ThreadpoolController()
 
 
 @contextlib.contextmanager
 def _blas_limit(threads: int | None) -> Iterator[None]:
-    if threads is None:
+    controller = _blas_controller() if threads is not None else None
+    if controller is None:
         yield
         return
-    with _blas_controller().limit(limits=threads, user_api="blas"):
+    with controller.limit(limits=threads, user_api="blas"):
         yield
 
 

@@ -17,11 +17,9 @@ from service.cli import CliError
 
 __all__ = ["add_bench_conformers_parser", "cmd_bench_conformers"]
 
-_QUICK_MOLECULES = 3
-_QUICK_MAX_REFS = 4
-
 
 def add_bench_conformers_parser(bsub: Any, data_dir: Path, repo_root: Path) -> None:
+    from benchmarks.conformers import QUICK
     from benchmarks.methods import METHODS
     from molecules.references import DATASETS
 
@@ -37,7 +35,7 @@ def add_bench_conformers_parser(bsub: Any, data_dir: Path, repo_root: Path) -> N
     b.add_argument(
         "--quick",
         action="store_true",
-        help=f"the {_QUICK_MOLECULES} smallest molecules per dataset, --max-refs {_QUICK_MAX_REFS} (minutes)",
+        help=f"the {QUICK.num_molecules} smallest molecules per dataset, --max-refs {QUICK.max_refs} (minutes)",
     )
     b.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=["drugs_dev", "spice_test"])
     b.add_argument(
@@ -132,11 +130,13 @@ def _corpus(args: argparse.Namespace, command: str) -> None:
 
 
 def _benchmark(args: argparse.Namespace, command: str) -> None:
-    from benchmarks.conformers import BenchConfig, run
+    from benchmarks.conformers import QUICK, BenchConfig, run
     from benchmarks.report import summaries, write_report
 
-    num_molecules = args.num_molecules if args.num_molecules is not None else (_QUICK_MOLECULES if args.quick else None)
-    max_refs = args.max_refs if args.max_refs is not None else (_QUICK_MAX_REFS if args.quick else 512)
+    num_molecules = (
+        args.num_molecules if args.num_molecules is not None else (QUICK.num_molecules if args.quick else None)
+    )
+    max_refs = args.max_refs if args.max_refs is not None else (QUICK.max_refs if args.quick else 512)
     tag = args.tag or (
         "quick" if args.quick else "full" if max_refs == 512 and num_molecules is None else f"refs{max_refs}"
     )
