@@ -247,3 +247,33 @@ def test_a_fresh_run_refuses_another_runs_buffer(client: redis.Redis, prefix: st
         _run_config(args), config, client=client, out=tmp_path / "a.pt", max_rounds=0, keys=keys, reset_buffer=True
     )
     assert buf.bind_owner("x") not in (None, "someone-else")
+
+
+def test_lag_one_steps_while_the_newest_samples_are_evaluated(client: redis.Redis, prefix: str, tmp_path: Path) -> None:
+    """``max_lag_rounds=1``: round 0's gradient steps need only the initial samples; with ``0`` they wait."""
+    from service.cli import build_parser
+    from service.cli_workers import _run_config
+    from service.trainer_worker import TrainerWorkerConfig, run_trainer_worker
+
+    keys = RedisKeys(prefix)
+    run_config = _run_config(build_parser().parse_args(["worker", "train", "--system", "dw4", "--out", "x", *TINY]))
+    queue = EvaluationQueue(client, model="dw4", keys=keys)
+    worker = EnergyWorker(queue, DoubleWell(), EnergyWorkerConfig(consumer="w", block_ms=20))
+    only_initial = threading.Thread(target=worker.run, kwargs={"max_jobs": 4})  # 32 initial samples / 8 per job
+    only_initial.start()
+    lagging = TrainerWorkerConfig(run="lag1", job_size=8, max_lag_rounds=1, wait_timeout_s=30)
+    trainer = run_trainer_worker(run_config, lagging, client=client, out=tmp_path / "l.pt", max_rounds=1, keys=keys)
+    only_initial.join()
+    assert trainer.round == 1 and len(trainer.buffer) == 32  # stepped on the initial samples alone
+    posted = [s for s in queue.statuses([f"lag1:{trainer_id(tmp_path / 'l.pt')}:r0:{k}" for k in range(2)])]
+    assert all(s is not None and s.state is JobState.QUEUED for s in posted)  # round 0's samples still queued
+    only_initial = threading.Thread(target=worker.run, kwargs={"max_jobs": 4})
+    only_initial.start()
+    in_step = TrainerWorkerConfig(run="lag0", job_size=8, max_lag_rounds=0, wait_timeout_s=1.0)
+    with pytest.raises(TimeoutError, match=r"2 evaluation job.* unfinished"):  # waits for round 0's 16 samples
+        run_trainer_worker(run_config, in_step, client=client, out=tmp_path / "z.pt", max_rounds=1, keys=keys)
+    only_initial.join()
+
+
+def trainer_id(out: Path) -> str:
+    return str(load_checkpoint(out)["extra"]["identity"])
