@@ -15,6 +15,9 @@ these variants, in rotating order, ``--repeats`` times after one warm-up call ea
 Timings are of steady state (workers started and caches warm: the same molecules come back round after
 round in training); the warm-up call, which includes starting the workers, is reported separately.
 The speedup of 2 workers over 1 is the ratio of the medians, and the median of the per-repeat ratios.
+CPU time of this process and its workers is recorded per call ("cores used"), and before each repeat a
+control measures how many cores two plain CPU-bound Python processes get at that moment: on a shared
+machine that, not the pool, bounds the speedup.
 
 Results merge per model into ``benchmarks/results/energy_throughput.{md,json}``.
 
@@ -335,6 +338,30 @@ def _worker_cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+_BURN = """
+import time
+c = time.process_time()
+x = 0
+for i in range({n}):
+    x += i * i
+print(time.process_time() - c)
+"""
+
+
+def available_cores(processes: int = 2, iterations: int = 3_000_000) -> float:
+    """Control: CPU seconds per wall second that ``processes`` plain CPU-bound Python processes (no imports,
+    no pool) get when started together right now; 2.0 for 2 processes on an idle 2-core machine."""
+    import subprocess
+
+    start = time.perf_counter()
+    running = [
+        subprocess.Popen([sys.executable, "-c", _BURN.format(n=iterations)], stdout=subprocess.PIPE, text=True)
+        for _ in range(processes)
+    ]
+    cpu = sum(float(p.communicate()[0]) for p in running)
+    return cpu / (time.perf_counter() - start)
+
+
 def _timed(model: Any, batch: Any) -> tuple[float, float, Any]:
     """Wall seconds, CPU seconds (this process and the model's workers) and the result of one call."""
     pids = list(getattr(model, "worker_pids", []))
@@ -365,9 +392,10 @@ def bench_model(name: str, base: dict[str, Any], batch: Any, config: BenchConfig
             }
             energies[label] = result.energies
             log.info("%s %s: warm-up %.2f s, %d valid", name, label, seconds, int(result.valid.sum()))
-        loads = []
+        loads, control = [], []
         for r in range(config.repeats):
             loads.append(os.getloadavg()[0])
+            control.append(available_cores())
             for label in labels[r % len(labels) :] + labels[: r % len(labels)]:
                 seconds, cpu, _ = _timed(variants[label], batch)
                 out["variants"][label]["times_s"].append(seconds)
@@ -395,6 +423,7 @@ def bench_model(name: str, base: dict[str, Any], batch: Any, config: BenchConfig
     if "1 worker, fresh" in out["variants"]:
         out["speedup_reuse_vs_fresh"] = out["variants"]["1 worker, fresh"]["median_s"] / one["median_s"]
     out["load_average_1min"] = loads
+    out["control_cores_for_2_plain_processes"] = control
     return out
 
 
@@ -473,6 +502,12 @@ def _verdict(entry: dict[str, Any]) -> str:
         if one.get("conformers_per_cpu_s") and two.get("conformers_per_cpu_s")
         else ""
     )
+    control = entry.get("control_cores_for_2_plain_processes")
+    if control:
+        work += (
+            f". Control: two plain CPU-bound Python processes started together got {statistics.median(control):.2f}"
+            " cores (median over repeats)"
+        )
     if cores < 1.8:
         load = statistics.median(entry["load_average_1min"])
         return (
@@ -494,7 +529,8 @@ def markdown(results: dict[str, Any]) -> str:
         "the warm-up call includes starting the workers. Workers are single-threaded processes; `in-process` uses",
         "this process's torch/OpenMP threads. Median of the timed repeats, variants in rotating order.",
         "Cores used: CPU seconds of this process and its workers per wall second (median over repeats): what",
-        "the machine actually gave the variant; 2 workers can only be 2× faster if they get 2 cores.",
+        "the machine actually gave the variant; 2 workers can only be 2× faster if they get 2 cores. The control",
+        "measures, before each repeat, the cores two plain CPU-bound Python processes get when started together.",
         "Produced by `benchmarks/energy_throughput.py`; each model's reproduce command is listed with it.",
         "",
     ]
