@@ -163,7 +163,7 @@ class EtkdgGenerator:
         return out
 
 
-@dataclass
+@dataclass(frozen=True)
 class RdkitMmffOptimizer:
     """RDKit's own ``MMFFOptimizeMoleculeConfs`` (the usual "ETKDG + MMFF" baseline)."""
 
@@ -179,7 +179,8 @@ class RdkitMmffOptimizer:
         out = Chem.Mol(mol)
         if out.GetNumConformers() == 0:
             return Refined(out)
-        props = rdForceFieldHelpers.MMFFGetMoleculeProperties(out, mmffVariant=self.variant)
+        with rdBase.BlockLogs():
+            props = rdForceFieldHelpers.MMFFGetMoleculeProperties(out, mmffVariant=self.variant)
         if props is None:
             return Refined(
                 _with_conformers(mol, np.zeros((0, mol.GetNumAtoms(), 3))),

@@ -133,3 +133,35 @@ def test_benchmark_harness_end_to_end(tmp_path: Path) -> None:
     assert ds["rmsd_engine"]["max_abs_diff"] < 1e-3  # the engine agrees with GetBestRMS on sampled pairs
     s = summaries(data)["drugs_dev"]["rdkit"]
     assert s.num_molecules == 2 and s.num_failed == 0
+
+
+def test_mmff_refiner_drops_molecules_without_parameters_with_a_reason() -> None:
+    from benchmarks.methods import RdkitMmffOptimizer
+
+    gen = EtkdgGenerator()
+    xe = RdkitMmffOptimizer().refine(gen.generate(mol_from_smiles("[Xe](F)F"), 3, seed=1))
+    assert xe.mol.GetNumConformers() == 0 and xe.reasons == ("no MMFF94 parameters",) * 3
+    ok = RdkitMmffOptimizer(max_iters=2000).refine(gen.generate(mol_from_smiles("CCCC(=O)O"), 3, seed=1))
+    assert ok.mol.GetNumConformers() == 3 and ok.not_converged == 0 and not ok.reasons
+
+
+def test_energy_relaxation_lowers_the_energy_through_the_registry() -> None:
+    """The ``+relax`` refiner: relax(build_energy_model(name), conformer_structures(mol), RelaxConfig)."""
+    from rdkit.Chem import rdForceFieldHelpers
+
+    from benchmarks.methods import relaxation
+
+    mol = EtkdgGenerator().generate(mol_from_smiles("CCOC(=O)C"), 3, seed=2)
+    refiner = relaxation(MethodSettings(relax_model="mmff", relax_fmax=0.01))
+    try:
+        out = refiner.refine(mol)
+    finally:
+        refiner.close()
+    assert out.mol.GetNumConformers() == 3 and not out.reasons and out.steps > 0
+
+    def energy(m: object, cid: int) -> float:
+        props = rdForceFieldHelpers.MMFFGetMoleculeProperties(m)
+        return rdForceFieldHelpers.MMFFGetMoleculeForceField(m, props, confId=cid).CalcEnergy()
+
+    for cid in range(3):
+        assert energy(out.mol, cid) < energy(mol, cid) - 0.1  # kcal/mol
