@@ -10,8 +10,9 @@ against RDKit's ``GetBestRMS`` on sampled pairs and their speeds compared.
 ``--corpus`` runs the generators over the GEOM-DRUGS test SMILES instead (no references): failures,
 invalid outputs and time only.
 
-Reproduce: ``adjoint-sampling bench conformers --quick`` (minutes) or ``adjoint-sampling bench conformers``
-(the full protocol; with GFN2-xTB relaxation it takes days on two cores, see BENCHMARKS.md).
+Reproduce: ``adjoint-sampling bench conformers --quick --relax-workers 2`` (a minute on an idle 2-core machine)
+or ``adjoint-sampling bench conformers`` (the full protocol: with GFN2-xTB relaxation about two days on two idle
+cores; ``--max-refs 32`` about eight hours; see ``benchmarks/results/conformers_summary.md``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from tqdm import tqdm
 
 from benchmarks.coverage import THRESHOLDS, EnsembleScore, failed_score, score_matrix
 from benchmarks.methods import Method, MethodSettings, build_methods
-from molecules.references import CORPUS_FILE, ReferenceEnsemble, load_references, read_corpus
+from molecules.references import CORPUS_FILE, DATASETS, ReferenceEnsemble, load_references, read_corpus, read_index
 from molecules.rmsd import HeavyAtomRmsd, RmsdConfig, conformer_coordinates, warm_up
 from molecules.smiles import SmilesError, mol_from_smiles
 from molecules.validity import check_conformer, stereo_spec
@@ -234,8 +235,24 @@ def _select(ensembles: Sequence[ReferenceEnsemble], config: BenchConfig) -> list
     return chosen
 
 
-def _run_dataset(dataset: str, methods: Sequence[Method], config: BenchConfig, data_dir: Path) -> dict[str, Any]:
-    refs = load_references(dataset, data_dir, max_refs=config.max_refs, names=config.molecules)
+def _names_by_dataset(config: BenchConfig, data_dir: Path) -> dict[str, tuple[str, ...] | None]:
+    """``--molecules`` split over the datasets (names are file stems); a name found in none is an error."""
+    if config.molecules is None:
+        return dict.fromkeys(config.datasets)
+    found: dict[str, tuple[str, ...] | None] = {}
+    for ds in config.datasets:
+        index = {row.name for row in read_index(Path(data_dir) / DATASETS[ds][0])}
+        found[ds] = tuple(n for n in config.molecules if n in index)
+    missing = set(config.molecules) - {n for names in found.values() for n in names or ()}
+    if missing:
+        raise ValueError(f"molecules not in {list(config.datasets)}: {sorted(missing)}")
+    return found
+
+
+def _run_dataset(
+    dataset: str, methods: Sequence[Method], config: BenchConfig, data_dir: Path, names: tuple[str, ...] | None
+) -> dict[str, Any]:
+    refs = load_references(dataset, data_dir, max_refs=config.max_refs, names=names)
     chosen = _select(refs.ensembles, config)
     rng = np.random.default_rng(config.seed)
     molecules: list[dict[str, Any]] = []
@@ -302,7 +319,12 @@ def run(config: BenchConfig, data_dir: Path) -> dict[str, Any]:
     started = time.time()
     load_start = os.getloadavg()
     try:
-        datasets = [_run_dataset(ds, methods, config, data_dir) for ds in config.datasets]
+        names = _names_by_dataset(config, data_dir)
+        datasets = [
+            _run_dataset(ds, methods, config, data_dir, names[ds])
+            for ds in config.datasets
+            if names[ds] is None or names[ds]  # skip a dataset none of --molecules belongs to
+        ]
     finally:
         for m in methods:
             if m.refiner is not None:
