@@ -277,8 +277,9 @@ METHODS: dict[str, MethodFactory] = {
         "rdkit+relax",
         EtkdgGenerator(s.threads),
         relaxation(s),
-        f"RDKit ETKDGv3 + {s.relax_optimizer.upper()} relaxation with {s.relax_model} "
-        f"(fmax {s.relax_fmax} eV/Å, ≤ {s.relax_max_steps} steps)",
+        f"RDKit ETKDGv3 + {s.relax_optimizer.upper()} relaxation with {s.relax_model}"
+        + "".join(f" {k}={v}" for k, v in s.relax_options if k != "workers")
+        + f" (fmax {s.relax_fmax} eV/Å, ≤ {s.relax_max_steps} steps)",
     ),
 }
 

@@ -48,6 +48,13 @@ def add_bench_conformers_parser(bsub: Any, data_dir: Path, repo_root: Path) -> N
     b.add_argument("--threads", type=int, default=1, help="RDKit embedding/MMFF threads")
     b.add_argument("--relax-model", default="xtb", help="energy model of the +relax methods (energy.registry name)")
     b.add_argument("--relax-workers", type=int, default=None, help="worker processes of the relax model (xtb)")
+    b.add_argument(
+        "--relax-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another option of the relax model, e.g. solvent=water for xtb (repeatable)",
+    )
     b.add_argument("--relax-fmax", type=float, default=0.05, help="relaxation force threshold, eV/Å")
     b.add_argument("--relax-steps", type=int, default=500, help="relaxation step cap")
     b.add_argument("--relax-optimizer", choices=["lbfgs", "fire"], default="lbfgs")
@@ -67,6 +74,11 @@ def _settings(args: argparse.Namespace) -> Any:
     options: tuple[tuple[str, Any], ...] = ()
     if args.relax_workers is not None:
         options = (("workers", args.relax_workers),)
+    for item in args.relax_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--relax-option expects KEY=VALUE, got {item!r}")
+        options += ((key.strip().replace("-", "_"), _option_value(value.strip())),)
     return MethodSettings(
         threads=args.threads,
         relax_model=args.relax_model,
@@ -76,6 +88,21 @@ def _settings(args: argparse.Namespace) -> Any:
         relax_optimizer=args.relax_optimizer,
         mmff_max_iters=args.mmff_iters,
     )
+
+
+def _option_value(text: str) -> Any:
+    """``2`` -> int, ``0.5`` -> float, ``none`` -> None, ``true``/``false`` -> bool, anything else a string."""
+    lowered = text.lower()
+    if lowered in ("none", "null"):
+        return None
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
 
 
 def cmd_bench_conformers(args: argparse.Namespace) -> None:
