@@ -23,6 +23,8 @@ import numpy as np
 from rdkit import Chem, rdBase
 from rdkit.Chem import rdDistGeom, rdForceFieldHelpers
 
+from molecules.structures import with_conformers
+
 __all__ = [
     "METHODS",
     "ConformerGenerator",
@@ -122,19 +124,6 @@ class Method:
     description: str = ""
 
 
-def _with_conformers(mol: Chem.Mol, positions: np.ndarray) -> Chem.Mol:
-    """A copy of ``mol`` whose conformers are ``positions [C, n, 3]`` (ids ``0 … C-1``)."""
-    out = Chem.Mol(mol)
-    out.RemoveAllConformers()
-    for cid, pos in enumerate(positions):
-        conf = Chem.Conformer(out.GetNumAtoms())
-        conf.SetPositions(np.ascontiguousarray(pos, dtype=np.float64))
-        conf.SetId(cid)
-        conf.Set3D(True)
-        out.AddConformer(conf, assignId=False)
-    return out
-
-
 @dataclass(frozen=True)
 class EtkdgGenerator:
     """RDKit ETKDGv3: ``EmbedMultipleConfs(numConfs=K, randomSeed=seed, pruneRmsThresh=-1,
@@ -159,7 +148,7 @@ class EtkdgGenerator:
             ids = list(rdDistGeom.EmbedMultipleConfs(out, numConfs=num_conformers, params=params))
         if ids != list(range(len(ids))):
             positions = np.stack([out.GetConformer(i).GetPositions() for i in ids]) if ids else np.zeros((0, 0, 3))
-            out = _with_conformers(mol, positions)
+            out = with_conformers(mol, positions)
         return out
 
 
@@ -183,7 +172,7 @@ class RdkitMmffOptimizer:
             props = rdForceFieldHelpers.MMFFGetMoleculeProperties(out, mmffVariant=self.variant)
         if props is None:
             return Refined(
-                _with_conformers(mol, np.zeros((0, mol.GetNumAtoms(), 3))),
+                with_conformers(mol, np.zeros((0, mol.GetNumAtoms(), 3))),
                 (f"no {self.variant} parameters",) * mol.GetNumConformers(),
             )
         with rdBase.BlockLogs():
@@ -239,7 +228,7 @@ class EnergyRelaxation:
         converged = result.converged.cpu().numpy().astype(bool)
         reasons = tuple(str(r or "invalid") for r, ok in zip(result.reasons, valid, strict=True) if not ok)
         return Refined(
-            _with_conformers(mol, positions[valid]),
+            with_conformers(mol, positions[valid]),
             reasons,
             int((valid & ~converged).sum()),
             int(result.steps.sum()),

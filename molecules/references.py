@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 from rdkit import Chem
-from rdkit.Geometry import Point3D
 
 from molecules.smiles import SmilesError, mol_from_smiles
+from molecules.structures import with_conformers
 from molecules.xyz import XyzFrame, read_xyz
 
 __all__ = [
@@ -221,18 +221,6 @@ def _changed_bond_frames(mol: Chem.Mol, positions: Sequence[np.ndarray]) -> int:
     return changed
 
 
-def _attach(mol: Chem.Mol, positions: Sequence[np.ndarray]) -> Chem.Mol:
-    out = Chem.Mol(mol)
-    out.RemoveAllConformers()
-    for cid, pos in enumerate(positions):
-        conf = Chem.Conformer(out.GetNumAtoms())
-        for i, (x, y, z) in enumerate(pos.tolist()):
-            conf.SetAtomPosition(i, Point3D(x, y, z))
-        conf.SetId(cid)
-        out.AddConformer(conf, assignId=False)
-    return out
-
-
 def _spice_energies(frames: list[XyzFrame], path: Path) -> np.ndarray:
     try:
         return np.array([float(f.comment.split()[0]) for f in frames])
@@ -290,7 +278,7 @@ def _load_one(dataset: str, row: _IndexRow, folder: Path, max_refs: int) -> Refe
         name=row.name,
         smiles=row.smiles,
         rotatable_bonds=row.rotatable_bonds,
-        mol=_attach(mol, positions),
+        mol=with_conformers(mol, positions),
         energies_hartree=energies,
         frames_in_file=len(frames),
         notes=tuple(notes),

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from rdkit import Chem
 
 from energy.protocol import Structures
 
-__all__ = ["conformer_structures", "spin_multiplicity", "total_charge"]
+__all__ = ["conformer_structures", "spin_multiplicity", "total_charge", "with_conformers"]
 
 
 def total_charge(mol: Chem.Mol) -> int:
@@ -46,3 +47,16 @@ def conformer_structures(
         multiplicity=torch.full((g,), spin_multiplicity(mol), dtype=torch.long),
         connection_tables=(table,) * g,
     )
+
+
+def with_conformers(mol: Chem.Mol, positions: Sequence[np.ndarray] | np.ndarray) -> Chem.Mol:
+    """A copy of ``mol`` whose conformers are ``positions`` (``[C, n, 3]`` Å, 3D, ids ``0 … C-1``)."""
+    out = Chem.Mol(mol)
+    out.RemoveAllConformers()
+    for cid, pos in enumerate(positions):
+        conf = Chem.Conformer(out.GetNumAtoms())
+        conf.SetPositions(np.ascontiguousarray(pos, dtype=np.float64))
+        conf.SetId(cid)
+        conf.Set3D(True)
+        out.AddConformer(conf, assignId=False)
+    return out

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from rdkit import Chem
 from rdkit.Chem import rdDetermineBonds
-from rdkit.Geometry import Point3D
+
+from molecules.structures import with_conformers
 
 __all__ = ["ConformerCheck", "StereoSpec", "check_conformer", "stereo_spec"]
 
@@ -68,17 +69,6 @@ def stereo_spec(mol: Chem.Mol) -> StereoSpec:
     return _labels(copy)
 
 
-def _with_positions(mol: Chem.Mol, positions: np.ndarray) -> Chem.Mol:
-    copy = Chem.Mol(mol)
-    copy.RemoveAllConformers()
-    conf = Chem.Conformer(copy.GetNumAtoms())
-    for i, (x, y, z) in enumerate(positions.tolist()):
-        conf.SetAtomPosition(i, Point3D(x, y, z))
-    conf.Set3D(True)
-    copy.AddConformer(conf, assignId=True)
-    return copy
-
-
 def _bond_set(mol: Chem.Mol) -> set[tuple[int, int]]:
     pairs = ((b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in mol.GetBonds())
     return {(min(i, j), max(i, j)) for i, j in pairs}
@@ -88,7 +78,7 @@ def _connectivity_problem(mol: Chem.Mol, positions: np.ndarray) -> str | None:
     bare = Chem.RWMol()
     for atom in mol.GetAtoms():
         bare.AddAtom(Chem.Atom(atom.GetAtomicNum()))
-    perceived = _with_positions(bare.GetMol(), positions)
+    perceived = with_conformers(bare.GetMol(), [positions])
     rdDetermineBonds.DetermineConnectivity(perceived, useHueckel=False)
     want, got = _bond_set(mol), _bond_set(perceived)
     if want == got:
@@ -107,7 +97,7 @@ def _stereo_mismatch(mol: Chem.Mol, positions: np.ndarray, spec: StereoSpec) -> 
     """Centres and double bonds whose 3D configuration differs from ``spec``."""
     if not spec.centres and not spec.double_bonds:
         return [], []
-    copy = _with_positions(mol, positions)
+    copy = with_conformers(mol, [positions])
     Chem.AssignStereochemistryFrom3D(copy)
     got = _labels(copy)
     bad_centres = [i for i, label in spec.centres.items() if got.centres.get(i) != label]

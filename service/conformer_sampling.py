@@ -17,12 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 from rdkit import Chem
-from rdkit.Geometry import Point3D
 
 from energy.protocol import EnergyModel, Structures
 from molecules.graph import molecular_system
 from molecules.smiles import mol_from_smiles
-from molecules.structures import conformer_structures
+from molecules.structures import conformer_structures, with_conformers
 from molecules.validity import check_conformer, stereo_spec
 from sampler.egnn import EGNNControl
 from sampler.state import collate
@@ -78,18 +77,6 @@ class SampledConformers:
         }
 
 
-def _set_conformers(mol: Chem.Mol, positions: list[np.ndarray]) -> Chem.Mol:
-    out = Chem.Mol(mol)
-    out.RemoveAllConformers()
-    for pos in positions:
-        conf = Chem.Conformer(out.GetNumAtoms())
-        for i, (x, y, z) in enumerate(pos.tolist()):
-            conf.SetAtomPosition(i, Point3D(x, y, z))
-        conf.Set3D(True)
-        out.AddConformer(conf, assignId=True)
-    return out
-
-
 class ConformerSampler:
     """A trained control network plus (optionally) an energy model for scoring and relaxation."""
 
@@ -141,7 +128,7 @@ class ConformerSampler:
                 rejected[key] = rejected.get(key, 0) + 1
         timings["check"] = time.perf_counter() - t0
         out = SampledConformers(
-            mol=_set_conformers(mol, accepted), energies_ev=[], reflected=reflected, rejected=rejected
+            mol=with_conformers(mol, accepted), energies_ev=[], reflected=reflected, rejected=rejected
         )
         if not accepted or self.energy is None:
             out.seconds = timings
@@ -173,7 +160,7 @@ class ConformerSampler:
             out.pruned = len(kept_pos) - len(chosen)
             kept_pos, kept_e = [kept_pos[i] for i in chosen], kept_e[chosen]
             timings["prune"] = time.perf_counter() - t1
-        out.mol = _set_conformers(mol, kept_pos)
+        out.mol = with_conformers(mol, kept_pos)
         out.energies_ev = [float(e) for e in kept_e]
         out.seconds = timings
         return out

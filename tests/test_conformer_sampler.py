@@ -13,6 +13,7 @@ from rdkit import Chem
 from molecules.dataset import MoleculeFilter, held_out_keys, load_training_molecules
 from molecules.etkdg import embed_many
 from molecules.smiles import mol_from_smiles
+from molecules.structures import with_conformers
 from molecules.xyz import read_xyz
 from sampler.egnn import EGNNConfig
 from service.cli import DEFAULT_DATA, main
@@ -90,9 +91,7 @@ def test_sampler_accounts_for_every_draw(tiny_checkpoint: Path) -> None:
 def test_write_conformers_round_trips(tmp_path: Path) -> None:
     mol = mol_from_smiles("CCO")
     (confs,) = embed_many([mol], 3, seed=2, show_progress=False)
-    from service.conformer_sampling import _set_conformers
-
-    with_confs = _set_conformers(mol, list(confs.astype(float)))
+    with_confs = with_conformers(mol, confs)
     energies = [-1.0, -0.9, -0.5]
     write_conformers(tmp_path / "c.sdf", "CCO", with_confs, energies)
     records = list(Chem.SDMolSupplier(str(tmp_path / "c.sdf"), removeHs=False))
