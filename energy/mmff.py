@@ -34,12 +34,12 @@ from rdkit import Chem
 from rdkit.Chem import rdForceFieldHelpers
 
 from energy.protocol import EnergyResult, Structures
+from energy.units import KCAL_PER_MOL_IN_EV
 from energy.validation import Evaluated, StructureLimits, assemble_result, atom_slices, structure_problems
 
 __all__ = ["KCAL_PER_MOL_IN_EV", "MMFF_ELEMENTS", "MmffEnergy", "mmff_typing_problem"]
 
 #: 1 kcal/mol in eV: 4184 J / (N_A e), exact with the 2019 SI constants.
-KCAL_PER_MOL_IN_EV = 4184.0 / (6.02214076e23 * 1.602176634e-19)
 
 #: Elements MMFF94 has atom types for (the ions only in their common charge states).
 MMFF_ELEMENTS = frozenset({1, 3, 6, 7, 8, 9, 11, 12, 14, 15, 16, 17, 19, 20, 26, 29, 30, 35, 53})

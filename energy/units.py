@@ -19,6 +19,7 @@ __all__ = [
     "BOHR_ANGSTROM",
     "BOLTZMANN_EV_PER_K",
     "HARTREE_EV",
+    "KCAL_PER_MOL_IN_EV",
     "angstrom_to_bohr",
     "gradient_hartree_bohr_to_forces_ev_angstrom",
     "hartree_to_ev",
@@ -33,6 +34,9 @@ BOHR_ANGSTROM = 0.529177210903
 
 BOLTZMANN_EV_PER_K = 8.617333262e-5
 """Boltzmann constant in eV/K (exact)."""
+
+KCAL_PER_MOL_IN_EV = 4184.0 / (6.02214076e23 * 1.602176634e-19)
+"""One kcal/mol per molecule in eV (exact in SI: 4184 J / (N_A e))."""
 
 
 def angstrom_to_bohr(positions_angstrom: np.ndarray) -> np.ndarray:

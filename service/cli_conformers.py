@@ -10,34 +10,41 @@ from typing import Any
 
 from rdkit import Chem
 
+from energy.units import KCAL_PER_MOL_IN_EV
+
 __all__ = ["add_train_parser", "cmd_train_conformers", "sample_conformers", "write_conformers"]
 
 log = logging.getLogger("adjoint_sampling")
 
-EV_TO_KCAL_MOL = 23.060547830619026
+
+def _energy_properties(energies_ev: list[float], count: int) -> list[dict[str, float]]:
+    """Per conformer: energy (eV) and energy above the lowest (kcal/mol); empty when not scored."""
+    if not energies_ev:
+        return [{} for _ in range(count)]
+    e_min = min(energies_ev)
+    return [{"energy_eV": e, "relative_energy_kcal_mol": (e - e_min) / KCAL_PER_MOL_IN_EV} for e in energies_ev]
 
 
 def write_conformers(path: Path, smiles: str, mol: Chem.Mol, energies_ev: list[float]) -> None:
     """SDF (energies as properties), multi-frame XYZ or JSON, by the file's suffix."""
-    e_min = min(energies_ev) if energies_ev else 0.0
+    conformers = list(mol.GetConformers())
+    props = _energy_properties(energies_ev, len(conformers))
     suffix = path.suffix.lower()
     if suffix == ".sdf":
-        with Chem.SDWriter(str(path)) as writer:
-            for k, conf in enumerate(mol.GetConformers()):
-                m = Chem.Mol(mol, confId=conf.GetId())
-                m.SetProp("_Name", f"{smiles} conformer {k}")
-                m.SetProp("SMILES", smiles)
-                if energies_ev:
-                    m.SetDoubleProp("energy_eV", energies_ev[k])
-                    m.SetDoubleProp("relative_energy_kcal_mol", (energies_ev[k] - e_min) * EV_TO_KCAL_MOL)
-                writer.write(m, confId=conf.GetId())
+        from molecules.sdf import write_sdf
+
+        write_sdf(
+            path,
+            [Chem.Mol(mol, confId=c.GetId()) for c in conformers],
+            [{"_Name": f"{smiles} conformer {k}", "SMILES": smiles, **p} for k, p in enumerate(props)],
+        )
     elif suffix == ".xyz":
         from molecules.xyz import XyzFrame, write_xyz
 
         symbols = tuple(a.GetSymbol() for a in mol.GetAtoms())
         frames = [
-            XyzFrame(symbols, conf.GetPositions(), f"{smiles} E={energies_ev[k]:.6f} eV" if energies_ev else smiles)
-            for k, conf in enumerate(mol.GetConformers())
+            XyzFrame(symbols, c.GetPositions(), f"{smiles} E={p['energy_eV']:.6f} eV" if p else smiles)
+            for c, p in zip(conformers, props, strict=True)
         ]
         write_xyz(path, frames)
     elif suffix == ".json":
@@ -45,18 +52,7 @@ def write_conformers(path: Path, smiles: str, mol: Chem.Mol, energies_ev: list[f
             "smiles": smiles,
             "elements": [a.GetSymbol() for a in mol.GetAtoms()],
             "conformers": [
-                {
-                    "positions": conf.GetPositions().round(5).tolist(),
-                    **(
-                        {
-                            "energy_eV": energies_ev[k],
-                            "relative_energy_kcal_mol": (energies_ev[k] - e_min) * EV_TO_KCAL_MOL,
-                        }
-                        if energies_ev
-                        else {}
-                    ),
-                }
-                for k, conf in enumerate(mol.GetConformers())
+                {"positions": c.GetPositions().round(5).tolist(), **p} for c, p in zip(conformers, props, strict=True)
             ],
         }
         path.write_text(json.dumps(doc))
@@ -105,7 +101,7 @@ def sample_conformers(args: argparse.Namespace, default_checkpoint: Path) -> Non
     for k in range(result.num_conformers):
         line = f"  conformer {k:3d}"
         if e:
-            line += f"  E {e[k]:14.6f} eV  ΔE {(e[k] - e[0]) * EV_TO_KCAL_MOL:7.2f} kcal/mol"
+            line += f"  E {e[k]:14.6f} eV  ΔE {(e[k] - e[0]) / KCAL_PER_MOL_IN_EV:7.2f} kcal/mol"
         print(line)
     if args.out is not None and result.num_conformers == 0:
         print(f"no conformer passed the checks; {args.out} not written")

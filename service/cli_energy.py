@@ -68,7 +68,7 @@ class ConformerEnergies:
 
 def _relative_kcal(energies: Sequence[float], valid: Sequence[bool], formulas: Sequence[str]) -> list[float]:
     """Energies relative to the lowest valid one of the same composition, kcal/mol (nan where invalid)."""
-    from energy.mmff import KCAL_PER_MOL_IN_EV
+    from energy.units import KCAL_PER_MOL_IN_EV
 
     lowest: dict[str, float] = {}
     for e, ok, f in zip(energies, valid, formulas, strict=True):
@@ -102,7 +102,7 @@ def _table(names: Sequence[str], mols: Sequence[Chem.Mol], result: ConformerEner
 
 
 def _write(path: Path, mols: Sequence[Chem.Mol], names: Sequence[str], model: str, result: ConformerEnergies) -> None:
-    from energy.mmff import KCAL_PER_MOL_IN_EV
+    from energy.units import KCAL_PER_MOL_IN_EV
     from molecules.sdf import write_sdf
     from molecules.topology import conformer_format
     from molecules.xyz import XyzFrame, write_xyz

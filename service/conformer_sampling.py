@@ -19,6 +19,7 @@ import torch
 from rdkit import Chem
 
 from energy.protocol import EnergyModel, Structures
+from energy.units import KCAL_PER_MOL_IN_EV
 from molecules.graph import molecular_system
 from molecules.smiles import mol_from_smiles
 from molecules.structures import conformer_structures, with_conformers
@@ -31,8 +32,6 @@ from service.conformer_training import CHECKPOINT_KIND, ConformerRunConfig
 __all__ = ["ConformerSampler", "SampledConformers", "SamplingRequest"]
 
 log = logging.getLogger(__name__)
-
-EV_TO_KCAL_MOL = 23.060547830619026  # 1 eV in kcal/mol (CODATA 2018)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,7 +150,7 @@ class ConformerSampler:
             kept_pos = [c.positions for c in recheck if c.ok]
             kept_e = kept_e[~np.array(bad, dtype=bool)] if bad else kept_e
         if request.energy_window is not None and len(kept_e):
-            inside = (kept_e - kept_e[0]) * EV_TO_KCAL_MOL <= request.energy_window
+            inside = (kept_e - kept_e[0]) / KCAL_PER_MOL_IN_EV <= request.energy_window
             out.outside_window = int((~inside).sum())
             kept_pos, kept_e = [p for p, ok in zip(kept_pos, inside, strict=True) if ok], kept_e[inside]
         if request.prune_rms is not None and len(kept_pos) > 1:
