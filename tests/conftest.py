@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import pytest
 import torch
 
@@ -16,3 +20,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _few_threads() -> None:
     torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis server (the embedded one) for the requesting module's tests."""
+    from service.redis_server import EmbeddedRedis, EmbeddedRedisConfig
+
+    server = EmbeddedRedis(EmbeddedRedisConfig(data_dir=Path(tmp_path_factory.mktemp("redis"))))
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture
+def client(redis_url: str) -> Any:
+    """A ``redis.Redis`` connected to :func:`redis_url`."""
+    from buffer.connection import RedisSettings, connect
+
+    return connect(RedisSettings(url=redis_url))

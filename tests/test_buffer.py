@@ -1,8 +1,7 @@
 """One suite for every ReplayBuffer implementation (the Redis one joins the parametrization)."""
 
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -12,20 +11,11 @@ from buffer.keys import RedisKeys
 from buffer.memory import InMemoryReplayBuffer
 from buffer.redis import RedisReplayBuffer
 from sampler.replay import ReplayBuffer, ReplaySamples
-from service.redis_server import EmbeddedRedis, EmbeddedRedisConfig
 
 IMPLEMENTATIONS = [
     pytest.param("memory", id="InMemoryReplayBuffer"),
     pytest.param("redis", id="RedisReplayBuffer", marks=pytest.mark.redis),
 ]
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Redis server (the embedded one) for this module's tests."""
-    server = EmbeddedRedis(EmbeddedRedisConfig(data_dir=Path(tmp_path_factory.mktemp("redis"))))
-    yield server.start()
-    server.stop()
 
 
 def make_samples(sizes: list[int], start_id: int = 0, version: int = 0) -> ReplaySamples:

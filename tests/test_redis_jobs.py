@@ -5,15 +5,12 @@ from __future__ import annotations
 import struct
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 import torch
 
 from buffer.codec import RecordFormatError, decode_record, encode_record, encode_replay_entries
-from buffer.connection import RedisSettings, connect
 from buffer.jobs import AdjointSpec, EvaluationJob, EvaluationQueue, JobState
 from buffer.keys import RedisKeys
 from buffer.redis import RedisReplayBuffer
@@ -22,23 +19,10 @@ from energy.synthetic import DoubleWell
 from sampler.loss import adjoint_target
 from sampler.schedule import GeometricNoiseSchedule
 from service.energy_worker import EnergyWorker, EnergyWorkerConfig, _system_batch, evaluate_job
-from service.redis_server import EmbeddedRedis, EmbeddedRedisConfig
 
 pytestmark = pytest.mark.redis
 
 SPEC = AdjointSpec(tau=1.0, max_grad_norm=100.0, schedule=GeometricNoiseSchedule(sigma_max=2.0))
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = EmbeddedRedis(EmbeddedRedisConfig(data_dir=Path(tmp_path_factory.mktemp("redis"))))
-    yield server.start()
-    server.stop()
-
-
-@pytest.fixture
-def client(redis_url: str) -> redis.Redis:
-    return connect(RedisSettings(url=redis_url))
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import pytest
 import redis
 import torch
 
-from buffer.connection import RedisSettings, connect
 from buffer.jobs import AdjointSpec, EvaluationJob, EvaluationQueue, JobState
 from buffer.keys import RedisKeys
 from buffer.published import latest_checkpoint
@@ -27,7 +26,6 @@ from energy.synthetic import DoubleWell
 from sampler.schedule import GeometricNoiseSchedule
 from service.checkpoint import file_sha256, load_checkpoint
 from service.energy_worker import EnergyWorker, EnergyWorkerConfig
-from service.redis_server import EmbeddedRedis, EmbeddedRedisConfig
 
 pytestmark = pytest.mark.redis
 
@@ -36,18 +34,6 @@ TINY = [
     "--samples-per-round", "16", "--initial-samples", "32", "--grad-steps", "3", "--batch-size", "16",
     "--hidden", "8", "--layers", "1", "--integration-steps", "10", "--job-size", "8", "--threads", "1",
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = EmbeddedRedis(EmbeddedRedisConfig(data_dir=Path(tmp_path_factory.mktemp("redis"))))
-    yield server.start()
-    server.stop()
-
-
-@pytest.fixture
-def client(redis_url: str) -> redis.Redis:
-    return connect(RedisSettings(url=redis_url))
 
 
 @pytest.fixture
