@@ -199,7 +199,8 @@ def train_conformers(
         chunk = 50
         for done in range(0, config.warmup_steps, chunk):
             n = min(chunk, config.warmup_steps - done)
-            rotated = batches[(done // chunk) % len(batches) :] + batches[: (done // chunk) % len(batches)]
+            offset = done % len(batches)  # continue the cycle where the previous chunk stopped
+            rotated = batches[offset:] + batches[:offset]
             losses.append(trainer.warmup_bridge_matching(rotated, n, normalized=True))
             bar.update(n)
             bar.set_postfix(loss=f"{losses[-1]:.3g}")
