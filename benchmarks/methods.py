@@ -21,8 +21,9 @@ from typing import Any, Protocol
 
 import numpy as np
 from rdkit import Chem, rdBase
-from rdkit.Chem import rdDistGeom, rdForceFieldHelpers
+from rdkit.Chem import rdForceFieldHelpers
 
+from molecules.etkdg import embed
 from molecules.structures import with_conformers
 
 __all__ = [
@@ -136,20 +137,7 @@ class EtkdgGenerator:
         return "etkdg"
 
     def generate(self, mol: Chem.Mol, num_conformers: int, seed: int) -> Chem.Mol:
-        if seed == 0:  # RDKit then seeds every conformer alike: K copies of one conformer
-            raise ValueError("ETKDG randomSeed 0 gives identical conformers; use another seed")
-        out = Chem.Mol(mol)
-        out.RemoveAllConformers()
-        params = rdDistGeom.ETKDGv3()
-        settings = {"randomSeed": seed, "pruneRmsThresh": -1.0, "enforceChirality": True, "numThreads": self.threads}
-        for key, value in settings.items():  # (attribute assignment: RDKit's stubs mistype these)
-            setattr(params, key, value)
-        with rdBase.BlockLogs():
-            ids = list(rdDistGeom.EmbedMultipleConfs(out, numConfs=num_conformers, params=params))
-        if ids != list(range(len(ids))):
-            positions = np.stack([out.GetConformer(i).GetPositions() for i in ids]) if ids else np.zeros((0, 0, 3))
-            out = with_conformers(mol, positions)
-        return out
+        return with_conformers(mol, embed(mol, num_conformers, seed, self.threads))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def embed(mol: Chem.Mol, num_conformers: int, seed: int = 0, threads: int = 1) -> np.ndarray:
-    """``[k, n, 3]`` ETKDGv3 conformers of ``mol`` (explicit hydrogens, atom order kept;
+    """``[k, n, 3]`` float64 ETKDGv3 conformers of ``mol`` (explicit hydrogens, atom order kept;
     ``k <= num_conformers``, 0 when embedding fails). ``seed`` must not be 0: RDKit 2026.9 then returns
     identical conformers."""
     if seed == 0:
@@ -34,12 +34,12 @@ def embed(mol: Chem.Mol, num_conformers: int, seed: int = 0, threads: int = 1) -
             setattr(params, name, value)
         ids = list(rdDistGeom.EmbedMultipleConfs(mol, numConfs=num_conformers, params=params))
     if not ids:
-        return np.zeros((0, mol.GetNumAtoms(), 3), dtype=np.float32)
-    return np.stack([mol.GetConformer(i).GetPositions() for i in ids]).astype(np.float32)
+        return np.zeros((0, mol.GetNumAtoms(), 3))
+    return np.stack([mol.GetConformer(i).GetPositions() for i in ids])
 
 
 def _job(args: tuple[Chem.Mol, int, int]) -> np.ndarray:
-    return embed(*args)
+    return embed(*args).astype(np.float32)  # warm-up data: float32 is plenty and halves the cache
 
 
 def embed_many(
