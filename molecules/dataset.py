@@ -18,6 +18,7 @@ from pathlib import Path
 from rdkit import Chem, rdBase
 
 from molecules.features import ELEMENTS, rotatable_bonds
+from molecules.references import read_index
 
 __all__ = ["MoleculeFilter", "TrainingMolecule", "held_out_keys", "load_training_molecules"]
 
@@ -55,17 +56,12 @@ def _keys(smiles: Iterable[str]) -> set[str]:
     return out
 
 
-def _tsv_smiles(path: Path) -> list[str]:
-    with open(path, encoding="utf-8") as fh:
-        return [row["SMILES"] for row in csv.DictReader(fh, delimiter="\t")]
-
-
 def held_out_keys(data_dir: Path) -> set[str]:
     """InChIKey connectivity blocks of every evaluation molecule found under ``data_dir``."""
     smiles: list[str] = []
     for rel in ("spice/spice_test.txt", "drugs/drugs_dev.txt"):
         if (data_dir / rel).is_file():
-            smiles += _tsv_smiles(data_dir / rel)
+            smiles += [row.smiles for row in read_index(data_dir / rel)]
     geom = data_dir / "geom" / "DRUGS_test_smiles_corrected.csv"
     if geom.is_file():
         with open(geom, encoding="utf-8") as fh:
@@ -89,7 +85,7 @@ def load_training_molecules(
     if not path.is_file():
         raise FileNotFoundError(f"training SMILES file not found: {path}")
     held_out = held_out_keys(data_dir)
-    rows = _tsv_smiles(path)
+    rows = [row.smiles for row in read_index(path)]
     random.Random(seed).shuffle(rows)
     kept: list[TrainingMolecule] = []
     dropped = {"unparsable": 0, "held out": 0, "filtered": 0}
