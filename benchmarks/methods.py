@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -58,6 +59,8 @@ class MethodSettings:
         relax_optimizer: ``"lbfgs"`` or ``"fire"``.
         mmff_max_iters: RDKit ``MMFFOptimizeMoleculeConfs`` iterations (RDKit's default 200).
         mmff_variant: ``"MMFF94"`` or ``"MMFF94s"``.
+        checkpoint: the conformer-sampler checkpoint of the ``adjoint*`` methods.
+        sampling_steps: integration steps of the ``adjoint*`` methods (default: the checkpoint's evaluation grid).
     """
 
     threads: int = 1
@@ -68,6 +71,8 @@ class MethodSettings:
     relax_optimizer: str = "lbfgs"
     mmff_max_iters: int = 200
     mmff_variant: str = "MMFF94"
+    checkpoint: str | None = None
+    sampling_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.threads < 1:
@@ -138,6 +143,33 @@ class EtkdgGenerator:
 
     def generate(self, mol: Chem.Mol, num_conformers: int, seed: int) -> Chem.Mol:
         return with_conformers(mol, embed(mol, num_conformers, seed, self.threads))
+
+
+@dataclass
+class AdjointGenerator:
+    """The trained Adjoint Sampling model (:class:`service.conformer_sampling.ConformerSampler`): raw terminal
+    states of the controlled SDE, no checks (the benchmark counts invalid ones), loaded on first use."""
+
+    checkpoint: str | None
+    steps: int | None = None
+    _sampler: Any = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return f"adjoint[{Path(self.checkpoint).name if self.checkpoint else '?'}]"
+
+    def generate(self, mol: Chem.Mol, num_conformers: int, seed: int) -> Chem.Mol:
+        if self._sampler is None:
+            if self.checkpoint is None:
+                raise ValueError("the adjoint methods need a conformer-sampler checkpoint (--checkpoint PATH)")
+            from service.conformer_sampling import ConformerSampler
+
+            self._sampler = ConformerSampler(self.checkpoint)
+        try:
+            positions = self._sampler.sample_positions(mol, num_conformers, seed=seed, steps=self.steps)
+        except ValueError as exc:  # unsupported element, too many atoms
+            raise GenerationError(str(exc)) from exc
+        return with_conformers(mol, list(positions))
 
 
 @dataclass(frozen=True)
@@ -258,7 +290,25 @@ METHODS: dict[str, MethodFactory] = {
         + "".join(f" {k}={v}" for k, v in s.relax_options if k != "workers")
         + f" (fmax {s.relax_fmax} eV/Å, ≤ {s.relax_max_steps} steps)",
     ),
+    "adjoint": lambda s: Method("adjoint", _adjoint(s), None, f"Adjoint Sampling ({s.checkpoint})"),
+    "adjoint+mmff": lambda s: Method(
+        "adjoint+mmff",
+        _adjoint(s),
+        RdkitMmffOptimizer(s.mmff_max_iters, s.mmff_variant, s.threads),
+        f"Adjoint Sampling + RDKit {s.mmff_variant} (maxIters {s.mmff_max_iters})",
+    ),
+    "adjoint+relax": lambda s: Method(
+        "adjoint+relax",
+        _adjoint(s),
+        relaxation(s),
+        f"Adjoint Sampling + {s.relax_optimizer.upper()} relaxation with {s.relax_model}"
+        + f" (fmax {s.relax_fmax} eV/Å, ≤ {s.relax_max_steps} steps)",
+    ),
 }
+
+
+def _adjoint(settings: MethodSettings) -> AdjointGenerator:
+    return AdjointGenerator(settings.checkpoint, settings.sampling_steps)
 
 
 def register_method(name: str, factory: MethodFactory) -> None:

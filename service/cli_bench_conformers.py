@@ -58,6 +58,13 @@ def add_bench_conformers_parser(bsub: Any, data_dir: Path, repo_root: Path) -> N
     b.add_argument("--relax-fmax", type=float, default=0.05, help="relaxation force threshold, eV/Å")
     b.add_argument("--relax-steps", type=int, default=500, help="relaxation step cap")
     b.add_argument("--relax-optimizer", choices=["lbfgs", "fire"], default="lbfgs")
+    b.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=repo_root / "checkpoints" / "conformers.pt",
+        help="conformer-sampler checkpoint of the adjoint* methods",
+    )
+    b.add_argument("--sampling-steps", type=int, default=None, help="integration steps of the adjoint* methods")
     b.add_argument("--mmff-iters", type=int, default=200, help="RDKit MMFF maxIters of rdkit+mmff")
     b.add_argument("--corpus", action="store_true", help="robustness run over the GEOM-DRUGS test SMILES instead")
     b.add_argument("--corpus-size", type=int, default=None, help="first N corpus SMILES (default: all 1000)")
@@ -87,6 +94,8 @@ def _settings(args: argparse.Namespace) -> Any:
         relax_max_steps=args.relax_steps,
         relax_optimizer=args.relax_optimizer,
         mmff_max_iters=args.mmff_iters,
+        checkpoint=str(args.checkpoint),
+        sampling_steps=args.sampling_steps,
     )
 
 

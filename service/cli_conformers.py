@@ -31,22 +31,13 @@ def write_conformers(path: Path, smiles: str, mol: Chem.Mol, energies_ev: list[f
     props = _energy_properties(energies_ev, len(conformers))
     suffix = path.suffix.lower()
     if suffix == ".sdf":
-        from molecules.sdf import write_sdf
+        from service.formats import conformers_sdf
 
-        write_sdf(
-            path,
-            [Chem.Mol(mol, confId=c.GetId()) for c in conformers],
-            [{"_Name": f"{smiles} conformer {k}", "SMILES": smiles, **p} for k, p in enumerate(props)],
-        )
+        path.write_text(conformers_sdf(smiles, mol, props))
     elif suffix == ".xyz":
-        from molecules.xyz import XyzFrame, write_xyz
+        from service.formats import conformers_xyz
 
-        symbols = tuple(a.GetSymbol() for a in mol.GetAtoms())
-        frames = [
-            XyzFrame(symbols, c.GetPositions(), f"{smiles} E={p['energy_eV']:.6f} eV" if p else smiles)
-            for c, p in zip(conformers, props, strict=True)
-        ]
-        write_xyz(path, frames)
+        path.write_text(conformers_xyz(smiles, mol, [p.get("energy_eV") for p in props]))
     elif suffix == ".json":
         doc = {
             "smiles": smiles,
@@ -128,8 +119,21 @@ def add_train_parser(sub: Any, default_data: Path, repo_root: Path) -> None:
     t.add_argument("--minutes", type=float, default=None, help="stop after this much wall time")
     t.add_argument("--layers", type=int, default=None)
     t.add_argument("--hidden", type=int, default=None)
-    t.add_argument("--checkpoint-every", type=int, default=10, metavar="N")
+    t.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=10,
+        metavar="N",
+        help="save every N rounds (and every 50 N warm-up steps)",
+    )
     t.add_argument("--resume", type=Path, default=None)
+    t.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        metavar="CKPT",
+        help="start from this conformer checkpoint's weights (same network), skipping the warm-up",
+    )
     t.add_argument("--data-dir", type=Path, default=default_data)
     t.add_argument("--cache-dir", type=Path, default=repo_root / ".cache")
 
@@ -160,8 +164,9 @@ def cmd_train_conformers(args: argparse.Namespace) -> None:
     if net:
         changes["network"] = dataclasses.replace(config.network, **net)
     config = dataclasses.replace(config, **changes)
-    if args.resume is not None and args.resume.exists() is False:
-        raise CliError(f"checkpoint not found: {args.resume}")
+    for given in (args.resume, args.init_from):
+        if given is not None and not given.exists():
+            raise CliError(f"checkpoint not found: {given}")
     try:
         trainer = train_conformers(
             config,
@@ -171,6 +176,7 @@ def cmd_train_conformers(args: argparse.Namespace) -> None:
             cache_dir=args.cache_dir,
             resume=args.resume,
             checkpoint_every=args.checkpoint_every,
+            init_from=args.init_from,
         )
     except (FileNotFoundError, ValueError) as exc:
         raise CliError(str(exc)) from exc

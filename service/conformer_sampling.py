@@ -8,6 +8,7 @@ apply an energy window.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -90,6 +91,19 @@ class ConformerSampler:
         self.device = device
         self.energy = energy
         self.checkpoint = Path(checkpoint)
+        #: how the network was trained: ``round``, ``energy_calls``, ``versions`` (from the checkpoint)
+        self.training: dict[str, Any] = {k: payload.get(k) for k in ("round", "energy_calls", "versions")}
+
+    def with_energy(self, energy: EnergyModel | None) -> ConformerSampler:
+        """The same network (shared, not copied) with another energy model for scoring and relaxation."""
+        other = copy.copy(self)
+        other.energy = energy
+        return other
+
+    def sample_positions(self, mol: Chem.Mol, count: int, *, seed: int, steps: int | None = None) -> np.ndarray:
+        """Raw terminal states ``[count, atoms, 3]`` (Å) for ``mol`` (explicit hydrogens, atom order kept):
+        no checks, no relaxation. The benchmark scores these as they are."""
+        return self._integrate(molecular_system(mol).graph, count, steps, seed)
 
     def _integrate(self, system_graph: Any, count: int, steps: int | None, seed: int) -> np.ndarray:
         grid = self.config.eval_grid

@@ -162,8 +162,12 @@ def train_conformers(
     checkpoint_every: int = 10,
     show_progress: bool = True,
     energy_options: dict[str, Any] | None = None,
+    init_from: Path | None = None,
 ) -> AdjointSamplingTrainer:
-    """Warm-up (unless resuming past it), then RAM rounds until ``max_rounds`` or ``max_minutes``."""
+    """Warm-up (unless resuming past it), then RAM rounds until ``max_rounds`` or ``max_minutes``.
+
+    ``init_from`` starts a new run from another conformer checkpoint's control weights (same network) and
+    skips the warm-up: e.g. RAM fine-tuning of a warmed-up model under another energy model or budget."""
     start = time.perf_counter()
     systems = training_systems(config, data_dir, seed)
     log.info(
@@ -183,6 +187,18 @@ def train_conformers(
         restore_trainer(trainer, payload)
         extra = dict(payload.get("extra", extra))
         log.info("resumed from %s at round %d", resume, trainer.round)
+    elif init_from is not None:
+        payload = load_checkpoint(init_from)
+        if payload.get("kind") != CHECKPOINT_KIND:
+            raise ValueError(f"{init_from} is not a conformer-sampler checkpoint")
+        source = ConformerRunConfig.from_dict(payload["config"])
+        if source.network != config.network:
+            raise ValueError(
+                f"{init_from} has network {source.network}, this run {config.network}: cannot start from its weights"
+            )
+        trainer.control.load_state_dict(payload["control"])
+        extra["init_from"] = {"path": str(init_from), "round": payload.get("round"), "extra": payload.get("extra")}
+        log.info("control initialised from %s; no warm-up", init_from)
     elif config.warmup_steps > 0:
         confs = embed_many(
             [s.mol for s in systems],
@@ -204,7 +220,11 @@ def train_conformers(
             losses.append(trainer.warmup_bridge_matching(rotated, n, normalized=True))
             bar.update(n)
             bar.set_postfix(loss=f"{losses[-1]:.3g}")
+            if out is not None and checkpoint_every > 0 and (done + n) % (chunk * checkpoint_every) == 0:
+                extra["warmup_loss"], extra["warmup_steps_done"] = losses, done + n
+                save_checkpoint(out, trainer, config.to_dict(), kind=CHECKPOINT_KIND, extra=extra)
         bar.close()
+        extra["warmup_steps_done"] = config.warmup_steps
         extra["warmup_loss"] = losses
         extra["warmup_seconds"] = time.perf_counter() - t0
         log.info(

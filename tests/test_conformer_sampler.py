@@ -131,3 +131,31 @@ def test_cli_sample_bad_smiles(
 def test_cli_sample_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sample", "CCO", "--checkpoint", str(tmp_path / "nope.pt"), "--energy-model", "none"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_init_from_copies_the_weights_and_skips_the_warm_up(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    config = dataclasses.replace(ConformerRunConfig.from_dict(payload["config"]), max_rounds=0, warmup_steps=10_000)
+    out = tmp_path / "fine.pt"
+    trainer = train_conformers(
+        config, data_dir=DEFAULT_DATA, seed=1, out=out, init_from=tiny_checkpoint, show_progress=False
+    )
+    assert trainer.round == 0  # 10,000 warm-up steps would take minutes: they were skipped
+    for name, value in trainer.control.state_dict().items():
+        assert torch.equal(value, payload["control"][name]), name
+    other = dataclasses.replace(config, network=dataclasses.replace(config.network, hidden=8))
+    with pytest.raises(ValueError, match="cannot start from its weights"):
+        train_conformers(other, data_dir=DEFAULT_DATA, seed=1, out=None, init_from=tiny_checkpoint, show_progress=False)
+
+
+def test_adjoint_benchmark_method_returns_the_raw_samples(tiny_checkpoint: Path) -> None:
+    from benchmarks.methods import GenerationError, MethodSettings, build_methods
+
+    (method,) = build_methods(["adjoint"], MethodSettings(checkpoint=str(tiny_checkpoint), sampling_steps=5))
+    mol = mol_from_smiles("CC(=O)Nc1ccc(O)cc1")
+    out = method.generator.generate(mol, 3, seed=7)
+    assert out.GetNumConformers() == 3 and out.GetNumAtoms() == mol.GetNumAtoms()
+    expected = ConformerSampler(tiny_checkpoint).sample_positions(mol, 3, seed=7, steps=5)
+    assert abs(out.GetConformer(2).GetPositions() - expected[2]).max() < 1e-5  # seeded, unfiltered
+    with pytest.raises(GenerationError, match="unsupported element"):
+        method.generator.generate(mol_from_smiles("C[Se]C"), 2, seed=7)
