@@ -23,12 +23,13 @@ Example::
 from __future__ import annotations
 
 import gzip
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from rdkit import Chem, rdBase
 
-__all__ = ["read_sdf", "write_sdf"]
+__all__ = ["read_sdf", "sdf_text", "write_sdf"]
 
 
 def _is_gzip(path: Path) -> bool:
@@ -118,15 +119,23 @@ def write_sdf(
     The molecules are copied; their own properties are written too, the given ones win.
     """
     path = Path(path)
-    if properties is not None and len(properties) != len(mols):
-        raise ValueError(f"{len(properties)} property sets for {len(mols)} molecules")
+    text = sdf_text(mols, properties)
     fh = gzip.open(path, "wt", encoding="utf-8") if _is_gzip(path) else open(path, "w", encoding="utf-8")
     with fh:
-        writer = Chem.SDWriter(fh)
-        for k, mol in enumerate(mols):
-            out = Chem.Mol(mol)
-            for key, value in (properties[k] if properties is not None else {}).items():
-                _set_prop(out, key, value)
-            writer.write(out)
-        writer.close()
+        fh.write(text)
     return path
+
+
+def sdf_text(mols: Sequence[Chem.Mol], properties: Sequence[Mapping[str, object]] | None = None) -> str:
+    """The SDF :func:`write_sdf` writes, as a string (e.g. an HTTP response body)."""
+    if properties is not None and len(properties) != len(mols):
+        raise ValueError(f"{len(properties)} property sets for {len(mols)} molecules")
+    buffer = io.StringIO()
+    writer = Chem.SDWriter(buffer)
+    for k, mol in enumerate(mols):
+        out = Chem.Mol(mol)
+        for key, value in (properties[k] if properties is not None else {}).items():
+            _set_prop(out, key, value)
+        writer.write(out)
+    writer.close()
+    return buffer.getvalue()

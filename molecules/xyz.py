@@ -10,7 +10,7 @@ from typing import IO
 
 import numpy as np
 
-__all__ = ["XyzFrame", "read_xyz", "write_xyz"]
+__all__ = ["XyzFrame", "read_xyz", "write_xyz", "xyz_text"]
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,16 @@ def write_xyz(path: str | Path, frames: Sequence[XyzFrame]) -> Path:
     """Write frames (``.gz`` compresses)."""
     path = Path(path)
     with _open(path, "w") as fh:
-        for f in frames:
-            fh.write(f"{len(f.symbols)}\n{f.comment.replace(chr(10), ' ')}\n")
-            for s, (x, y, z) in zip(f.symbols, f.positions, strict=True):
-                fh.write(f"{s:<2s} {x:14.8f} {y:14.8f} {z:14.8f}\n")
+        fh.write(xyz_text(frames))
     return path
+
+
+def xyz_text(frames: Sequence[XyzFrame]) -> str:
+    """The multi-frame XYZ :func:`write_xyz` writes, as a string."""
+    lines: list[str] = []
+    for f in frames:
+        lines.append(f"{len(f.symbols)}\n{f.comment.replace(chr(10), ' ')}\n")
+        lines.extend(
+            f"{s:<2s} {x:14.8f} {y:14.8f} {z:14.8f}\n" for s, (x, y, z) in zip(f.symbols, f.positions, strict=True)
+        )
+    return "".join(lines)

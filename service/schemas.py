@@ -1,0 +1,234 @@
+"""Request and response bodies of the HTTP API (pydantic, only at the HTTP edge).
+
+The limits below are the single home of what a request may ask for; the OpenAPI schema advertises
+them, and :mod:`service.validation` adds the chemistry checks a schema cannot express (parsable SMILES,
+supported elements, at most :data:`molecules.graph.MAX_ATOMS` atoms).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
+
+__all__ = [
+    "MAX_JOB_CONFORMERS",
+    "MAX_JOB_SMILES",
+    "MAX_SEED",
+    "MAX_SMILES_LENGTH",
+    "MAX_SYNC_CONFORMERS",
+    "Checks",
+    "Conformer",
+    "ConformerRequest",
+    "ConformerResponse",
+    "ErrorResponse",
+    "FieldError",
+    "JobAccepted",
+    "JobProgress",
+    "JobRequest",
+    "JobResult",
+    "JobState",
+    "JobStatus",
+    "ModelInfo",
+    "MoleculeResult",
+    "OutputFormat",
+    "Provenance",
+    "SamplingOptions",
+    "ServiceInfo",
+]
+
+MAX_SMILES_LENGTH = 500
+MAX_SYNC_CONFORMERS = 64
+MAX_JOB_CONFORMERS = 256
+MAX_JOB_SMILES = 100
+MAX_SEED = 2**31 - 1
+MAX_PRUNE_RMS = 10.0  # Å
+MAX_ENERGY_WINDOW = 1000.0  # kcal/mol
+
+OutputFormat = Literal["json", "sdf", "xyz"]
+
+Smiles = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_SMILES_LENGTH),
+    Field(
+        description="one molecule, e.g. 'CC(=O)Nc1ccc(O)cc1'",
+        examples=["CC(=O)Nc1ccc(O)cc1"],
+        json_schema_extra={"format": "smiles"},
+    ),
+]
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+_SMILES_SCHEMA = {"type": "string", "format": "smiles", "minLength": 1, "maxLength": MAX_SMILES_LENGTH}
+SmilesList = Annotated[
+    list[Smiles],
+    Field(min_length=1, max_length=MAX_JOB_SMILES),
+    BeforeValidator(_one_or_many),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                _SMILES_SCHEMA,
+                {"type": "array", "items": _SMILES_SCHEMA, "minItems": 1, "maxItems": MAX_JOB_SMILES},
+            ],
+            "title": "Smiles",
+            "description": f"one SMILES, or a list of up to {MAX_JOB_SMILES}",
+        }
+    ),
+]
+
+
+class SamplingOptions(BaseModel):
+    """What every request shares (sync and jobs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    relax: bool = Field(False, description="locally minimize every conformer with the energy model")
+    energy_model: str | None = Field(
+        None, max_length=64, description="scores (and relaxes) conformers; default: the server's (see GET /v1/model)"
+    )
+    prune_rms: float | None = Field(
+        None, gt=0, le=MAX_PRUNE_RMS, allow_inf_nan=False, description="Å: drop near-duplicates (heavy-atom RMSD)"
+    )
+    energy_window: float | None = Field(
+        None,
+        ge=0,
+        le=MAX_ENERGY_WINDOW,
+        allow_inf_nan=False,
+        description="kcal/mol: keep conformers within this of the lowest",
+    )
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="same seed, same request: same conformers")
+
+
+class ConformerRequest(SamplingOptions):
+    """``POST /v1/conformers``: a small request answered at once."""
+
+    smiles: Smiles
+    num_conformers: int = Field(
+        10, ge=1, le=MAX_SYNC_CONFORMERS, description="conformers drawn (before checks and pruning)"
+    )
+    format: OutputFormat = Field("json", description="json; sdf or xyz return the file itself")
+
+
+class JobRequest(SamplingOptions):
+    """``POST /v1/jobs``: queued, for many molecules or many conformers."""
+
+    smiles: SmilesList
+    num_conformers: int = Field(10, ge=1, le=MAX_JOB_CONFORMERS, description="conformers drawn per molecule")
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="the offending field, e.g. 'smiles[3]' ('body' for the request as a whole)")
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    message: str = Field(description="what went wrong, in one sentence")
+    detail: list[FieldError] = Field(default_factory=list)
+
+
+class Conformer(BaseModel):
+    rank: int = Field(description="0 = lowest energy")
+    energy_ev: float | None = Field(description="absolute energy under the energy model, eV")
+    relative_energy_kcal_mol: float | None = Field(description="above the lowest returned conformer")
+    positions: list[list[float]] = Field(description="Å, one [x, y, z] per atom, in the order of `elements`")
+
+
+class Checks(BaseModel):
+    passed: list[str] = Field(description="checks every returned conformer passed")
+    requested: int
+    returned: int
+    rejected: dict[str, int] = Field(description="conformers dropped, by reason")
+    reflected: int = Field(description="mirror images reflected back to the requested stereochemistry")
+    pruned: int
+    outside_energy_window: int
+
+
+class ModelInfo(BaseModel):
+    checkpoint: str
+    sha256: str
+    kind: str
+    training_rounds: int | None
+    training_energy_calls: int | None
+    training_energy_model: str | None
+    integration_steps: int
+    versions: dict[str, str]
+
+
+class Provenance(BaseModel):
+    model: ModelInfo
+    energy_model: str
+    relaxed: bool
+    seed: int
+    timings_s: dict[str, float]
+
+
+class ConformerResponse(BaseModel):
+    smiles: str
+    num_atoms: int
+    elements: list[str]
+    conformers: list[Conformer] = Field(description="sorted by energy, lowest first")
+    checks: Checks
+    provenance: Provenance
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED)
+
+
+class JobProgress(BaseModel):
+    total: int = Field(description="molecules in the job")
+    finished: int = Field(description="molecules answered (with conformers or an error)")
+    failed: int = Field(description="molecules that failed")
+    fraction: float
+
+
+class JobStatus(BaseModel):
+    id: str
+    status: JobState
+    progress: JobProgress
+    created_at: float = Field(description="Unix time")
+    started_at: float | None
+    finished_at: float | None
+    expires_at: float | None = Field(description="when the record and results are deleted (Unix time)")
+    attempts: int
+    error: str | None
+    result_url: str
+
+
+class JobAccepted(JobStatus):
+    status_url: str
+
+
+class MoleculeResult(BaseModel):
+    index: int
+    smiles: str
+    error: str | None = None
+    result: ConformerResponse | None = None
+
+
+class JobResult(BaseModel):
+    id: str
+    status: JobState
+    results: list[MoleculeResult] = Field(description="one per SMILES, in request order")
+
+
+class ServiceInfo(BaseModel):
+    model: ModelInfo
+    energy_models: list[str]
+    default_energy_model: str
+    supported_elements: list[str]
+    max_atoms: int
+    limits: dict[str, int | float]
