@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fmax", type=float, default=0.05, help="relaxation force threshold, eV/Å")
     s.add_argument("--prune-rms", type=float, default=None, metavar="Å", help="drop near-duplicates (heavy atoms)")
     s.add_argument("--energy-window", type=float, default=None, metavar="KCAL", help="keep within this of the lowest")
+    s.add_argument(
+        "--largest-fragment",
+        action="store_true",
+        help="for a SMILES with several fragments (salt, solvent): sample the largest (default: refuse)",
+    )
 
     e = sub.add_parser(
         "energy",

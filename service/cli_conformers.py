@@ -81,6 +81,7 @@ def sample_conformers(args: argparse.Namespace, default_checkpoint: Path) -> Non
         fmax=args.fmax,
         prune_rms=args.prune_rms,
         energy_window=args.energy_window,
+        fragments="largest" if args.largest_fragment else "reject",
     )
     try:
         result = sampler.sample(request)

@@ -48,6 +48,7 @@ class SamplingRequest:
     max_relax_steps: int = 300
     prune_rms: float | None = None
     energy_window: float | None = None  # kcal/mol above the lowest
+    fragments: str = "reject"  # or "largest": see molecules.smiles.mol_from_smiles
 
 
 @dataclass
@@ -121,7 +122,7 @@ class ConformerSampler:
             raise ValueError("num_conformers must be at least 1")
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        mol = mol_from_smiles(request.smiles)
+        mol = mol_from_smiles(request.smiles, fragments=request.fragments)
         system = molecular_system(mol)
         raw = self._integrate(system.graph, request.num_conformers, request.steps, request.seed)
         timings["sample"] = time.perf_counter() - t0

@@ -106,3 +106,19 @@ def test_unspecified_stereo_accepts_either_mirror_image() -> None:
     for pos in (x, -x):
         res = check_conformer(mol, pos)
         assert res.ok and not res.reflected
+
+
+def test_fragments_are_rejected_or_the_largest_kept_never_silently(caplog: pytest.LogCaptureFixture) -> None:
+    from molecules.smiles import SmilesError, mol_from_smiles
+
+    salt = "CC(=O)Oc1ccccc1C(=O)[O-].[Na+].O"
+    with pytest.raises(SmilesError, match="3 disconnected fragments"):
+        mol_from_smiles(salt)
+    with caplog.at_level("WARNING", logger="molecules.smiles"):
+        mol = mol_from_smiles(salt, fragments="largest")
+    assert Chem.MolToSmiles(Chem.RemoveHs(mol)) == Chem.MolToSmiles(Chem.MolFromSmiles("CC(=O)Oc1ccccc1C(=O)[O-]"))
+    assert mol.GetNumAtoms() == 20  # 13 heavy atoms + 7 hydrogens, the anion's charge kept
+    assert sorted(mol.GetProp("dropped_fragments").split(".")) == ["O", "[Na+]"]
+    assert "kept the largest fragment" in caplog.text
+    with pytest.raises(ValueError, match="fragments must be one of"):
+        mol_from_smiles("CCO", fragments="all")
