@@ -12,6 +12,9 @@ key                                 type        holds
 ``P:jobs:MODEL:parked``             stream      jobs given up on, with their last error
 ``P:job:JOB_ID``                    string      the job's status (JSON), expires after a TTL
 ``P:checkpoint:RUN``                string      the latest published checkpoint of run ``RUN`` (JSON)
+``P:sampling:queue``                stream      conformer-sampling jobs of the HTTP service (job ids)
+``P:sampling:job:JOB_ID``           hash        a sampling job's record (state, request, progress), TTL
+``P:sampling:job:JOB_ID:results``   hash        SMILES index -> result (JSON), same TTL as the record
 ==================================  ==========  ===================================================
 """
 
@@ -64,3 +67,12 @@ class RedisKeys:
 
     def checkpoint(self, run: str) -> str:
         return f"{self.prefix}:checkpoint:{validate_name('run name', run)}"
+
+    def sampling_queue(self) -> str:
+        return f"{self.prefix}:sampling:queue"
+
+    def sampling_job(self, job_id: str) -> str:
+        return f"{self.prefix}:sampling:job:{validate_name('job id', job_id)}"
+
+    def sampling_results(self, job_id: str) -> str:
+        return f"{self.sampling_job(job_id)}:results"

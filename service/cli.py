@@ -1,8 +1,8 @@
 """The ``adjoint-sampling`` command line.
 
 Subcommands: ``train`` (a synthetic Adjoint Sampling run), ``sample`` (draw samples from a
-checkpoint), ``energy`` (energies of samples in a file, and the LJ convention check), ``bench``
-(benchmarks). Run ``adjoint-sampling SUBCOMMAND --help`` for each.
+checkpoint), ``energy`` (energies of samples in a file, and the LJ convention check), ``serve`` (the
+HTTP service), ``worker`` (Redis workers), ``bench`` (benchmarks). Run ``adjoint-sampling SUBCOMMAND --help`` for each.
 """
 
 from __future__ import annotations
@@ -115,7 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from service.cli_workers import add_bench_redis_parser, add_parsers
 
-    add_parsers(sub)  # worker energy, worker train, redis
+    add_parsers(sub)  # worker energy, worker train, worker sample, redis
+
+    from service.cli_serve import add_serve_parser
+
+    add_serve_parser(sub)
 
     x = sub.add_parser(
         "export",
@@ -128,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks", description="Run a benchmark and write benchmarks/results/.")
     bsub = b.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     add_bench_redis_parser(bsub)
+    from service.cli_serve import add_bench_service_parser
+
+    add_bench_service_parser(bsub)
     from service.cli_bench_conformers import add_bench_conformers_parser
 
     add_bench_conformers_parser(bsub, DEFAULT_DATA, REPO_ROOT)
@@ -327,6 +334,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
         from service.cli_bench_conformers import cmd_bench_conformers
 
         return cmd_bench_conformers(args)
+    if args.benchmark == "service":
+        from service.cli_serve import cmd_bench_service
+
+        return cmd_bench_service(args)
     if args.benchmark == "energy":
         from benchmarks.energy_throughput import run_from_args
 
@@ -378,6 +389,12 @@ def _cmd_redis(args: argparse.Namespace) -> None:
     cmd_redis(args)
 
 
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from service.cli_serve import cmd_serve
+
+    cmd_serve(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -392,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         "train-conformers": _train_conformers,
         "worker": _cmd_worker,
         "redis": _cmd_redis,
+        "serve": _cmd_serve,
     }
     try:
         handlers[args.command](args)

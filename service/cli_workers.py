@@ -1,4 +1,5 @@
-"""CLI subcommands of the distributed shape: ``worker energy``, ``worker train``, ``redis`` and
+"""CLI subcommands of the distributed shape: ``worker energy``, ``worker train`` (``worker sample`` lives in
+:mod:`service.cli_serve`), ``redis`` and
 ``bench redis`` (registered by :mod:`service.cli`).
 
 Redis: ``--redis-url`` (default ``$REDIS_URL``); with neither, an embedded server is started (or
@@ -97,6 +98,10 @@ def add_parsers(sub: Any) -> None:
     ]:
         o.add_argument(flag, type=int, default=None, help=help_)
     _add_redis_options(t)
+
+    from service.cli_serve import add_worker_sample_parser
+
+    add_worker_sample_parser(wsub)
 
     r = sub.add_parser(
         "redis",
@@ -253,6 +258,11 @@ def cmd_worker(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.worker == "sample":
+        from service.cli_serve import cmd_worker_sample
+
+        cmd_worker_sample(args)
+        return
     {"energy": _worker_energy, "train": _worker_train}[args.worker](args)
 
 

@@ -38,3 +38,14 @@ def client(redis_url: str) -> Any:
     from buffer.connection import RedisSettings, connect
 
     return connect(RedisSettings(url=redis_url))
+
+
+@pytest.fixture(scope="session")
+def tiny_conformer_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A conformer-sampler checkpoint trained in seconds (see ``tests.helpers.train_tiny_conformer_checkpoint``)."""
+    from service.cli import DEFAULT_DATA
+    from tests.helpers import train_tiny_conformer_checkpoint
+
+    if not (DEFAULT_DATA / "spice").is_dir():
+        pytest.skip("needs ../shared/data")
+    return train_tiny_conformer_checkpoint(tmp_path_factory.mktemp("tiny-conformers") / "tiny.pt")

@@ -1,6 +1,13 @@
-"""Reusable test helpers (equivariance checks in the e3nn style)."""
+"""Reusable test helpers (equivariance checks in the e3nn style, a tiny conformer checkpoint, a live server)."""
 
 from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -63,3 +70,38 @@ def assert_equivariant(fn, batch: SystemBatch, generator: torch.Generator, atol:
     expected = torch.empty_like(out)
     expected[perm] = out
     torch.testing.assert_close(fn(permuted), expected, atol=atol, rtol=0)
+
+
+def train_tiny_conformer_checkpoint(out: Path) -> Path:
+    """A conformer-sampler checkpoint trained in seconds (:func:`benchmarks.service_load.tiny_conformer_config`):
+    for tests of the plumbing, never of the chemistry (its conformers often fail the checks)."""
+    from benchmarks.service_load import tiny_conformer_config
+    from service.cli import DEFAULT_DATA
+    from service.conformer_training import train_conformers
+
+    train_conformers(tiny_conformer_config(), data_dir=DEFAULT_DATA, seed=0, out=out, show_progress=False)
+    return out
+
+
+@contextmanager
+def live_server(settings: Any, *, timeout_s: float = 60.0) -> Iterator[str]:
+    """A real uvicorn server for ``create_app(settings)`` on a free localhost port, in a thread; yields its URL."""
+    import uvicorn
+
+    from service.app import create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError("the test server did not start (see the log)")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout_s)
