@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="for a SMILES with several fragments (salt, solvent): sample the largest (default: refuse)",
     )
+    s.add_argument(
+        "--refine",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="fine-tune the model on this molecule alone with ROUNDS rounds of RAM first (minutes; better ensembles)",
+    )
 
     e = sub.add_parser(
         "energy",

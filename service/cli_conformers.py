@@ -65,6 +65,10 @@ def sample_conformers(args: argparse.Namespace, default_checkpoint: Path) -> Non
         raise CliError("--num-samples must be at least 1")
     if args.relax and args.energy_model == "none":
         raise CliError("--relax needs an energy model (--energy-model xtb or mmff)")
+    if args.refine and args.energy_model == "none":
+        raise CliError("--refine needs an energy model to train against (--energy-model xtb or mmff)")
+    if args.refine < 0:
+        raise CliError("--refine must be a number of rounds >= 0")
     if args.out is not None and args.out.suffix.lower() not in (".sdf", ".xyz", ".json"):
         raise CliError(f"cannot write {args.out}: use .sdf, .xyz or .json")
     try:
@@ -82,6 +86,7 @@ def sample_conformers(args: argparse.Namespace, default_checkpoint: Path) -> Non
         prune_rms=args.prune_rms,
         energy_window=args.energy_window,
         fragments="largest" if args.largest_fragment else "reject",
+        refine_rounds=args.refine,
     )
     try:
         result = sampler.sample(request)

@@ -49,6 +49,7 @@ class SamplingRequest:
     prune_rms: float | None = None
     energy_window: float | None = None  # kcal/mol above the lowest
     fragments: str = "reject"  # or "largest": see molecules.smiles.mol_from_smiles
+    refine_rounds: int = 0  # test-time Adjoint Sampling: RAM rounds on this molecule alone before sampling
 
 
 @dataclass
@@ -106,7 +107,39 @@ class ConformerSampler:
         no checks, no relaxation. The benchmark scores these as they are."""
         return self._integrate(molecular_system(mol).graph, count, steps, seed)
 
-    def _integrate(self, system_graph: Any, count: int, steps: int | None, seed: int) -> np.ndarray:
+    def refined_control(self, mol: Chem.Mol, rounds: int, *, seed: int) -> torch.nn.Module:
+        """Test-time Adjoint Sampling: a copy of the amortized control fine-tuned by ``rounds`` RAM rounds
+        (the checkpoint's trainer settings: ``M`` samples and ``K`` gradient steps per round) against this
+        sampler's energy model, on ``mol`` alone. The loaded control is left untouched."""
+        if self.energy is None:
+            raise ValueError("refinement needs an energy model (it trains against its energies and forces)")
+        if rounds < 1:
+            raise ValueError(f"refine rounds must be at least 1, got {rounds}")
+        from buffer.memory import InMemoryReplayBuffer
+        from energy.target import EnergyTarget
+        from sampler.trainer import AdjointSamplingTrainer
+
+        system = molecular_system(mol)
+        control = copy.deepcopy(self.control).train()
+        trainer = AdjointSamplingTrainer(
+            control=control,
+            target=EnergyTarget(model=self.energy, chemistry={system.system_id: system.chemistry}),
+            buffer=InMemoryReplayBuffer(self.config.buffer_capacity),
+            schedule=self.config.schedule,
+            integrator=self.config.train_grid.build_integrator(self.config.schedule),
+            systems=[system.graph],
+            config=self.config.trainer,
+            seed=seed,
+        )
+        for r in range(rounds):
+            trainer.set_progress(r / rounds)
+            stats = trainer.run_round()
+            log.info("refine %d/%d: %s", r + 1, rounds, stats.line())
+        return control.eval()
+
+    def _integrate(
+        self, system_graph: Any, count: int, steps: int | None, seed: int, control: torch.nn.Module | None = None
+    ) -> np.ndarray:
         grid = self.config.eval_grid
         if steps is not None:
             grid = type(grid)(kind=grid.kind, num_steps=steps, integrator=grid.integrator)
@@ -114,7 +147,7 @@ class ConformerSampler:
         start = collate([system_graph] * count).to(self.device)
         generator = torch.Generator().manual_seed(seed)
         with torch.inference_mode():
-            x1 = integrator.sample(self.control, start, generator)
+            x1 = integrator.sample(control or self.control, start, generator)
         return x1.positions.detach().cpu().double().numpy().reshape(count, -1, 3)
 
     def sample(self, request: SamplingRequest) -> SampledConformers:
@@ -124,7 +157,12 @@ class ConformerSampler:
         t0 = time.perf_counter()
         mol = mol_from_smiles(request.smiles, fragments=request.fragments)
         system = molecular_system(mol)
-        raw = self._integrate(system.graph, request.num_conformers, request.steps, request.seed)
+        control = None
+        if request.refine_rounds:
+            control = self.refined_control(mol, request.refine_rounds, seed=request.seed)
+            timings["refine"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+        raw = self._integrate(system.graph, request.num_conformers, request.steps, request.seed, control)
         timings["sample"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()

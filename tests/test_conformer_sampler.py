@@ -159,3 +159,20 @@ def test_adjoint_benchmark_method_returns_the_raw_samples(tiny_checkpoint: Path)
     assert abs(out.GetConformer(2).GetPositions() - expected[2]).max() < 1e-5  # seeded, unfiltered
     with pytest.raises(GenerationError, match="unsupported element"):
         method.generator.generate(mol_from_smiles("C[Se]C"), 2, seed=7)
+
+
+def test_refine_fine_tunes_a_copy_on_the_requested_molecule(tiny_checkpoint: Path) -> None:
+    from energy.mmff import MmffEnergy
+
+    sampler = ConformerSampler(tiny_checkpoint, energy=MmffEnergy())
+    before = {k: v.clone() for k, v in sampler.control.state_dict().items()}
+    mol = mol_from_smiles("OCC(=O)N")
+    refined = sampler.refined_control(mol, 2, seed=3)
+    changed = [k for k, v in refined.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed  # the copy was trained ...
+    for k, v in sampler.control.state_dict().items():
+        assert torch.equal(v, before[k]), k  # ... and the shared model was not
+    result = sampler.sample(SamplingRequest(smiles="OCC(=O)N", num_conformers=4, seed=3, refine_rounds=1))
+    assert "refine" in result.seconds and result.num_conformers + sum(result.rejected.values()) == 4
+    with pytest.raises(ValueError, match="needs an energy model"):
+        ConformerSampler(tiny_checkpoint).refined_control(mol, 1, seed=0)
