@@ -24,6 +24,7 @@ __all__ = ["ERROR_RESPONSES", "router"]
 router = APIRouter(tags=["conformers"])
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    413: {"model": ErrorResponse, "description": "request body over 1 MB"},
     422: {"model": ErrorResponse, "description": "invalid request: the message names the field"},
     503: {"model": ErrorResponse, "description": "overloaded or Redis unreachable; retry after Retry-After seconds"},
 }

@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 import redis
 import redis.asyncio as aioredis
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -51,6 +51,7 @@ __all__ = ["create_app", "start_workers"]
 log = logging.getLogger(__name__)
 
 API_VERSION = "1.0"
+MAX_BODY_BYTES = 1 << 20  # 413 above this; the largest valid request (100 SMILES of 500 characters) is ~50 kB
 _HINTS = {
     ("num_conformers", "less_than_equal"): (
         f" (up to {MAX_SYNC_CONFORMERS} per synchronous request; POST /v1/jobs takes up to {MAX_JOB_CONFORMERS})"
@@ -124,6 +125,36 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, internal_error)
+
+
+class _BodyLimitMiddleware:
+    """413 for request bodies over ``max_bytes``, declared (answered before reading) or streamed (stopped
+    once the limit is passed), with the service's JSON error."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.message = f"the request body is larger than {max_bytes // 1024} kB; send fewer SMILES per request"
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await _error(413, self.message)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:  # FastAPI passes its HTTPException on from the body reader
+                raise HTTPException(413, self.message)
+            return message
+
+        await self.app(scope, counted, send)
 
 
 class _MetricsMiddleware:
@@ -243,6 +274,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     _install_error_handlers(app)
+    app.add_middleware(_BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
     app.include_router(api_conformers.router)
     app.include_router(api_jobs.router)

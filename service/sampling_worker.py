@@ -116,6 +116,9 @@ class SamplingWorker:
                     "sampling worker %s: Redis unreachable (%s); retrying in %.1f s", c.consumer, exc, c.retry_s
                 )
                 self.stop.wait(c.retry_s)
+            except Exception:  # a worker never dies of one job: the job is retried after reclaim, then failed
+                log.exception("sampling worker %s: unexpected error; continuing in %.1f s", c.consumer, c.retry_s)
+                self.stop.wait(c.retry_s)
         log.info("sampling worker %s stopping after %d jobs", c.consumer, self.jobs_done)
         return self.jobs_done
 

@@ -209,6 +209,14 @@ def test_malformed_json_is_422(api: httpx.Client, content: bytes, words: str) ->
     assert r.json()["detail"][0]["field"] == "body"
 
 
+def test_oversized_body_is_413_whether_declared_or_streamed(api: httpx.Client) -> None:
+    huge = b'{"smiles": "' + b"C" * 1_100_000 + b'"}'
+    declared = api.post("/v1/jobs", content=huge, headers={"content-type": "application/json"})
+    assert declared.status_code == 413 and "larger than 1024 kB" in declared.json()["message"]
+    streamed = api.post("/v1/jobs", content=iter([huge[:600_000], huge[600_000:]]))
+    assert streamed.status_code == 413 and "larger than 1024 kB" in streamed.json()["message"]
+
+
 def test_jobs_name_the_offending_list_item(api: httpx.Client) -> None:
     r = api.post("/v1/jobs", json={"smiles": ["CCO", "c1ccccc1", "C1CC(", "CC[Xe]"]})
     assert r.status_code == 422
