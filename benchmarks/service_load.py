@@ -342,7 +342,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conformers", type=int, default=10, help="conformers per request")
     p.add_argument("--checkpoint", type=Path, default=None, help=f"default: {SHIPPED_CHECKPOINT}")
     p.add_argument("--tiny", action="store_true", help="train and use a tiny plumbing-only checkpoint (seconds)")
-    p.add_argument("--energy-model", default="mmff", help="scores the conformers (xtb is ~100x slower than mmff)")
+    p.add_argument("--energy-model", default="mmff", help="scores the conformers (xtb single points are ~280x slower than mmff)")
     p.add_argument("--sampling-threads", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch threads per sampling thread")
     p.add_argument("--molecules", type=int, default=50, help="distinct SMILES the clients cycle through")
