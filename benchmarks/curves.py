@@ -1,6 +1,11 @@
 """Training curves (RAM loss and mean energy of the fresh samples per round) from checkpoints.
 
+Synthetic runs: one figure per system (``dw4_training.png``, ``lj13_training.png``). Conformer-sampler
+runs: ``conformers_training.png`` with the bridge-matching warm-up loss and, once RAM rounds exist, the
+RAM loss, the mean energy and the valid fraction of the fresh samples.
+
 Reproduce: ``python -m benchmarks.curves benchmarks/results/checkpoints/*.pt --out benchmarks/results``
+(and ``python -m benchmarks.curves checkpoints/conformers.pt``)
 """
 
 from __future__ import annotations
@@ -8,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,11 +33,14 @@ def plot_curves(checkpoints: list[Path], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     by_system: dict[str, list[tuple[str, list[dict[str, float]]]]] = {}
+    written = []
     for path in checkpoints:
         payload = load_checkpoint(path)
+        if payload.get("kind") == "conformers":
+            written.append(plot_conformer_curves(payload, out / "conformers_training.png"))
+            continue
         system = payload["config"]["system"]
         by_system.setdefault(system, []).append((f"seed {payload['extra'].get('seed', '?')}", payload["history"]))
-    written = []
     for system, runs in by_system.items():
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
         for label, history in runs:
@@ -52,6 +61,53 @@ def plot_curves(checkpoints: list[Path], out: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def plot_conformer_curves(payload: dict[str, Any], path: Path) -> Path:
+    """Warm-up loss per 50-step chunk (normalized bridge matching) and the RAM rounds, if any."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    extra = payload.get("extra") or {}
+    warmup = list(extra.get("warmup_loss") or [])
+    history = payload.get("history") or []
+    panels = 1 + (3 if history else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(4.8 * panels, 4.0), squeeze=False)
+    ax = axes[0][0]
+    chunk = 50
+    steps = chunk * (np.arange(len(warmup)) + 1)
+    ax.semilogy(steps, warmup, lw=0.6, alpha=0.5, label="per 50 steps")
+    if len(warmup) >= 10:
+        smooth = np.convolve(warmup, np.ones(10) / 10, mode="valid")
+        ax.semilogy(steps[9:], smooth, lw=1.2, label="running mean of 10")
+    ax.set_xlabel("warm-up step")
+    ax.set_ylabel("bridge-matching loss")
+    ax.set_title("warm-up on ETKDG conformers")
+    ax.legend()
+    if history:
+        rounds = np.array([h["round"] for h in history])
+        for ax, key, label in zip(
+            axes[0][1:],
+            ("loss", "mean_energy", "valid_fraction"),
+            ("RAM loss", "mean E of fresh samples, eV", "valid fraction of fresh samples"),
+            strict=True,
+        ):
+            ax.plot(rounds, [h[key] for h in history], lw=0.8)
+            ax.set_xlabel("RAM round")
+            ax.set_ylabel(label)
+    config = payload["config"]
+    net = config["network"]
+    fig.suptitle(
+        f"conformer sampler: EGNN {net['num_layers']}x{net['hidden']},\n{config['num_molecules']} training molecules, "
+        f"energy {config['energy_model']}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:
