@@ -230,6 +230,7 @@ def build_response(
         smiles=smiles,
         num_atoms=mol.GetNumAtoms(),
         elements=[a.GetSymbol() for a in mol.GetAtoms()],
+        bonds=[(b.GetBeginAtomIdx(), b.GetEndAtomIdx(), b.GetBondTypeAsDouble()) for b in mol.GetBonds()],
         conformers=conformers,
         checks=Checks(
             passed=passed,

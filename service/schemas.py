@@ -172,6 +172,10 @@ class ConformerResponse(BaseModel):
     smiles: str
     num_atoms: int
     elements: list[str]
+    bonds: list[tuple[int, int, float]] = Field(
+        default_factory=list,
+        description="[begin, end, order] per bond: atom indices into `elements`; order 1, 1.5 (aromatic), 2 or 3",
+    )
     conformers: list[Conformer] = Field(description="sorted by energy, lowest first")
     checks: Checks
     provenance: Provenance
