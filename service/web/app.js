@@ -1,0 +1,272 @@
+// The conformer page: read the form, POST /v1/conformers, show the energy table and the 3D viewer,
+// download the same request as SDF, and show the API's error message when a request is refused.
+
+"use strict";
+
+const API = "/v1/conformers";
+
+const $ = (id) => document.getElementById(id);
+
+const page = {
+  form: $("conformer-form"),
+  submit: $("submit"),
+  error: $("error"),
+  status: $("status"),
+  results: $("results"),
+  resultSmiles: $("result-smiles"),
+  tbody: document.querySelector("#energy-table tbody"),
+  caption: $("viewer-caption"),
+  download: $("download-sdf"),
+  provenance: $("provenance"),
+};
+
+const viewer = new window.MoleculeViewer($("viewer"));
+let current = null; // {request, doc}
+
+// Form inputs by the request field they set (to mark the field an error names).
+const FIELDS = {
+  smiles: $("smiles"),
+  num_conformers: $("num-conformers"),
+  energy_window: $("energy-window"),
+  prune_rms: $("prune-rms"),
+  energy_model: $("energy-model"),
+  seed: $("seed"),
+  relax: $("relax"),
+};
+
+// The request body from the form; optional fields left empty are left out (the server's defaults apply).
+// Numbers are sent as typed: the server validates them and names the field when one is wrong.
+function readForm() {
+  const body = { smiles: FIELDS.smiles.value.trim(), relax: FIELDS.relax.checked, format: "json" };
+  for (const name of ["num_conformers", "energy_window", "prune_rms", "seed"]) {
+    const text = FIELDS[name].value.trim();
+    if (text !== "") body[name] = Number(text);
+  }
+  if (FIELDS.energy_model.value) body.energy_model = FIELDS.energy_model.value;
+  return body;
+}
+
+class ApiError extends Error {
+  constructor(message, fields) {
+    super(message);
+    this.fields = fields;
+  }
+}
+
+// The service's errors: {"message": "one sentence", "detail": [{"field", "msg", ...}]}; plain FastAPI
+// errors ({"detail": "text"} or {"detail": [{"loc", "msg"}]}) are read too.
+function apiError(status, payload) {
+  const detail = Array.isArray(payload?.detail) ? payload.detail : [];
+  const fields = detail.map((d) => d.field ?? (d.loc || []).filter((p) => p !== "body").join("."));
+  let message = payload?.message;
+  if (!message && typeof payload?.detail === "string") message = payload.detail;
+  if (!message && detail.length) {
+    message = detail.map((d, k) => (fields[k] ? `${fields[k]}: ${d.msg}` : d.msg)).join("\n");
+  }
+  return new ApiError(message || `The server answered ${status}.`, fields);
+}
+
+async function post(body) {
+  let response;
+  try {
+    response = await fetch(API, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+  } catch (exc) {
+    throw new ApiError(`Cannot reach the server: ${exc.message}`, []);
+  }
+  if (!response.ok) {
+    let payload = null;
+    try {
+      payload = await response.json();
+    } catch {
+      // not JSON: the status alone
+    }
+    throw apiError(response.status, payload);
+  }
+  return response;
+}
+
+function showError(exc) {
+  page.error.textContent = exc.message;
+  page.error.hidden = false;
+  for (const field of exc.fields || []) {
+    const input = FIELDS[field.split(/[.[]/)[0]];
+    if (input) input.setAttribute("aria-invalid", "true");
+  }
+}
+
+function clearError() {
+  page.error.textContent = "";
+  page.error.hidden = true;
+  for (const input of Object.values(FIELDS)) input.removeAttribute("aria-invalid");
+}
+
+function setBusy(busy, message) {
+  page.submit.disabled = busy;
+  page.download.disabled = busy;
+  page.status.textContent = message;
+}
+
+// Ranks count from 1 on the page (the API and the SDF's "rank" property count from 0).
+function displayRank(conformer, index) {
+  return (conformer.rank ?? index) + 1;
+}
+
+function fmt(value, digits) {
+  return typeof value === "number" && Number.isFinite(value) ? value.toFixed(digits) : "—";
+}
+
+function renderTable(doc) {
+  page.tbody.replaceChildren();
+  doc.conformers.forEach((conformer, index) => {
+    const row = document.createElement("tr");
+    row.id = `conformer-${index}`;
+    row.tabIndex = index === 0 ? 0 : -1; // roving focus: Tab reaches the selected row, arrows move
+    row.dataset.index = String(index);
+    row.setAttribute("aria-selected", "false");
+    const cells = [
+      String(displayRank(conformer, index)),
+      fmt(conformer.relative_energy_kcal_mol, 2),
+      fmt(conformer.energy_ev, 4),
+    ];
+    for (const text of cells) {
+      const cell = document.createElement("td");
+      cell.textContent = text;
+      row.append(cell);
+    }
+    row.addEventListener("click", () => select(index));
+    row.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" || e.key === " ") {
+        e.preventDefault();
+        select(index);
+      } else if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+        e.preventDefault();
+        const next = Math.min(doc.conformers.length - 1, Math.max(0, index + (e.key === "ArrowDown" ? 1 : -1)));
+        select(next);
+        $(`conformer-${next}`).focus();
+      }
+    });
+    page.tbody.append(row);
+  });
+}
+
+function select(index) {
+  const doc = current.doc;
+  const conformer = doc.conformers[index];
+  for (const row of page.tbody.rows) {
+    const selected = row.dataset.index === String(index);
+    row.setAttribute("aria-selected", String(selected));
+    row.tabIndex = selected ? 0 : -1;
+  }
+  viewer.show({ elements: doc.elements, positions: conformer.positions, bonds: doc.bonds });
+  page.caption.textContent =
+    `Conformer ${displayRank(conformer, index)} of ${doc.conformers.length}` +
+    (typeof conformer.relative_energy_kcal_mol === "number"
+      ? `, ΔE ${conformer.relative_energy_kcal_mol.toFixed(2)} kcal/mol`
+      : "") +
+    ". Drag to rotate, scroll to zoom.";
+}
+
+function render(request, doc) {
+  current = { request, doc };
+  page.resultSmiles.textContent = doc.smiles ?? request.smiles;
+  page.provenance.textContent = JSON.stringify({ checks: doc.checks, provenance: doc.provenance }, null, 2);
+  renderTable(doc);
+  page.results.hidden = false;
+  if (doc.conformers.length > 0) {
+    viewer.resetView(); // a new molecule: start from the default view (conformers of one share a view)
+    select(0);
+  } else {
+    viewer.clear();
+    page.caption.textContent = "No conformer passed the checks.";
+  }
+  page.download.disabled = doc.conformers.length === 0;
+}
+
+// "7 of 10 conformers returned; rejected: connectivity 3."
+function summary(doc) {
+  const c = doc.checks;
+  if (!c) return `${doc.conformers.length} conformers.`;
+  let text = `${c.returned} of ${c.requested} conformers returned`;
+  const rejected = Object.entries(c.rejected || {}).map(([reason, n]) => `${reason} ${n}`);
+  if (rejected.length) text += `; rejected: ${rejected.join(", ")}`;
+  if (c.pruned) text += `; ${c.pruned} pruned as duplicates`;
+  if (c.outside_energy_window) text += `; ${c.outside_energy_window} outside the energy window`;
+  return `${text}.`;
+}
+
+async function onSubmit(event) {
+  event.preventDefault();
+  clearError();
+  const request = readForm();
+  setBusy(true, "Sampling conformers…");
+  try {
+    const doc = await (await post(request)).json();
+    render(request, doc);
+    page.status.textContent = summary(doc);
+  } catch (exc) {
+    current = null; // the error is about this request: no older answer stays on show
+    page.results.hidden = true;
+    showError(exc);
+    page.status.textContent = "";
+  } finally {
+    page.submit.disabled = false;
+  }
+}
+
+// The same request (same seed, so the same conformers) as SDF, saved through a temporary link.
+async function onDownload() {
+  if (!current) return;
+  clearError();
+  setBusy(true, "Preparing the SDF…");
+  try {
+    const response = await post({ ...current.request, format: "sdf" });
+    const url = URL.createObjectURL(await response.blob());
+    const link = document.createElement("a");
+    link.href = url;
+    link.download = `${safeName(current.request.smiles)}.sdf`;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    page.status.textContent = "SDF downloaded.";
+  } catch (exc) {
+    showError(exc);
+    page.status.textContent = "";
+  } finally {
+    page.submit.disabled = false;
+    page.download.disabled = false;
+  }
+}
+
+function safeName(smiles) {
+  const name = smiles.replace(/[^A-Za-z0-9]+/g, "_").replace(/^_+|_+$/g, "").slice(0, 40);
+  return name ? `conformers_${name}` : "conformers";
+}
+
+// The energy models a request may choose, the conformer limit and the model's identity.
+async function loadModelInfo() {
+  const info = $("model-info");
+  try {
+    const response = await fetch("/v1/model");
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const model = await response.json();
+    const select = FIELDS.energy_model;
+    select.options[0].textContent = `server default (${model.default_energy_model})`;
+    for (const name of model.energy_models) select.add(new Option(name, name));
+    if (model.limits?.max_sync_conformers) FIELDS.num_conformers.max = String(model.limits.max_sync_conformers);
+    const m = model.model;
+    info.textContent =
+      `Model: ${m.checkpoint} (sha256 ${m.sha256.slice(0, 12)}…, ${m.training_rounds ?? "?"} training rounds ` +
+      `on ${m.training_energy_model ?? "?"}, ${m.integration_steps} integration steps)`;
+  } catch (exc) {
+    info.textContent = `Model: unavailable (${exc.message})`;
+  }
+}
+
+loadModelInfo();
+page.form.addEventListener("submit", onSubmit);
+page.download.addEventListener("click", onDownload);
