@@ -197,6 +197,7 @@ def run(
     out_dir: Path,
     command: str,
     label: str,
+    tag: str = "",
     request_timeout_s: float = 600.0,
 ) -> dict[str, Any]:
     import httpx
@@ -258,6 +259,7 @@ def run(
             "checkpoint": checkpoint.name,
             "checkpoint_sha256": file_sha256(checkpoint),
             "integration_steps": model["integration_steps"],
+            "sync_timeout_s": request_timeout_s,
         },
         "environment": {
             "cpus": os.cpu_count(),
@@ -290,9 +292,13 @@ def run(
         "smiles": smiles,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "service_load.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out_dir / "service_load.md").write_text(markdown(result))
+    (out_dir / f"{_stem(tag)}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / f"{_stem(tag)}.md").write_text(markdown(result))
     return result
+
+
+def _stem(tag: str) -> str:
+    return f"service_load_{tag}" if tag else "service_load"
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -311,7 +317,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Model: **{result['label']}** (`{c['checkpoint']}`, sha256 {c['checkpoint_sha256'][:12]}…, "
         f"{c['integration_steps']} integration steps); {c['sampling_threads']} sampling thread(s) × "
-        f"{c['torch_threads']} torch thread(s).",
+        f"{c['torch_threads']} torch thread(s); sync timeout {c['sync_timeout_s']:g} s (the service's default is "
+        "120 s: a request waiting longer would be a 504 there, and belongs in a job).",
         "",
         "| requests/s | p50 | p95 | p99 | max | answered | errors | lost | conformers returned / request |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -342,12 +349,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conformers", type=int, default=10, help="conformers per request")
     p.add_argument("--checkpoint", type=Path, default=None, help=f"default: {SHIPPED_CHECKPOINT}")
     p.add_argument("--tiny", action="store_true", help="train and use a tiny plumbing-only checkpoint (seconds)")
-    p.add_argument("--energy-model", default="mmff", help="scores the conformers (xtb single points are ~280x slower than mmff)")
+    p.add_argument(
+        "--energy-model", default="mmff", help="scores the conformers (xtb single points are ~280x slower than mmff)"
+    )
     p.add_argument("--sampling-threads", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch threads per sampling thread")
     p.add_argument("--molecules", type=int, default=50, help="distinct SMILES the clients cycle through")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
+    p.add_argument("--tag", default="", help="write service_load_TAG.{md,json} (default: service_load.{md,json})")
+    p.add_argument("--label", default=None, help="how the report names the model (default: from the checkpoint)")
 
 
 def run_from_args(args: argparse.Namespace, command: str) -> list[str]:
@@ -362,6 +373,7 @@ def run_from_args(args: argparse.Namespace, command: str) -> list[str]:
         if not checkpoint.is_file():
             raise FileNotFoundError(f"no checkpoint at {checkpoint}: pass --checkpoint PATH, or --tiny")
         label = "shipped model" if checkpoint.resolve() == SHIPPED_CHECKPOINT.resolve() else f"{checkpoint}"
+    label = args.label or label
     result = run(
         checkpoint=checkpoint,
         clients=args.clients,
@@ -375,13 +387,14 @@ def run_from_args(args: argparse.Namespace, command: str) -> list[str]:
         out_dir=args.out_dir,
         command=command,
         label=label,
+        tag=args.tag,
     )
     r, lat = result["results"], result["results"]["latency_s"]
     return [
         f"{result['label']}: {r['requests_per_second']:.2f} requests/s, p50 {lat['p50']:.2f} s, "
         f"p95 {lat['p95']:.2f} s, p99 {lat['p99']:.2f} s; {r['answered']} answered of {r['sent']} sent, "
         f"errors {r['errors'] or 'none'}, lost {r['lost']}; server count matches: {r['server_matches_clients']}",
-        f"wrote {args.out_dir / 'service_load.md'}",
+        f"wrote {args.out_dir / (_stem(args.tag) + '.md')}",
         f"reproduce: {command}",
     ]
 
