@@ -138,8 +138,9 @@ def add_train_parser(sub: Any, default_data: Path, repo_root: Path) -> None:
         type=Path,
         default=None,
         metavar="CKPT",
-        help="start from this conformer checkpoint's weights (same network), skipping the warm-up",
+        help="start from this conformer checkpoint's weights (same network); --warmup-steps 0 skips the warm-up",
     )
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     t.add_argument("--data-dir", type=Path, default=default_data)
     t.add_argument("--cache-dir", type=Path, default=repo_root / ".cache")
 
@@ -170,6 +171,12 @@ def cmd_train_conformers(args: argparse.Namespace) -> None:
     if net:
         changes["network"] = dataclasses.replace(config.network, **net)
     config = dataclasses.replace(config, **changes)
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            raise CliError("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
     for given in (args.resume, args.init_from):
         if given is not None and not given.exists():
             raise CliError(f"checkpoint not found: {given}")

@@ -166,8 +166,9 @@ def train_conformers(
 ) -> AdjointSamplingTrainer:
     """Warm-up (unless resuming past it), then RAM rounds until ``max_rounds`` or ``max_minutes``.
 
-    ``init_from`` starts a new run from another conformer checkpoint's control weights (same network) and
-    skips the warm-up: e.g. RAM fine-tuning of a warmed-up model under another energy model or budget."""
+    ``init_from`` starts a new run from another conformer checkpoint's control weights (same network, fresh
+    optimizer); the warm-up then runs only if ``warmup_steps > 0`` (0: straight to RAM fine-tuning, e.g. of a
+    warmed-up model under another energy model or budget)."""
     start = time.perf_counter()
     systems = training_systems(config, data_dir, seed)
     log.info(
@@ -187,53 +188,21 @@ def train_conformers(
         restore_trainer(trainer, payload)
         extra = dict(payload.get("extra", extra))
         log.info("resumed from %s at round %d", resume, trainer.round)
-    elif init_from is not None:
-        payload = load_checkpoint(init_from)
-        if payload.get("kind") != CHECKPOINT_KIND:
-            raise ValueError(f"{init_from} is not a conformer-sampler checkpoint")
-        source = ConformerRunConfig.from_dict(payload["config"])
-        if source.network != config.network:
-            raise ValueError(
-                f"{init_from} has network {source.network}, this run {config.network}: cannot start from its weights"
+    else:
+        if init_from is not None:
+            _load_control(trainer, config, init_from, extra)
+        if config.warmup_steps > 0:
+            _warm_up(
+                trainer,
+                config,
+                systems,
+                extra,
+                seed=seed,
+                cache_dir=cache_dir,
+                out=out,
+                checkpoint_every=checkpoint_every,
+                show_progress=show_progress,
             )
-        trainer.control.load_state_dict(payload["control"])
-        extra["init_from"] = {"path": str(init_from), "round": payload.get("round"), "extra": payload.get("extra")}
-        log.info("control initialised from %s; no warm-up", init_from)
-    elif config.warmup_steps > 0:
-        confs = embed_many(
-            [s.mol for s in systems],
-            config.warmup_conformers,
-            seed=seed,
-            workers=max(1, config.energy_workers),
-            cache_dir=cache_dir,
-            show_progress=show_progress,
-        )
-        batches = warmup_batches(systems, confs, config.warmup_batch, seed)
-        t0 = time.perf_counter()
-        losses = []
-        bar = tqdm(total=config.warmup_steps, desc="warm-up (bridge matching)", disable=not show_progress)
-        chunk = 50
-        for done in range(0, config.warmup_steps, chunk):
-            n = min(chunk, config.warmup_steps - done)
-            offset = done % len(batches)  # continue the cycle where the previous chunk stopped
-            rotated = batches[offset:] + batches[:offset]
-            losses.append(trainer.warmup_bridge_matching(rotated, n, normalized=True))
-            bar.update(n)
-            bar.set_postfix(loss=f"{losses[-1]:.3g}")
-            if out is not None and checkpoint_every > 0 and (done + n) % (chunk * checkpoint_every) == 0:
-                extra["warmup_loss"], extra["warmup_steps_done"] = losses, done + n
-                save_checkpoint(out, trainer, config.to_dict(), kind=CHECKPOINT_KIND, extra=extra)
-        bar.close()
-        extra["warmup_steps_done"] = config.warmup_steps
-        extra["warmup_loss"] = losses
-        extra["warmup_seconds"] = time.perf_counter() - t0
-        log.info(
-            "warm-up: %d steps in %.0f s, loss %.3g -> %.3g",
-            config.warmup_steps,
-            extra["warmup_seconds"],
-            losses[0],
-            losses[-1],
-        )
     bar = tqdm(total=config.max_rounds, initial=trainer.round, desc="RAM rounds", disable=not show_progress)
     try:
         while trainer.round < config.max_rounds and time.perf_counter() - start < 60.0 * config.max_minutes:
@@ -253,3 +222,70 @@ def train_conformers(
         if out is not None:
             save_checkpoint(out, trainer, config.to_dict(), kind=CHECKPOINT_KIND, extra=extra)
     return trainer
+
+
+def _load_control(
+    trainer: AdjointSamplingTrainer, config: ConformerRunConfig, path: Path, extra: dict[str, Any]
+) -> None:
+    """Start from another conformer checkpoint's control weights (same network; fresh optimizer)."""
+    payload = load_checkpoint(path)
+    if payload.get("kind") != CHECKPOINT_KIND:
+        raise ValueError(f"{path} is not a conformer-sampler checkpoint")
+    source = ConformerRunConfig.from_dict(payload["config"])
+    if source.network != config.network:
+        raise ValueError(
+            f"{path} has network {source.network}, this run {config.network}: cannot start from its weights"
+        )
+    trainer.control.load_state_dict(payload["control"])
+    extra["init_from"] = {"path": str(path), "round": payload.get("round"), "extra": payload.get("extra")}
+    log.info("control initialised from %s", path)
+
+
+def _warm_up(
+    trainer: AdjointSamplingTrainer,
+    config: ConformerRunConfig,
+    systems: list[MolecularSystem],
+    extra: dict[str, Any],
+    *,
+    seed: int,
+    cache_dir: Path | None,
+    out: Path | None,
+    checkpoint_every: int,
+    show_progress: bool,
+) -> None:
+    """Bridge matching on cached ETKDG conformers, in chunks of 50 steps; a snapshot every ``50 N`` steps."""
+    confs = embed_many(
+        [s.mol for s in systems],
+        config.warmup_conformers,
+        seed=seed,
+        workers=max(1, config.energy_workers),
+        cache_dir=cache_dir,
+        show_progress=show_progress,
+    )
+    batches = warmup_batches(systems, confs, config.warmup_batch, seed)
+    t0 = time.perf_counter()
+    losses: list[float] = []
+    bar = tqdm(total=config.warmup_steps, desc="warm-up (bridge matching)", disable=not show_progress)
+    chunk = 50
+    for done in range(0, config.warmup_steps, chunk):
+        n = min(chunk, config.warmup_steps - done)
+        offset = done % len(batches)  # continue the cycle where the previous chunk stopped
+        rotated = batches[offset:] + batches[:offset]
+        losses.append(trainer.warmup_bridge_matching(rotated, n, normalized=True))
+        bar.update(n)
+        bar.set_postfix(loss=f"{losses[-1]:.3g}")
+        if out is not None and checkpoint_every > 0 and (done + n) % (chunk * checkpoint_every) == 0:
+            extra["warmup_loss"], extra["warmup_steps_done"] = losses, done + n
+            extra["warmup_seconds"] = time.perf_counter() - t0
+            save_checkpoint(out, trainer, config.to_dict(), kind=CHECKPOINT_KIND, extra=extra)
+    bar.close()
+    extra["warmup_steps_done"] = config.warmup_steps
+    extra["warmup_loss"] = losses
+    extra["warmup_seconds"] = time.perf_counter() - t0
+    log.info(
+        "warm-up: %d steps in %.0f s, loss %.3g -> %.3g",
+        config.warmup_steps,
+        extra["warmup_seconds"],
+        losses[0],
+        losses[-1],
+    )
