@@ -32,6 +32,7 @@ class ServiceSettings(BaseSettings):
         redis_prefix: prefix of every Redis key (isolates deployments sharing one Redis).
         energy_model: what scores (and relaxes) conformers when a request names none.
         energy_models: the models a request may choose.
+        device: where the network runs (``cpu``, ``cuda``, ``cuda:1``).
         sampling_threads: concurrent sampling computations (sync requests and job molecules share them).
         torch_threads: torch intra-op threads per sampling thread (``None``: torch's default, all cores);
             keep ``sampling_threads * torch_threads`` at most the cores: oversubscription is very slow.

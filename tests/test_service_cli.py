@@ -53,7 +53,7 @@ def served(tiny_conformer_checkpoint: Path, redis_url: str) -> Iterator[tuple[st
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
-            if "service ready at" in line:
+            if line.strip().startswith("curl "):  # printed right after "service ready at URL"
                 ready.set()
 
     threading.Thread(target=read, daemon=True).start()
