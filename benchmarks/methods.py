@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from rdkit import Chem, rdBase
-from rdkit.Chem import rdForceFieldHelpers
+from rdkit import Chem
 
 from molecules.etkdg import embed
 from molecules.structures import with_conformers
@@ -185,22 +184,17 @@ class RdkitMmffOptimizer:
         return self.variant.lower()
 
     def refine(self, mol: Chem.Mol) -> Refined:
+        from energy.mmff import mmff_optimize
+
         out = Chem.Mol(mol)
-        if out.GetNumConformers() == 0:
-            return Refined(out)
-        with rdBase.BlockLogs():
-            props = rdForceFieldHelpers.MMFFGetMoleculeProperties(out, mmffVariant=self.variant)
-        if props is None:
+        try:
+            results = mmff_optimize(out, max_iters=self.max_iters, variant=self.variant, threads=self.threads)
+        except ValueError:
             return Refined(
                 with_conformers(mol, np.zeros((0, mol.GetNumAtoms(), 3))),
                 (f"no {self.variant} parameters",) * mol.GetNumConformers(),
             )
-        with rdBase.BlockLogs():
-            results = rdForceFieldHelpers.MMFFOptimizeMoleculeConfs(
-                out, numThreads=self.threads, maxIters=self.max_iters, mmffVariant=self.variant
-            )
-        not_converged = sum(1 for flag, _ in results if flag == 1)
-        return Refined(out, (), not_converged)
+        return Refined(out, (), sum(1 for converged, _ in results if not converged))
 
     def close(self) -> None:
         return None

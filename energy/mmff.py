@@ -30,14 +30,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from rdkit import Chem
+from rdkit import Chem, rdBase
 from rdkit.Chem import rdForceFieldHelpers
 
 from energy.protocol import EnergyResult, Structures
 from energy.units import KCAL_PER_MOL_IN_EV
 from energy.validation import Evaluated, StructureLimits, assemble_result, atom_slices, structure_problems
 
-__all__ = ["KCAL_PER_MOL_IN_EV", "MMFF_ELEMENTS", "MmffEnergy", "mmff_typing_problem"]
+__all__ = ["KCAL_PER_MOL_IN_EV", "MMFF_ELEMENTS", "MmffEnergy", "mmff_optimize", "mmff_typing_problem"]
 
 #: 1 kcal/mol in eV: 4184 J / (N_A e), exact with the 2019 SI constants.
 
@@ -237,3 +237,29 @@ class MmffEnergy:
             except (RuntimeError, ValueError) as exc:  # an RDKit failure on one molecule spares the others
                 outcomes.append(f"RDKit failed: {exc}")
         return assemble_result(structures, outcomes)
+
+
+def mmff_optimize(
+    mol: Chem.Mol, *, max_iters: int = 200, variant: str = "MMFF94", threads: int = 1
+) -> list[tuple[bool, float]]:
+    """RDKit's ``MMFFOptimizeMoleculeConfs`` on every conformer of ``mol``, in place: the force field is
+    built from ``mol``'s own bond graph, so it pulls each conformer towards that connectivity (bond
+    lengths and angles) whatever its starting geometry. Returns ``(converged, energy in kcal/mol)`` per
+    conformer.
+
+    Raises:
+        ValueError: ``mol`` has atoms MMFF cannot type (the message names them).
+    """
+    if variant not in _VARIANTS:
+        raise ValueError(f"unknown MMFF variant {variant!r}; choose one of {_VARIANTS}")
+    if mol.GetNumConformers() == 0:
+        return []
+    with rdBase.BlockLogs():
+        props = rdForceFieldHelpers.MMFFGetMoleculeProperties(mol, mmffVariant=variant)
+    if props is None:
+        raise ValueError(f"{variant} cannot type this molecule: {mmff_typing_problem(mol, variant) or 'no parameters'}")
+    with rdBase.BlockLogs():
+        results = rdForceFieldHelpers.MMFFOptimizeMoleculeConfs(
+            mol, numThreads=threads, maxIters=max_iters, mmffVariant=variant
+        )
+    return [(flag == 0, float(energy)) for flag, energy in results]

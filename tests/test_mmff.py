@@ -268,3 +268,30 @@ def test_untypable_valence_names_the_problem() -> None:
     result = MmffEnergy().evaluate(conformer_structures(mol))
     assert not bool(result.valid[0])
     assert result.reasons[0] is not None and "could not assign atom types" in result.reasons[0]
+
+
+def test_mmff_optimize_restores_the_bond_graph_of_a_distorted_conformer() -> None:
+    from rdkit.Chem import rdDistGeom
+
+    from energy.mmff import mmff_optimize
+    from molecules.validity import check_conformer, stereo_spec
+
+    mol = Chem.AddHs(Chem.MolFromSmiles("C[C@H](N)C(=O)O"))
+    rdDistGeom.EmbedMultipleConfs(mol, 3, randomSeed=11)
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for conf in mol.GetConformers():  # 0.25 Å noise on every coordinate: the bond perception fails
+        pos = conf.GetPositions() + rng.normal(0.0, 0.25, (mol.GetNumAtoms(), 3))
+        for i, p in enumerate(pos):
+            conf.SetAtomPosition(i, p.tolist())
+    spec = stereo_spec(mol)
+    before = [check_conformer(mol, c.GetPositions(), spec).ok for c in mol.GetConformers()]
+    results = mmff_optimize(mol, max_iters=500)
+    after = [check_conformer(mol, c.GetPositions(), spec).ok for c in mol.GetConformers()]
+    assert not all(before) and all(after)
+    assert len(results) == 3 and all(converged for converged, _ in results)
+    with pytest.raises(ValueError, match="cannot type"):
+        borane = Chem.AddHs(Chem.MolFromSmiles("CB(C)C"))  # MMFF94 has no boron types
+        rdDistGeom.EmbedMolecule(borane, randomSeed=3)
+        mmff_optimize(borane)
