@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="for a SMILES with several fragments (salt, solvent): sample the largest (default: refuse)",
     )
     s.add_argument(
+        "--repair",
+        action="store_true",
+        help="MMFF94-optimize the raw samples from the SMILES's bond graph before the checks",
+    )
+    s.add_argument(
         "--refine",
         type=int,
         default=0,

@@ -87,6 +87,7 @@ def sample_conformers(args: argparse.Namespace, default_checkpoint: Path) -> Non
         energy_window=args.energy_window,
         fragments="largest" if args.largest_fragment else "reject",
         refine_rounds=args.refine,
+        repair=args.repair,
     )
     try:
         result = sampler.sample(request)
@@ -167,7 +168,7 @@ def cmd_train_conformers(args: argparse.Namespace) -> None:
     if args.layers is not None:
         net["num_layers"] = args.layers
     if args.hidden is not None:
-        net["hidden"] = args.hidden
+        net["scalars" if args.network == "tensor-product" else "hidden"] = args.hidden
     if net:
         changes["network"] = dataclasses.replace(config.network, **net)
     config = dataclasses.replace(config, **changes)

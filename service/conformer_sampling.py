@@ -50,6 +50,8 @@ class SamplingRequest:
     energy_window: float | None = None  # kcal/mol above the lowest
     fragments: str = "reject"  # or "largest": see molecules.smiles.mol_from_smiles
     refine_rounds: int = 0  # test-time Adjoint Sampling: RAM rounds on this molecule alone before sampling
+    repair: bool = False  # MMFF94 optimization from the input's bond graph before the checks
+    repair_iters: int = 200
 
 
 @dataclass
@@ -62,6 +64,8 @@ class SampledConformers:
     rejected: dict[str, int] = field(default_factory=dict)
     pruned: int = 0
     outside_window: int = 0
+    repaired: int = 0
+    repair_skipped: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -75,6 +79,8 @@ class SampledConformers:
             "rejected": dict(self.rejected),
             "pruned": self.pruned,
             "outside_energy_window": self.outside_window,
+            "repaired": self.repaired,
+            **({"repair_skipped": self.repair_skipped} if self.repair_skipped else {}),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
         }
 
@@ -164,6 +170,11 @@ class ConformerSampler:
             t0 = time.perf_counter()
         raw = self._integrate(system.graph, request.num_conformers, request.steps, request.seed, control)
         timings["sample"] = time.perf_counter() - t0
+        repaired, repair_skipped = 0, None
+        if request.repair:
+            t0 = time.perf_counter()
+            raw, repaired, repair_skipped = _repair(mol, raw, request.repair_iters)
+            timings["repair"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         spec = stereo_spec(mol)
@@ -180,7 +191,12 @@ class ConformerSampler:
                 rejected[key] = rejected.get(key, 0) + 1
         timings["check"] = time.perf_counter() - t0
         out = SampledConformers(
-            mol=with_conformers(mol, accepted), energies_ev=[], reflected=reflected, rejected=rejected
+            mol=with_conformers(mol, accepted),
+            energies_ev=[],
+            reflected=reflected,
+            rejected=rejected,
+            repaired=repaired,
+            repair_skipped=repair_skipped,
         )
         if not accepted or self.energy is None:
             out.seconds = timings
@@ -240,6 +256,21 @@ class ConformerSampler:
                 rejected[key] = rejected.get(key, 0) + 1
         keep = valid & np.isfinite(energies)
         return energies, positions, keep
+
+
+def _repair(mol: Chem.Mol, raw: np.ndarray, max_iters: int) -> tuple[np.ndarray, int, str | None]:
+    """MMFF94 optimization of the raw samples from ``mol``'s own bond graph (it restores bond lengths and
+    angles; it cannot undo a wrong stereo centre or a ring threaded through another, which the checks
+    still catch). A molecule MMFF cannot type keeps its raw samples, with the reason."""
+    from energy.mmff import mmff_optimize
+
+    work = with_conformers(mol, list(raw))
+    try:
+        mmff_optimize(work, max_iters=max_iters)
+    except ValueError as exc:
+        log.info("repair skipped: %s", exc)
+        return raw, 0, str(exc)
+    return np.stack([c.GetPositions() for c in work.GetConformers()]), len(raw), None
 
 
 def _prune(mol: Chem.Mol, positions: list[np.ndarray], threshold: float) -> list[int]:

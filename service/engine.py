@@ -148,6 +148,7 @@ class SamplingEngine:
             num_conformers=num_conformers,
             seed=options.seed,
             relax=options.relax,
+            repair=options.repair,
             prune_rms=options.prune_rms,
             energy_window=options.energy_window,
         )
@@ -240,11 +241,13 @@ def build_response(
             reflected=summary["reflected"],
             pruned=summary["pruned"],
             outside_energy_window=summary["outside_energy_window"],
+            repaired=summary["repaired"],
         ),
         provenance=Provenance(
             model=info,
             energy_model=energy_model,
             relaxed=request.relax,
+            repaired=request.repair,
             seed=request.seed,
             timings_s=summary["seconds"],
         ),

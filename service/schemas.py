@@ -87,6 +87,13 @@ class SamplingOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     relax: bool = Field(False, description="locally minimize every conformer with the energy model")
+    repair: bool = Field(
+        True,
+        description=(
+            "MMFF94-optimize the raw samples from the SMILES's own bond graph before the connectivity and stereo "
+            "checks (restores bond lengths and angles; false returns only the network's own valid samples)"
+        ),
+    )
     energy_model: str | None = Field(
         None, max_length=64, description="scores (and relaxes) conformers; default: the server's (see GET /v1/model)"
     )
@@ -147,6 +154,7 @@ class Checks(BaseModel):
     reflected: int = Field(description="mirror images reflected back to the requested stereochemistry")
     pruned: int
     outside_energy_window: int
+    repaired: int = Field(0, description="raw samples MMFF94-optimized before the checks (see `repair`)")
 
 
 class ModelInfo(BaseModel):
@@ -164,6 +172,7 @@ class Provenance(BaseModel):
     model: ModelInfo
     energy_model: str
     relaxed: bool
+    repaired: bool
     seed: int
     timings_s: dict[str, float]
 

@@ -177,3 +177,14 @@ def test_refine_fine_tunes_a_copy_on_the_requested_molecule(tiny_checkpoint: Pat
     assert "refine" in result.seconds and result.num_conformers + sum(result.rejected.values()) == 4
     with pytest.raises(ValueError, match="needs an energy model"):
         ConformerSampler(tiny_checkpoint).refined_control(mol, 1, seed=0)
+
+
+def test_repair_optimizes_every_raw_sample_before_the_checks(tiny_checkpoint: Path) -> None:
+    sampler = ConformerSampler(tiny_checkpoint)
+    plain = sampler.sample(SamplingRequest(smiles="OCC(=O)N", num_conformers=5, seed=4))
+    fixed = sampler.sample(SamplingRequest(smiles="OCC(=O)N", num_conformers=5, seed=4, repair=True, repair_iters=500))
+    assert plain.repaired == 0 and fixed.repaired == 5 and "repair" in fixed.seconds
+    assert fixed.num_conformers + sum(fixed.rejected.values()) == 5
+    assert fixed.num_conformers >= plain.num_conformers  # MMFF restores the bond graph the tiny model misses
+    boron = sampler.sample(SamplingRequest(smiles="CB(C)C", num_conformers=2, seed=4, repair=True))
+    assert boron.repaired == 0 and boron.repair_skipped and "cannot type" in boron.repair_skipped
