@@ -138,12 +138,17 @@ def test_sync_json_sorted_with_checks_and_provenance(api: httpx.Client) -> None:
 
 
 def test_sync_mostly_rejected_still_answers_with_reasons(api: httpx.Client) -> None:
-    r = api.post("/v1/conformers", json={"smiles": DRUG, "num_conformers": 6, "relax": True, "prune_rms": 0.5})
+    request = {"smiles": DRUG, "num_conformers": 6, "relax": True, "prune_rms": 0.5, "repair": False}
+    r = api.post("/v1/conformers", json=request)
     assert r.status_code == 200
     checks = r.json()["checks"]
     assert checks["returned"] + sum(checks["rejected"].values()) + checks["pruned"] == 6
-    if checks["returned"] < 6:
+    assert checks["repaired"] == 0 and r.json()["provenance"]["repaired"] is False
+    if checks["returned"] + checks["pruned"] < 6:
         assert checks["rejected"]  # the tiny model's failures are reported, not hidden
+    repaired = api.post("/v1/conformers", json={**request, "repair": True}).json()["checks"]
+    assert repaired["repaired"] == 6
+    assert repaired["returned"] + sum(repaired["rejected"].values()) + repaired["pruned"] == 6
 
 
 def test_sync_sdf_and_xyz_read_back(api: httpx.Client) -> None:
