@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from sampler.networks import describe_network, network_from_dict
 from service.checkpoint import load_checkpoint
 
 __all__ = ["main", "plot_curves"]
@@ -98,10 +99,9 @@ def plot_conformer_curves(payload: dict[str, Any], path: Path) -> Path:
             ax.set_xlabel("RAM round")
             ax.set_ylabel(label)
     config = payload["config"]
-    net = config["network"]
+    net = describe_network(network_from_dict(config["network"]))
     fig.suptitle(
-        f"conformer sampler: EGNN {net['num_layers']}x{net['hidden']},\n{config['num_molecules']} training molecules, "
-        f"energy {config['energy_model']}",
+        f"conformer sampler: {net},\n{config['num_molecules']} training molecules, energy {config['energy_model']}",
         fontsize=10,
     )
     fig.tight_layout()

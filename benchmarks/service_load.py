@@ -48,9 +48,11 @@ def tiny_conformer_config() -> Any:
     import dataclasses
 
     from molecules.dataset import MoleculeFilter
+    from sampler.egnn import EGNNConfig
     from service.conformer_training import ConformerRunConfig
 
     base = ConformerRunConfig()
+    assert isinstance(base.network, EGNNConfig)  # the default network
     return dataclasses.replace(
         base,
         energy_model="mmff",

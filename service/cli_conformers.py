@@ -124,8 +124,14 @@ def add_train_parser(sub: Any, default_data: Path, repo_root: Path) -> None:
     t.add_argument("--warmup-steps", type=int, default=None)
     t.add_argument("--rounds", type=int, default=None, help="RAM rounds (sets the learning-rate schedule)")
     t.add_argument("--minutes", type=float, default=None, help="stop after this much wall time")
+    t.add_argument(
+        "--network",
+        choices=("egnn", "tensor-product"),
+        default="egnn",
+        help="control network: the EGNN (default) or the e3nn tensor-product network",
+    )
     t.add_argument("--layers", type=int, default=None)
-    t.add_argument("--hidden", type=int, default=None)
+    t.add_argument("--hidden", type=int, default=None, help="EGNN width, or the tensor product's 0e channels")
     t.add_argument(
         "--checkpoint-every",
         type=int,
@@ -150,9 +156,11 @@ def cmd_train_conformers(args: argparse.Namespace) -> None:
     import dataclasses
 
     from service.cli import CliError
-    from service.conformer_training import ConformerRunConfig, train_conformers
+    from service.conformer_training import ConformerRunConfig, tensor_product_network, train_conformers
 
     config = ConformerRunConfig()
+    if args.network == "tensor-product":
+        config = dataclasses.replace(config, network=tensor_product_network())
     changes: dict[str, Any] = {}
     if args.energy_model is not None:
         changes["energy_model"] = args.energy_model

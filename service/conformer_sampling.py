@@ -25,7 +25,7 @@ from molecules.graph import molecular_system
 from molecules.smiles import mol_from_smiles
 from molecules.structures import conformer_structures, with_conformers
 from molecules.validity import check_conformer, stereo_spec
-from sampler.egnn import EGNNControl
+from sampler.networks import build_control
 from sampler.state import collate
 from service.checkpoint import load_checkpoint
 from service.conformer_training import CHECKPOINT_KIND, ConformerRunConfig
@@ -93,7 +93,7 @@ class ConformerSampler:
         if payload.get("kind") != CHECKPOINT_KIND:
             raise ValueError(f"{checkpoint} is a {payload.get('kind')!r} checkpoint, not a conformer sampler")
         self.config = ConformerRunConfig.from_dict(payload["config"])
-        self.control = EGNNControl(self.config.network)
+        self.control = build_control(self.config.network)
         self.control.load_state_dict(payload["control"])
         self.control.eval().to(device)
         self.device = device

@@ -24,14 +24,22 @@ from molecules.etkdg import embed_many
 from molecules.features import ATOM_FEATURES, PAIR_FEATURES
 from molecules.graph import MolecularSystem, molecular_system
 from molecules.smiles import mol_from_smiles
-from sampler.egnn import EGNNConfig, EGNNControl
+from sampler.egnn import EGNNConfig
+from sampler.networks import ControlConfig, build_control, network_from_dict, network_to_dict
 from sampler.schedule import GeometricNoiseSchedule
 from sampler.state import SystemBatch, collate
+from sampler.tensor_product import TensorProductConfig
 from sampler.trainer import AdjointSamplingTrainer, TrainerConfig
 from service.checkpoint import load_checkpoint, restore_trainer, save_checkpoint
 from service.synthetic import GridConfig
 
-__all__ = ["ConformerRunConfig", "build_conformer_trainer", "train_conformers", "warmup_batches"]
+__all__ = [
+    "ConformerRunConfig",
+    "build_conformer_trainer",
+    "tensor_product_network",
+    "train_conformers",
+    "warmup_batches",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +55,8 @@ class ConformerRunConfig:
             process pool where the model has one.
         training_smiles: SPICE-format TSV of training SMILES (relative paths are relative to ``data_dir``).
         num_molecules: how many filtered training molecules to train on (a seeded random subset).
+        network: the control network, an EGNN (default) or a tensor-product config (stored with a ``kind``
+            tag; untagged = EGNN, see :mod:`sampler.networks`).
         warmup_conformers, warmup_steps, warmup_batch: ETKDG conformers per molecule, bridge-matching steps
             and graphs per step of the warm-up (0 steps = no warm-up: pure Adjoint Sampling).
         max_rounds, max_minutes: the RAM budget (rounds set the learning-rate schedule).
@@ -60,7 +70,7 @@ class ConformerRunConfig:
     schedule: GeometricNoiseSchedule = field(
         default_factory=lambda: GeometricNoiseSchedule(sigma_min=1e-3, sigma_max=1.0)
     )
-    network: EGNNConfig = field(
+    network: ControlConfig = field(
         default_factory=lambda: EGNNConfig(
             node_features=ATOM_FEATURES, edge_features=PAIR_FEATURES, num_layers=4, hidden=64, coordinate_range=1.0
         )
@@ -87,7 +97,7 @@ class ConformerRunConfig:
     max_minutes: float = 60.0
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "network": network_to_dict(self.network)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ConformerRunConfig:
@@ -96,7 +106,7 @@ class ConformerRunConfig:
             **{k: v for k, v in d.items() if k not in _NESTED},
             selection=MoleculeFilter(**{**d["selection"], "elements": tuple(d["selection"]["elements"])}),
             schedule=GeometricNoiseSchedule(**d["schedule"]),
-            network=EGNNConfig(**d["network"]),
+            network=network_from_dict(d["network"]),
             trainer=TrainerConfig(**d["trainer"]),
             train_grid=GridConfig(**d["train_grid"]),
             eval_grid=GridConfig(**d["eval_grid"]),
@@ -104,6 +114,14 @@ class ConformerRunConfig:
 
 
 _NESTED = {"selection", "schedule", "network", "trainer", "train_grid", "eval_grid"}
+
+
+def tensor_product_network() -> TensorProductConfig:
+    """The e3nn tensor-product alternative to the default EGNN 4x64, of a similar parameter count
+    (``benchmarks/results/control_networks.md``)."""
+    return TensorProductConfig(
+        node_features=ATOM_FEATURES, edge_features=PAIR_FEATURES, num_layers=4, scalars=48, vectors=16, radial_hidden=48
+    )
 
 
 def training_systems(config: ConformerRunConfig, data_dir: Path, seed: int) -> list[MolecularSystem]:
@@ -126,7 +144,7 @@ def build_conformer_trainer(
     options = {"workers": config.energy_workers} if config.energy_model in ("xtb", "gfn1-xtb") else {}
     model = build_energy_model(config.energy_model, **{**options, **(energy_options or {})})
     return AdjointSamplingTrainer(
-        control=EGNNControl(config.network),
+        control=build_control(config.network),
         target=EnergyTarget(model=model, chemistry={s.system_id: s.chemistry for s in systems}),
         buffer=InMemoryReplayBuffer(config.buffer_capacity),
         schedule=config.schedule,
