@@ -16,13 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 from rdkit import Chem
 
-from molecules.etkdg import embed
-from molecules.smiles import mol_from_smiles
-from service.conformer_sampling import ConformerSampler, SampledConformers, SamplingRequest
 from service.settings import ServiceSettings
 from tests.helpers import live_server
 
@@ -55,19 +51,6 @@ def _chromium_or_skip() -> Path:
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
-class EtkdgPositions(ConformerSampler):
-    """The tiny checkpoint's sampler with ETKDG positions in place of the network's: a network trained for
-    seconds gets almost no ethanol or aspirin conformer through the checks, and the page needs several.
-    Everything after the positions stays real (checks, MMFF energies, sorting, SDF, HTTP)."""
-
-    def sample(self, request: SamplingRequest) -> SampledConformers:
-        self.smiles = request.smiles  # each request samples on its own copy (``with_energy``)
-        return super().sample(request)
-
-    def _integrate(self, system_graph: Any, count: int, steps: int | None, seed: int, *args: Any) -> np.ndarray:
-        return embed(mol_from_smiles(self.smiles), count, seed=seed + 1)
-
-
 @pytest.fixture(scope="module")
 def server(tiny_conformer_checkpoint: Path, redis_url: str) -> Iterator[str]:
     settings = ServiceSettings(
@@ -80,10 +63,9 @@ def server(tiny_conformer_checkpoint: Path, redis_url: str) -> Iterator[str]:
         torch_threads=1,
         inprocess_workers=0,
     )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("service.engine.ConformerSampler", EtkdgPositions)
-        with live_server(settings) as url:
-            yield url
+    # the network's own samples, repaired by MMFF94 from the SMILES's bond graph (the service's default)
+    with live_server(settings) as url:
+        yield url
 
 
 @dataclass
