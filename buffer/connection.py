@@ -111,7 +111,11 @@ def connect(settings: RedisSettings) -> redis.Redis:
                     wait = settings.backoff_s(attempt)
                     log.warning(
                         "Redis at %s unreachable (attempt %d/%d): %s; retrying in %.2f s",
-                        where, attempt, settings.max_attempts, exc, wait,
+                        where,
+                        attempt,
+                        settings.max_attempts,
+                        exc,
+                        wait,
                     )
                     time.sleep(wait)
     finally:

@@ -205,8 +205,13 @@ class ResidentRedisReplayBuffer(RedisReplayBuffer):
     REFERENCE = "redis-buffer-reference"
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": self.REFERENCE, "capacity": self.capacity, "name": self.name,
-                "length": len(self), "total_pushed": self.total_pushed}
+        return {
+            "kind": self.REFERENCE,
+            "capacity": self.capacity,
+            "name": self.name,
+            "length": len(self),
+            "total_pushed": self.total_pushed,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("kind") != self.REFERENCE:
@@ -224,8 +229,15 @@ class ResidentRedisReplayBuffer(RedisReplayBuffer):
             log.warning(
                 "replay buffer %r holds %d entries (%d ever pushed) but the checkpoint saw %d pushed: Redis lost "
                 "data (persistence off, or a different server?); training continues and refills it",
-                self.name, now, pushed, state["total_pushed"],
+                self.name,
+                now,
+                pushed,
+                state["total_pushed"],
             )
         else:
-            log.info("replay buffer %r intact in Redis: %d entries (%d pushed since the checkpoint)",
-                     self.name, now, pushed - int(state["total_pushed"]))
+            log.info(
+                "replay buffer %r intact in Redis: %d entries (%d pushed since the checkpoint)",
+                self.name,
+                now,
+                pushed - int(state["total_pushed"]),
+            )

@@ -185,7 +185,8 @@ def _worker_energy(args: argparse.Namespace) -> None:
         model = DelayedEnergy(model, args.artificial_cost_ms / 1000.0)
     client, keys = _connect(args)
     config = EnergyWorkerConfig(
-        jobs_per_claim=args.jobs_per_claim, reclaim_idle_ms=int(1000 * args.reclaim_idle_s),
+        jobs_per_claim=args.jobs_per_claim,
+        reclaim_idle_ms=int(1000 * args.reclaim_idle_s),
         **({"consumer": args.consumer} if args.consumer else {}),
     )
     try:
@@ -198,8 +199,10 @@ def _worker_energy(args: argparse.Namespace) -> None:
         close = getattr(getattr(model, "model", model), "close", None)  # e.g. xtb's worker processes
         if callable(close):
             close()
-    print(f"jobs done {stats.jobs_done}, duplicates dropped {stats.jobs_duplicate}, failed {stats.jobs_failed}, "
-          f"structures {stats.structures}, {stats.evaluate_seconds:.1f} s evaluating")
+    print(
+        f"jobs done {stats.jobs_done}, duplicates dropped {stats.jobs_duplicate}, failed {stats.jobs_failed}, "
+        f"structures {stats.structures}, {stats.evaluate_seconds:.1f} s evaluating"
+    )
 
 
 def _run_config(args: argparse.Namespace) -> Any:
@@ -207,12 +210,14 @@ def _run_config(args: argparse.Namespace) -> Any:
 
     cfg = PRESETS[args.system]
     trainer = {
-        k: v for k, v in {
+        k: v
+        for k, v in {
             "samples_per_round": args.samples_per_round,
             "initial_samples": args.initial_samples,
             "grad_steps_per_round": args.grad_steps,
             "batch_size": args.batch_size,
-        }.items() if v is not None
+        }.items()
+        if v is not None
     }
     network = {k: v for k, v in {"hidden": args.hidden, "num_layers": args.layers}.items() if v is not None}
     changes: dict[str, Any] = {
@@ -233,8 +238,11 @@ def _worker_train(args: argparse.Namespace) -> None:
     try:
         run_config = _run_config(args)
         config = TrainerWorkerConfig(
-            run=args.run or args.system, job_size=args.job_size, max_lag_rounds=args.max_lag,
-            checkpoint_every=args.checkpoint_every, wait_timeout_s=args.wait_timeout,
+            run=args.run or args.system,
+            job_size=args.job_size,
+            max_lag_rounds=args.max_lag,
+            checkpoint_every=args.checkpoint_every,
+            wait_timeout_s=args.wait_timeout,
         )
         ctx = DistributedContext.from_env()
     except ValueError as exc:
@@ -244,8 +252,16 @@ def _worker_train(args: argparse.Namespace) -> None:
     with _redis_errors(args), _stop_on_signals() as stop:
         try:
             trainer = run_trainer_worker(
-                run_config, config, client=client, out=args.out, seed=args.seed, max_rounds=args.rounds,
-                reset_buffer=args.reset_buffer, keys=keys, ctx=ctx, stop=stop,
+                run_config,
+                config,
+                client=client,
+                out=args.out,
+                seed=args.seed,
+                max_rounds=args.rounds,
+                reset_buffer=args.reset_buffer,
+                keys=keys,
+                ctx=ctx,
+                stop=stop,
             )
         except (ValueError, TimeoutError) as exc:
             raise CliError(str(exc)) from exc
@@ -279,8 +295,10 @@ def cmd_redis(args: argparse.Namespace) -> None:
         print("stopped" if server.stop() else f"no embedded Redis running in {server.config.data_dir}")
     elif server.is_running():
         info: Any = server.client().info()
-        print(f"running: {server.url} (pid {server.pid()}), {info.get('used_memory_human')} used, "
-              f"data in {server.config.data_dir}")
+        print(
+            f"running: {server.url} (pid {server.pid()}), {info.get('used_memory_human')} used, "
+            f"data in {server.config.data_dir}"
+        )
     else:
         print(f"not running (data directory {server.config.data_dir})")
 
@@ -290,12 +308,20 @@ def cmd_bench_redis(args: argparse.Namespace) -> None:
 
     command = "adjoint-sampling " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = run(
-        model=args.model, jobs=args.jobs, job_size=args.job_size, repeats=args.repeats, out_dir=args.out_dir,
-        command=command, artificial_cost_ms=args.artificial_cost_ms, throughput_repeats=args.throughput_repeats,
+        model=args.model,
+        jobs=args.jobs,
+        job_size=args.job_size,
+        repeats=args.repeats,
+        out_dir=args.out_dir,
+        command=command,
+        artificial_cost_ms=args.artificial_cost_ms,
+        throughput_repeats=args.throughput_repeats,
     )
     for workers, t in result["throughput"]["workers"].items():
-        print(f"{workers} energy worker(s): {t['median_per_s']:.1f} structures/s via Redis, "
-              f"{t['median_raw_per_s']:.1f} for the raw model ({result['model']})")
+        print(
+            f"{workers} energy worker(s): {t['median_per_s']:.1f} structures/s via Redis, "
+            f"{t['median_raw_per_s']:.1f} for the raw model ({result['model']})"
+        )
     for label, v in result["latency"].items():
         print(f"{label}: push 64 {v['push_64']['median_ms']:.2f} ms, sample 64 {v['sample_64']['median_ms']:.2f} ms")
     print(f"wrote {args.out_dir / 'redis_buffer.md'}\nreproduce: {command}")

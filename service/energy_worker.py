@@ -129,9 +129,7 @@ def evaluate_job(model: EnergyModel, job: EvaluationJob) -> tuple[ReplaySamples 
     batch = _system_batch(s, job.system_ids)
     spec = job.adjoint
     forces = torch.where(torch.isfinite(result.forces), result.forces, 0.0).to(dtype)
-    target = adjoint_target(
-        batch, -forces, schedule=spec.schedule, tau=spec.tau, max_grad_norm=spec.max_grad_norm
-    )
+    target = adjoint_target(batch, -forces, schedule=spec.schedule, tau=spec.tau, max_grad_norm=spec.max_grad_norm)
     row_ok = torch.isfinite(target).all(-1)
     bad_rows = torch.zeros(batch.num_graphs, dtype=torch.long).index_add_(0, batch.batch, (~row_ok).long())
     graph_ok = bad_rows == 0

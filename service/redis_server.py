@@ -167,8 +167,13 @@ class EmbeddedRedis:
                     raise RuntimeError(f"the embedded Redis server did not start in {cfg.data_dir}:\n{tail}")
                 time.sleep(0.02)
         tcp = f" and 127.0.0.1:{cfg.port}" if cfg.port else ""
-        log.info("started embedded Redis (pid %s) at %s%s, data in %s; stop it with `adjoint-sampling redis stop`",
-                 self.pid(), self.url, tcp, cfg.data_dir)
+        log.info(
+            "started embedded Redis (pid %s) at %s%s, data in %s; stop it with `adjoint-sampling redis stop`",
+            self.pid(),
+            self.url,
+            tcp,
+            cfg.data_dir,
+        )
         return self.url
 
     def stop(self, timeout_s: float = 10.0) -> bool:

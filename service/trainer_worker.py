@@ -175,8 +175,9 @@ class RedisAlternation:
                 )
             if now - last_report > 10.0:
                 left = sum(1 for s in statuses if s is not None and not s.state.finished)
-                log.info("waiting for %d of %d evaluation jobs (stream backlog %d)", left, len(job_ids),
-                         self.queue.backlog())
+                log.info(
+                    "waiting for %d of %d evaluation jobs (stream backlog %d)", left, len(job_ids), self.queue.backlog()
+                )
                 last_report = now
             time.sleep(self.config.poll_interval_s)
 
@@ -201,8 +202,14 @@ class RedisAlternation:
         valid = sum(s.valid for s in finished)
         mean_e = sum(s.energy_sum for s in finished) / valid if valid else float("nan")
         stats = RoundStats(
-            t.round, loss, mean_e, valid / evaluated if evaluated else float("nan"),
-            t.energy_calls, t.wall_seconds, mid - start, end - mid,
+            t.round,
+            loss,
+            mean_e,
+            valid / evaluated if evaluated else float("nan"),
+            t.energy_calls,
+            t.wall_seconds,
+            mid - start,
+            end - mid,
         )
         t.history.append(stats)
         log.info(stats.line())
@@ -216,8 +223,14 @@ def run_identity(run_config: SyntheticRunConfig, seed: int, out: Path) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _save(out: Path, alternation: RedisAlternation, extra: dict[str, Any], client: redis.Redis,
-          keys: RedisKeys, run_config: SyntheticRunConfig) -> None:
+def _save(
+    out: Path,
+    alternation: RedisAlternation,
+    extra: dict[str, Any],
+    client: redis.Redis,
+    keys: RedisKeys,
+    run_config: SyntheticRunConfig,
+) -> None:
     """Rank 0 writes and publishes; every rank contributes its generator state (a collective)."""
     trainer, ctx = alternation.trainer, alternation.ctx
     generators = gather_objects(trainer.generator.get_state(), ctx)
@@ -229,8 +242,12 @@ def _save(out: Path, alternation: RedisAlternation, extra: dict[str, Any], clien
     extra = {**extra, "world_size": ctx.world_size, "rank_generators": generators}
     save_checkpoint(out, trainer, run_config.to_dict(), kind="synthetic", extra=extra)
     info = publish_checkpoint(
-        client, run=alternation.config.run, path=str(out.absolute()), round=trainer.round,
-        sha256=file_sha256(out), keys=keys,
+        client,
+        run=alternation.config.run,
+        path=str(out.absolute()),
+        round=trainer.round,
+        sha256=file_sha256(out),
+        keys=keys,
     )
     log.info("published checkpoint round %d (%s)", info.round, info.sha256[:12])
 
@@ -307,8 +324,13 @@ def run_trainer_worker(
     queue = EvaluationQueue(client, model=energy.name, keys=keys)
     # under DDP a stop is honoured only between rounds, where all ranks agree on it
     alternation = RedisAlternation(
-        trainer, queue, EnergyTarget(model=energy).structures, config,
-        job_prefix=f"{config.run}:{identity}", ctx=ctx, stop=None if ctx.is_distributed else stop,
+        trainer,
+        queue,
+        EnergyTarget(model=energy).structures,
+        config,
+        job_prefix=f"{config.run}:{identity}",
+        ctx=ctx,
+        stop=None if ctx.is_distributed else stop,
     )
     extra = {"seed": seed, "run": config.run, "identity": identity}
     rounds = run_config.max_rounds if max_rounds is None else max_rounds

@@ -81,7 +81,7 @@ def test_dockerfile_cpu_default_and_pinned_install() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, re.M)
     assert re.search(r"^ARG TORCH_VARIANT=cpu$", text, re.M)
-    assert "--index-url \"https://download.pytorch.org/whl/${TORCH_VARIANT}\"" in text
+    assert '--index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}"' in text
     assert re.search(r"^ARG TORCH_VERSION=2\.13\.0$", text, re.M)
     assert "pip install -c constraints.txt -e ." in text
     for source in re.findall(r"^COPY (\S+) ", text, re.M):

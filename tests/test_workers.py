@@ -187,8 +187,12 @@ def test_stop_request_checkpoints_at_a_round_boundary(client: redis.Redis, prefi
     run_config = _run_config(args)
     keys = RedisKeys(prefix)
     worker_stop = threading.Event()
-    worker = EnergyWorker(EvaluationQueue(client, model="dw4", keys=keys), DoubleWell(),
-                          EnergyWorkerConfig(consumer="w", block_ms=20), stop=worker_stop)
+    worker = EnergyWorker(
+        EvaluationQueue(client, model="dw4", keys=keys),
+        DoubleWell(),
+        EnergyWorkerConfig(consumer="w", block_ms=20),
+        stop=worker_stop,
+    )
     worker_thread = threading.Thread(target=worker.run)
     worker_thread.start()
     stop = threading.Event()
