@@ -63,12 +63,18 @@ def mol_from_smiles(smiles: str, *, add_hs: bool = True, fragments: str = "rejec
     smiles = smiles.strip()
     if any(ch.isspace() for ch in smiles):
         raise SmilesError(f"SMILES contains whitespace: {smiles!r} (one molecule per string, no name field)")
+    if not smiles.isascii():
+        k, ch = next((k, ch) for k, ch in enumerate(smiles) if not ch.isascii())
+        raise SmilesError(f"SMILES {smiles!r} has a non-ASCII character {ch!r} at position {k}; SMILES is plain ASCII")
     params = Chem.SmilesParserParams()
     setattr(params, "sanitize", False)  # noqa: B010 (RDKit's stubs mistype the attribute)
     with rdBase.CaptureErrorLog() as capture:
         raw = Chem.MolFromSmiles(smiles, params)
     if raw is None:
-        detail = _parse_error_detail(capture.messages)
+        try:
+            detail = _parse_error_detail(capture.messages)
+        except UnicodeDecodeError:  # RDKit can cut a message inside a multi-byte character
+            detail = ""
         raise SmilesError(f"cannot parse SMILES {smiles!r}: {detail or 'syntax error'}")
     if raw.GetNumAtoms() == 0:
         raise SmilesError(f"SMILES {smiles!r} has no atoms")

@@ -122,3 +122,11 @@ def test_fragments_are_rejected_or_the_largest_kept_never_silently(caplog: pytes
     assert "kept the largest fragment" in caplog.text
     with pytest.raises(ValueError, match="fragments must be one of"):
         mol_from_smiles("CCO", fragments="all")
+
+
+@pytest.mark.parametrize("smiles", ["CC\u00e9O", "C\u2013C", "\U0001f600", "c1ccccc1\u00b7Cl"])
+def test_non_ascii_smiles_is_a_clear_error(smiles: str) -> None:
+    from molecules.smiles import SmilesError, mol_from_smiles
+
+    with pytest.raises(SmilesError, match="non-ASCII character"):
+        mol_from_smiles(smiles)
