@@ -64,6 +64,12 @@ def plot_curves(checkpoints: list[Path], out: Path) -> list[Path]:
     return written
 
 
+def _warmup_losses(extra: dict[str, Any]) -> list[float]:
+    """Warm-up losses of this run, after those of the runs it was initialised from (``--init-from``)."""
+    earlier = (extra.get("init_from") or {}).get("extra") or {}
+    return (_warmup_losses(earlier) if earlier else []) + list(extra.get("warmup_loss") or [])
+
+
 def plot_conformer_curves(payload: dict[str, Any], path: Path) -> Path:
     """Warm-up loss per 50-step chunk (normalized bridge matching) and the RAM rounds, if any."""
     import matplotlib
@@ -71,8 +77,7 @@ def plot_conformer_curves(payload: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    extra = payload.get("extra") or {}
-    warmup = list(extra.get("warmup_loss") or [])
+    warmup = _warmup_losses(payload.get("extra") or {})
     history = payload.get("history") or []
     panels = 1 + (3 if history else 0)
     fig, axes = plt.subplots(1, panels, figsize=(4.8 * panels, 4.0), squeeze=False)
@@ -92,10 +97,13 @@ def plot_conformer_curves(payload: dict[str, Any], path: Path) -> Path:
         for ax, key, label in zip(
             axes[0][1:],
             ("loss", "mean_energy", "valid_fraction"),
-            ("RAM loss", "mean E of fresh samples, eV", "valid fraction of fresh samples"),
+            ("RAM loss", "mean E of fresh samples, eV", "fraction the energy model accepted"),
             strict=True,
         ):
-            ax.plot(rounds, [h[key] for h in history], lw=0.8)
+            values = np.array([h[key] for h in history], dtype=float)
+            ax.plot(rounds, values, lw=0.8)
+            if key == "mean_energy":  # a round with one broken sample reaches 1e7 eV: a log scale shows both
+                ax.set_yscale("symlog", linthresh=10.0)
             ax.set_xlabel("RAM round")
             ax.set_ylabel(label)
     config = payload["config"]
