@@ -25,26 +25,11 @@ pytestmark = pytest.mark.skipif(not (DEFAULT_DATA / "spice").is_dir(), reason="n
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = ConformerRunConfig()
-    config = dataclasses.replace(
-        base,
-        energy_model="mmff",
-        num_molecules=4,
-        selection=MoleculeFilter(max_atoms=20),
-        network=dataclasses.replace(base.network, num_layers=2, hidden=16),
-        trainer=dataclasses.replace(base.trainer, samples_per_round=4, initial_samples=4, grad_steps_per_round=2),
-        train_grid=dataclasses.replace(base.train_grid, num_steps=10),
-        eval_grid=dataclasses.replace(base.eval_grid, num_steps=10),
-        warmup_conformers=2,
-        warmup_steps=4,
-        warmup_batch=4,
-        max_rounds=1,
-    )
-    out = tmp_path_factory.mktemp("conformers") / "tiny.pt"
-    trainer = train_conformers(config, data_dir=DEFAULT_DATA, seed=0, out=out, show_progress=False)
-    assert trainer.round == 1 and trainer.energy_calls == 8
-    return out
+def tiny_checkpoint(tiny_conformer_checkpoint: Path) -> Path:
+    """The session's tiny checkpoint (``benchmarks.service_load.tiny_conformer_config``: warm-up + one RAM round)."""
+    payload = torch.load(tiny_conformer_checkpoint, weights_only=True)
+    assert payload["round"] == 1 and payload["energy_calls"] == 8
+    return tiny_conformer_checkpoint
 
 
 def test_held_out_molecules_never_train() -> None:
