@@ -32,6 +32,7 @@ import importlib
 import inspect
 import json
 import logging
+import math
 import os
 import platform
 import shlex
@@ -65,7 +66,11 @@ class BenchConfig:
         molecules: drug-like molecules (one per rotatable-bond count from 4 up).
         conformers_per_molecule: ETKDG conformers of each (``molecules × conformers_per_molecule`` in the batch).
         repeats: timed calls per variant after the warm-up call.
-        chunk: structures per task when a model without its own workers is run in the generic pool.
+        chunk: structures per task when a model without its own workers is run in the generic pool;
+            ``None``: one task per worker (``ceil(batch / workers)``), the least overhead for cheap models.
+        min_repeat_seconds: each timed repeat calls ``evaluate`` on the batch as many times as fill this
+            long (calibrated per variant on an untimed call) and reports the time per call, so a batch that
+            takes milliseconds (MMFF) is not measured below the scheduler's noise.
         seed: ETKDG seed.
         threads: torch/OpenMP threads of this process, i.e. of the ``in-process`` variant (tblite shares
             torch's OpenMP runtime); workers always run single-threaded.
@@ -78,7 +83,8 @@ class BenchConfig:
     molecules: int = 4
     conformers_per_molecule: int = 16
     repeats: int = 5
-    chunk: int = 8
+    chunk: int | None = None
+    min_repeat_seconds: float = 0.5
     seed: int = 1
     threads: int = 1
     smiles_file: Path = DEFAULT_SMILES_FILE
@@ -90,11 +96,13 @@ class BenchConfig:
             ("molecules", self.molecules),
             ("conformers_per_molecule", self.conformers_per_molecule),
             ("repeats", self.repeats),
-            ("chunk", self.chunk),
+            ("chunk", 1 if self.chunk is None else self.chunk),
             ("threads", self.threads),
         ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.min_repeat_seconds < 0:
+            raise ValueError(f"min_repeat_seconds must be >= 0, got {self.min_repeat_seconds}")
 
 
 # --- the batch ----------------------------------------------------------------------------------------------------
@@ -223,50 +231,69 @@ class RegistryEvaluator:
 
 
 class PooledModel:
-    """Any registry model in :class:`~energy.pool.ProcessPool` workers, ``chunk`` structures per task."""
+    """Any registry model in :class:`~energy.pool.ProcessPool` workers, ``chunk`` structures per task
+    (``None``: one task per worker)."""
 
-    def __init__(self, name: str, options: dict[str, Any], workers: int, chunk: int) -> None:
+    def __init__(self, name: str, options: dict[str, Any], workers: int, chunk: int | None) -> None:
         from energy.pool import PoolConfig, ProcessPool
 
-        self.name, self.chunk = name, chunk
+        self.name, self.workers, self.chunk = name, workers, chunk
         self._pool: Any = ProcessPool(RegistryEvaluator(name, options), PoolConfig(workers=workers, timeout_s=600.0))
 
     def evaluate(self, structures: Any) -> Any:
+        """Structures are dealt round-robin to the tasks (task ``k`` holds structures ``k, k + T, ...``), so
+        a batch of many conformers of a few molecules gives every worker the same mix of molecules.
+        Results are scattered back with array indexing: the parent's serial share stays small."""
         import numpy as np
+        import torch
 
         from energy.pool import TaskFailure
-        from energy.validation import Evaluated, assemble_result, atom_slices
+        from energy.protocol import EnergyResult
 
-        slices = atom_slices(structures)
         g = structures.num_structures
-        starts = list(range(0, g, self.chunk))
-        chunks = [self._chunk(structures, slices, a, min(a + self.chunk, g)) for a in starts]
-        outcomes: list[Evaluated | str] = []
-        for a, answer in zip(starts, self._pool.map(chunks), strict=True):
-            count = min(a + self.chunk, g) - a
-            if isinstance(answer, TaskFailure):
-                outcomes += [answer.reason] * count
-                continue
-            ends = np.cumsum(structures.num_atoms[a : a + count].numpy())
-            for k in range(count):
-                if not answer.valid[k]:
-                    outcomes.append(str(answer.reasons[k]))
-                    continue
-                rows = slice(int(ends[k - 1]) if k else 0, int(ends[k]))
-                outcomes.append(Evaluated(float(answer.energies[k]), answer.forces[rows]))
-        return assemble_result(structures, outcomes)
-
-    @staticmethod
-    def _chunk(structures: Any, slices: list[slice], a: int, b: int) -> _Chunk:
-        rows = slice(slices[a].start, slices[b - 1].stop)
+        counts = structures.num_atoms.cpu().numpy()
+        ends = np.cumsum(counts)
+        size = -(-g // self.workers) if self.chunk is None else self.chunk
+        tasks = -(-g // size)
+        members = [np.arange(k, g, tasks) for k in range(tasks)]
+        rows = [np.concatenate([np.arange(ends[i] - counts[i], ends[i]) for i in m]) for m in members]
+        positions = structures.positions.detach().cpu().numpy()
+        numbers = structures.atomic_numbers.cpu().numpy()
+        charge, mult = structures.total_charge.cpu().numpy(), structures.multiplicity.cpu().numpy()
         tables = structures.connection_tables
-        return _Chunk(
-            positions=structures.positions[rows].detach().cpu().numpy(),
-            num_atoms=structures.num_atoms[a:b].numpy(),
-            atomic_numbers=structures.atomic_numbers[rows].numpy(),
-            total_charge=structures.total_charge[a:b].numpy(),
-            multiplicity=structures.multiplicity[a:b].numpy(),
-            connection_tables=None if tables is None else tables[a:b],
+        chunks = [
+            _Chunk(
+                positions=positions[r],
+                num_atoms=counts[m],
+                atomic_numbers=numbers[r],
+                total_charge=charge[m],
+                multiplicity=mult[m],
+                connection_tables=None if tables is None else tuple(tables[i] for i in m),
+            )
+            for m, r in zip(members, rows, strict=True)
+        ]
+        energies = np.full(g, np.nan)
+        forces = np.zeros((positions.shape[0], positions.shape[1]))
+        reasons: list[str | None] = [None] * g
+        for m, r, answer in zip(members, rows, self._pool.map(chunks), strict=True):
+            if isinstance(answer, TaskFailure):
+                for i in m:
+                    reasons[i] = answer.reason
+                continue
+            energies[m] = answer.energies
+            forces[r] = answer.forces
+            for i, ok, why in zip(m, answer.valid, answer.reasons, strict=True):
+                if not ok:
+                    reasons[i] = str(why)
+        valid = np.array([why is None for why in reasons])
+        energies[~valid] = np.nan
+        forces[np.repeat(~valid, counts)] = 0.0
+        like = structures.positions
+        return EnergyResult(
+            energies=torch.as_tensor(energies, dtype=like.dtype, device=like.device),
+            forces=torch.as_tensor(forces, dtype=like.dtype, device=like.device),
+            valid=torch.as_tensor(valid, device=like.device),
+            reasons=tuple(reasons),
         )
 
     @property
@@ -297,7 +324,7 @@ def _fresh_options(cls: Any) -> dict[str, Any] | None:
     return None
 
 
-def _variants(name: str, base: dict[str, Any], chunk: int) -> tuple[dict[str, Any], list[str]]:
+def _variants(name: str, base: dict[str, Any], chunk: int | None) -> tuple[dict[str, Any], list[str]]:
     """Label -> a built model (each with ``evaluate``), and notes on what could not be compared."""
     from energy.registry import build_energy_model
 
@@ -315,7 +342,8 @@ def _variants(name: str, base: dict[str, Any], chunk: int) -> tuple[dict[str, An
         return PooledModel(name, options, workers, chunk)
 
     if not own_workers:
-        notes.append(f"{cls.__name__} has no worker option: workers run it from the registry, {chunk} structures/task")
+        per_task = "one task per worker" if chunk is None else f"{chunk} structures/task"
+        notes.append(f"{cls.__name__} has no worker option: workers run it from the registry, {per_task}")
     variants = {"in-process": make(0, {}), "1 worker": make(1, {}), "2 workers": make(2, {})}
     if fresh is None:
         notes.append(f"{cls.__name__} has no calculator-reuse option: reuse vs fresh not applicable")
@@ -362,15 +390,17 @@ def available_cores(processes: int = 2, iterations: int = 3_000_000) -> float:
     return cpu / (time.perf_counter() - start)
 
 
-def _timed(model: Any, batch: Any) -> tuple[float, float, Any]:
-    """Wall seconds, CPU seconds (this process and the model's workers) and the result of one call."""
+def _timed(model: Any, batch: Any, calls: int = 1) -> tuple[float, float, Any]:
+    """Wall seconds and CPU seconds (this process and the model's workers) per call, over ``calls``
+    consecutive calls, and the last call's result."""
     pids = list(getattr(model, "worker_pids", []))
     cpu_start, workers_start = time.process_time(), _worker_cpu_seconds(pids)
     start = time.perf_counter()
-    result = model.evaluate(batch)
+    for _ in range(calls):
+        result = model.evaluate(batch)
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu_start + _worker_cpu_seconds(pids) - workers_start
-    return wall, cpu, result
+    return wall / calls, cpu / calls, result
 
 
 def bench_model(name: str, base: dict[str, Any], batch: Any, config: BenchConfig) -> dict[str, Any]:
@@ -391,13 +421,24 @@ def bench_model(name: str, base: dict[str, Any], batch: Any, config: BenchConfig
                 "valid": int(result.valid.sum()),
             }
             energies[label] = result.energies
-            log.info("%s %s: warm-up %.2f s, %d valid", name, label, seconds, int(result.valid.sum()))
+            steady, _, _ = _timed(variants[label], batch)  # untimed: how many calls fill a repeat
+            calls = max(1, math.ceil(config.min_repeat_seconds / max(steady, 1e-9)))
+            out["variants"][label]["calls_per_repeat"] = calls
+            log.info(
+                "%s %s: warm-up %.2f s, %d valid, %d call(s) per repeat",
+                name,
+                label,
+                seconds,
+                int(result.valid.sum()),
+                calls,
+            )
         loads, control = [], []
         for r in range(config.repeats):
             loads.append(os.getloadavg()[0])
             control.append(available_cores())
             for label in labels[r % len(labels) :] + labels[: r % len(labels)]:
-                seconds, cpu, _ = _timed(variants[label], batch)
+                calls = out["variants"][label]["calls_per_repeat"]
+                seconds, cpu, _ = _timed(variants[label], batch, calls)
                 out["variants"][label]["times_s"].append(seconds)
                 out["variants"][label]["cpu_s"].append(cpu)
             log.info("%s repeat %d: %s", name, r, {k: round(v["times_s"][-1], 2) for k, v in out["variants"].items()})
@@ -517,6 +558,10 @@ def _verdict(entry: dict[str, Any]) -> str:
     return f"Target not met although the workers got {cores:.2f} cores: overhead or uneven tasks.{work}."
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.2f} s" if seconds >= 1 else f"{seconds * 1000:.1f} ms"
+
+
 def _number(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
@@ -527,7 +572,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "Steady-state throughput on one batch of drug-sized conformers (workers started, calculator caches warm);",
         "the warm-up call includes starting the workers. Workers are single-threaded processes; `in-process` uses",
-        "this process's torch/OpenMP threads. Median of the timed repeats, variants in rotating order.",
+        "this process's torch/OpenMP threads. Median of the timed repeats, variants in rotating order; a repeat",
+        "times `calls` consecutive calls of the batch (as many as fill `--min-repeat-seconds`) and reports per call.",
         "Cores used: CPU seconds of this process and its workers per wall second (median over repeats): what",
         "the machine actually gave the variant; 2 workers can only be 2× faster if they get 2 cores. The control",
         "measures, before each repeat, the cores two plain CPU-bound Python processes get when started together.",
@@ -547,17 +593,18 @@ def markdown(results: dict[str, Any]) -> str:
             f"{', '.join(f'{x:.1f}' for x in entry['load_average_1min'])}.  ",
             f"Batch: {entry['conformers']} conformers of {batch}.",
             "",
-            "| variant | conformers/s | median s | repeats s | cores used | conformers/CPU-s | warm-up s | valid "
-            "| max ΔE vs 1 worker, eV |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| variant | conformers/s | median per call | repeats, per call | calls | cores used | conformers/CPU-s "
+            "| warm-up s | valid | max ΔE vs 1 worker, eV |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for label, v in entry["variants"].items():
             threads = entry["in_process_threads"]
             shown = label if label != "in-process" else f"in-process ({threads} thread{'s' * (threads != 1)})"
             diff = v["max_abs_energy_difference_ev_vs_1_worker"]
             lines.append(
-                f"| {shown} | {v['conformers_per_s']:.1f} | {v['median_s']:.2f} | "
-                f"{' '.join(f'{t:.2f}' for t in v['times_s'])} | {_number(v.get('cores_used'))} | "
+                f"| {shown} | {v['conformers_per_s']:.1f} | {_duration(v['median_s'])} | "
+                f"{' '.join(_duration(t) for t in v['times_s'])} | {v.get('calls_per_repeat', 1)} | "
+                f"{_number(v.get('cores_used'))} | "
                 f"{_number(v.get('conformers_per_cpu_s'))} | "
                 f"{v['first_call_s']:.2f} | "
                 f"{v['valid']} | "
@@ -587,7 +634,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--molecules", type=int, default=4, help="drug-like molecules (default 4)")
     parser.add_argument("--conformers-per-molecule", type=int, default=16, help="ETKDG conformers each (default 16)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per variant (default 5)")
-    parser.add_argument("--chunk", type=int, default=8, help="structures per task in the generic pool (default 8)")
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=None,
+        help="structures per task in the generic pool (default: one task per worker)",
+    )
+    parser.add_argument(
+        "--min-repeat-seconds",
+        type=float,
+        default=0.5,
+        help="each timed repeat calls the batch as often as fills this long and reports per call (default 0.5)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="ETKDG seed (default 1)")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch/OpenMP threads of the in-process variant (default 1)"
@@ -613,6 +671,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         conformers_per_molecule=args.conformers_per_molecule,
         repeats=args.repeats,
         chunk=args.chunk,
+        min_repeat_seconds=args.min_repeat_seconds,
         seed=args.seed,
         threads=args.threads,
         smiles_file=args.smiles_file,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from energy.protocol import Structures
-from energy.validation import Evaluated, StructureLimits, assemble_result, structure_problems
+from energy.validation import Evaluated, StructureLimits, _first_problem, assemble_result, structure_problems
 
 GFN2_LIKE = StructureLimits(model="GFN2-xTB", supported_elements=frozenset(range(1, 87)))
 
@@ -119,6 +119,34 @@ def test_the_first_problem_in_documented_order_is_reported() -> None:
     # nan coordinates, an unsupported element and a bad multiplicity at once: coordinates win
     [problem] = structure_problems(batch(water(z=[92, 1, 1], multiplicity=2, x=x)), GFN2_LIKE)
     assert problem is not None and problem.startswith("non-finite")
+
+
+def test_the_vectorised_checks_agree_with_checking_each_structure_alone() -> None:
+    """A random batch mixing every kind of problem (and contacts just either side of the coincidence
+    threshold) gets exactly the reasons the one-structure-at-a-time checks give."""
+    rng = np.random.default_rng(7)
+    limits = StructureLimits(model="test", supported_elements=frozenset({1, 6, 7, 8}), max_atoms=30)
+    molecules = []
+    for k in range(300):
+        n = int(rng.integers(0 if k % 50 == 0 else 1, 40))
+        z = rng.choice([1, 6, 7, 8], size=n).tolist()
+        x = rng.normal(scale=3.0, size=(n, 3))
+        kind = k % 7
+        if kind == 1 and n:
+            x[rng.integers(n), rng.integers(3)] = rng.choice([math.nan, math.inf])
+        if kind == 2 and n:
+            z[rng.integers(n)] = int(rng.choice([0, 9, 92, 200]))
+        if kind == 3 and n > 1:  # a pair right at the threshold, either side
+            x[1] = x[0] + np.array([0.1 + rng.choice([-1e-3, 1e-3, 1e-9]), 0.0, 0.0])
+        charge, mult = (int(rng.integers(-2, 3)), int(rng.integers(0, 4))) if kind == 4 else (0, 1 + sum(z) % 2)
+        molecules.append((z, x.tolist(), charge, mult))
+    structures = batch(*molecules)
+    expected = [
+        _first_problem(np.asarray(x, dtype=np.float64).reshape(-1, 3), np.asarray(z, dtype=np.int64), q, m, limits)
+        for z, x, q, m in molecules
+    ]
+    assert structure_problems(structures, limits) == expected
+    assert sum(p is None for p in expected) > 50 and sum(p is not None for p in expected) > 50
 
 
 def test_2d_positions_are_a_contract_violation() -> None:
