@@ -8,16 +8,20 @@ these variants, in rotating order, ``--repeats`` times after one warm-up call ea
 - ``in-process``: the model in this process, with ``--threads`` torch/OpenMP threads (default 1);
 - ``1 worker`` / ``2 workers``: single-threaded worker processes (:mod:`energy.pool`). A model with a
   ``workers`` option (xtb) uses its own pool; others are wrapped here in a pool whose workers build the
-  model from the registry and evaluate chunks of ``--chunk`` structures;
+  model from the registry and evaluate one task each (or tasks of ``--chunk`` structures), the batch's
+  structures dealt round-robin so every worker gets the same mix of molecules;
 - ``1 worker, fresh``: as ``1 worker`` but without calculator reuse (xtb: ``reuse_calculators=False``;
   mmff: ``cache_size=0``), where the model has such an option.
 
 Timings are of steady state (workers started and caches warm: the same molecules come back round after
 round in training); the warm-up call, which includes starting the workers, is reported separately.
+A timed repeat calls the batch as many times as fill ``--min-repeat-seconds`` (MMFF's batch takes ~10 ms,
+below the scheduler's noise) and reports the time per call.
 The speedup of 2 workers over 1 is the ratio of the medians, and the median of the per-repeat ratios.
 CPU time of this process and its workers is recorded per call ("cores used"), and before each repeat a
-control measures how many cores two plain CPU-bound Python processes get at that moment: on a shared
-machine that, not the pool, bounds the speedup.
+control measures how many cores two plain CPU-bound Python processes get at that moment, and how much
+more fixed work the two do together than one alone: on a shared virtual machine that, not the pool,
+bounds the speedup (CPU-time accounting alone cannot see a virtual CPU slowed by its busy host).
 
 Results merge per model into ``benchmarks/results/energy_throughput.{md,json}``.
 
