@@ -157,6 +157,7 @@ def run(
                 "eval_grid": dataclasses.asdict(grid),
                 "config": config.to_dict(),
                 "loss_curve": [h.loss for h in trainer.history],
+                "command": command,
             }
             log.info(
                 "%s seed %d: x-W2 %.3f  E-W2 %.3f  (%d rounds, %.0f s)",
@@ -186,6 +187,9 @@ def _write(results: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         merged["runs"].sort(key=lambda r: (r["system"], r["seed"]))
         merged["floors"] = old.get("floors", {}) | results["floors"]
         commands = [c for c in old.get("commands", []) if c != results["command"]] + commands
+    behind_rows = {r["command"] for r in merged.get("runs", []) if r.get("command")}
+    if behind_rows and all(r.get("command") for r in merged.get("runs", [])):
+        commands = [c for c in commands if c in behind_rows]  # only the commands behind the rows shown
     merged["commands"] = commands
     path.write_text(json.dumps(merged, indent=1))
     (out_dir / "synthetic.md").write_text(markdown(merged))
@@ -264,7 +268,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"{r['reference_mean_energy']:.2f} | {r['rounds']} | {r['energy_calls']} | {r['train_seconds']:.0f} | "
             f"{r['refresh_seconds']:.0f} / {r['gradient_seconds']:.0f} | {r['sample_seconds']:.1f} |"
         )
-    lines += ["", f"Versions: {results['versions']}", ""]
+    lines += ["", *results.get("notes", []), "", f"Versions: {results['versions']}", ""]
     return "\n".join(lines)
 
 
