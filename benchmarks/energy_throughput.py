@@ -570,7 +570,11 @@ def _verdict(entry: dict[str, Any]) -> str:
         )
     speedups = entry.get("control_speedup_for_2_plain_processes")
     if speedups:
-        work += f" and did {statistics.median(speedups):.2f}× the work of one alone"
+        control_speedup = statistics.median(speedups)
+        work += (
+            f" and did {control_speedup:.2f}× the work of one alone: the pool's {speedup:.2f}× is "
+            f"{speedup / control_speedup:.0%} of what perfectly parallel work got at the same time"
+        )
     if cores < 1.8:
         load = statistics.median(entry["load_average_1min"])
         return (
