@@ -111,6 +111,9 @@ def run(
     command: str = "",
     threads: int | None = None,
     evaluate_only: bool = False,
+    train_steps: int | None = None,
+    layers: int | None = None,
+    hidden: int | None = None,
 ) -> dict[str, Any]:
     """Train and score every (system, seed); results for other (system, seed) pairs already in ``out_dir``
     are kept, so seeds and systems can run as processes side by side."""
@@ -126,6 +129,18 @@ def run(
             config = replace(config, max_minutes=minutes)
         if rounds is not None:
             config = replace(config, max_rounds=rounds)
+        if train_steps is not None:
+            config = replace(config, train_grid=replace(config.train_grid, num_steps=train_steps))
+        if layers is not None or hidden is not None:
+            network = config.network
+            config = replace(
+                config,
+                network=replace(
+                    network,
+                    num_layers=network.num_layers if layers is None else layers,
+                    hidden=network.hidden if hidden is None else hidden,
+                ),
+            )
         grid = config.eval_grid if eval_steps is None else replace(config.eval_grid, num_steps=eval_steps)
         for seed in seeds:
             checkpoint = out_dir / "checkpoints" / f"{system}_seed{seed}.pt"

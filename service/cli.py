@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--num-samples", type=int, default=2000)
     bs.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     bs.add_argument("--eval-steps", type=int, default=None, help="integration steps when scoring (default: preset)")
+    bs.add_argument("--train-steps", type=int, default=None, help="integration steps in training (default: preset)")
+    bs.add_argument("--layers", type=int, default=None, help="EGNN layers (default: preset)")
+    bs.add_argument("--hidden", type=int, default=None, help="EGNN width (default: preset)")
     bs.add_argument(
         "--evaluate-only",
         action="store_true",
@@ -373,6 +376,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
         command=command,
         threads=args.threads,
         eval_steps=args.eval_steps,
+        train_steps=args.train_steps,
+        layers=args.layers,
+        hidden=args.hidden,
         evaluate_only=args.evaluate_only,
     )
     for system, s in summarize(results).items():
