@@ -191,7 +191,16 @@ def run(
 
 
 def _write(results: dict[str, Any], out_dir: Path) -> dict[str, Any]:
-    """Merge with the results of other systems already on disk, then write JSON and markdown."""
+    """Merge with the results of other systems already on disk, then write JSON and markdown, under an
+    exclusive lock: seeds run as processes side by side may finish at the same moment."""
+    import fcntl
+
+    with open(out_dir / ".synthetic.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _merge_and_write(results, out_dir)
+
+
+def _merge_and_write(results: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     path = out_dir / "synthetic.json"
     merged = dict(results)
     commands = [results["command"]]
