@@ -25,6 +25,7 @@ from torch import nn
 
 from sampler.graph import edges_within_cutoff
 from sampler.state import SystemBatch
+from sampler.time_embedding import FourierTime
 
 __all__ = ["EGNNConfig", "EGNNControl"]
 
@@ -100,11 +101,8 @@ class EGNNControl(nn.Module):
     def __init__(self, config: EGNNConfig) -> None:
         super().__init__()
         self.config = config
-        t_dim = 2 * config.time_frequencies
-        self.frequencies: torch.Tensor
-        self.register_buffer(
-            "frequencies", math.pi * 2.0 ** torch.arange(config.time_frequencies, dtype=torch.float32), persistent=False
-        )
+        self.time = FourierTime(config.time_frequencies)
+        t_dim = self.time.dim
         self.embed = nn.Linear(config.node_features + t_dim, config.hidden)
         self.layers = nn.ModuleList(
             _EGNNLayer(config.hidden, config.edge_features, config.coordinate_normalizer, config.coordinate_range)
@@ -115,9 +113,8 @@ class EGNNControl(nn.Module):
     def forward(self, t: torch.Tensor, batch: SystemBatch) -> torch.Tensor:
         """``t``: ``[G]`` times in [0, 1]; returns ``[N, d]`` COM-free vectors."""
         x0 = batch.positions
-        freq = self.frequencies.to(x0.dtype)
-        angles = t.to(x0.dtype)[batch.batch].unsqueeze(-1) * freq
-        h = self.embed(torch.cat([batch.node_features.to(x0.dtype), angles.sin(), angles.cos()], dim=-1))
+        time = self.time(t[batch.batch], x0.dtype)
+        h = self.embed(torch.cat([batch.node_features.to(x0.dtype), time], dim=-1))
         edge_index, edge_attr = batch.edge_index, batch.edge_features.to(x0.dtype)
         if self.config.cutoff is not None:
             keep = edges_within_cutoff(x0, edge_index, self.config.cutoff)

@@ -39,6 +39,7 @@ from torch import nn
 from torch.nn import functional
 
 from sampler.state import SystemBatch
+from sampler.time_embedding import FourierTime
 
 __all__ = ["TensorProductConfig", "TensorProductControl"]
 
@@ -169,11 +170,8 @@ class TensorProductControl(nn.Module):
     def __init__(self, config: TensorProductConfig) -> None:
         super().__init__()
         self.config = config
-        t_dim = 2 * config.time_frequencies
-        self.frequencies: torch.Tensor
-        self.register_buffer(
-            "frequencies", math.pi * 2.0 ** torch.arange(config.time_frequencies, dtype=torch.float32), persistent=False
-        )
+        self.time = FourierTime(config.time_frequencies)
+        t_dim = self.time.dim
         self.centres: torch.Tensor
         self.register_buffer(
             "centres", torch.linspace(0.0, config.radial_max_angstrom, config.radial_basis), persistent=False
@@ -200,8 +198,8 @@ class TensorProductControl(nn.Module):
         if x.shape[1] != 3:
             raise ValueError(f"the tensor-product network needs 3-D positions, got dimension {x.shape[1]}")
         dtype = x.dtype
-        angles = t.to(dtype)[batch.batch].unsqueeze(-1) * self.frequencies.to(dtype)
-        h = self.embed(torch.cat([batch.node_features.to(dtype), angles.sin(), angles.cos()], dim=-1))
+        time = self.time(t[batch.batch], dtype)
+        h = self.embed(torch.cat([batch.node_features.to(dtype), time], dim=-1))
         src, dst = batch.edge_index
         r = x[src] - x[dst]
         soft = torch.sqrt((r * r).sum(-1, keepdim=True) + self.config.softening_angstrom**2)
