@@ -29,6 +29,11 @@ class CliError(Exception):
     """A user-facing error: printed without a traceback, exit code 2."""
 
 
+def reproduce_command() -> str:
+    """This invocation as a shell command line, for benchmark reports."""
+    return "adjoint-sampling " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="adjoint-sampling",
@@ -357,14 +362,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
         from benchmarks.energy_throughput import run_from_args
 
         try:
-            lines = run_from_args(args, "adjoint-sampling " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+            lines = run_from_args(args, reproduce_command())
         except (FileNotFoundError, ValueError) as exc:
             raise CliError(str(exc)) from exc
         print("\n".join(lines))
         return None
     from benchmarks.synthetic import run, summarize
 
-    command = "adjoint-sampling " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = reproduce_command()
     results = run(
         systems=args.systems,
         seeds=args.seeds,

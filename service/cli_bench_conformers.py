@@ -8,12 +8,10 @@ Three modes: the benchmark against reference ensembles (default; ``--quick`` for
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
-from service.cli import CliError
+from service.cli import CliError, reproduce_command
 
 __all__ = ["add_bench_conformers_parser", "cmd_bench_conformers"]
 
@@ -115,7 +113,7 @@ def _option_value(text: str) -> Any:
 
 
 def cmd_bench_conformers(args: argparse.Namespace) -> None:
-    command = "adjoint-sampling " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = reproduce_command()
     if not args.data_dir.is_dir():
         raise CliError(f"data directory not found: {args.data_dir} (pass --data-dir)")
     try:

@@ -9,13 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shlex
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-from service.cli import CliError
+from service.cli import CliError, reproduce_command
 
 __all__ = [
     "add_bench_service_parser",
@@ -208,7 +206,7 @@ def cmd_worker_sample(args: argparse.Namespace) -> None:
 def cmd_bench_service(args: argparse.Namespace) -> None:
     from benchmarks.service_load import run_from_args
 
-    command = "adjoint-sampling " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = reproduce_command()
     try:
         lines = run_from_args(args, command)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:

@@ -12,16 +12,14 @@ import argparse
 import dataclasses
 import logging
 import os
-import shlex
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.cli import CliError
+from service.cli import CliError, reproduce_command
 
 if TYPE_CHECKING:
     import redis
@@ -306,7 +304,7 @@ def cmd_redis(args: argparse.Namespace) -> None:
 def cmd_bench_redis(args: argparse.Namespace) -> None:
     from benchmarks.redis_buffer import run
 
-    command = "adjoint-sampling " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = reproduce_command()
     result = run(
         model=args.model,
         jobs=args.jobs,
