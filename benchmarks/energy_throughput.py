@@ -289,9 +289,7 @@ class PooledModel:
             for i, ok, why in zip(m, answer.valid, answer.reasons, strict=True):
                 if not ok:
                     reasons[i] = str(why)
-        valid = np.array([why is None for why in reasons])
-        energies[~valid] = np.nan
-        forces[np.repeat(~valid, counts)] = 0.0
+        valid = np.array([why is None for why in reasons])  # invalid rows are already nan / zero
         like = structures.positions
         return EnergyResult(
             energies=torch.as_tensor(energies, dtype=like.dtype, device=like.device),
