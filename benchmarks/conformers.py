@@ -178,6 +178,17 @@ def _check(mol: Chem.Mol) -> list[str]:
     return reasons
 
 
+def _reason_kind(reason: str) -> str:
+    """The kind of a :func:`_check` reason, for counting."""
+    if reason.startswith("stereo: the mirror image"):
+        return "stereo: mirror image"
+    if reason.startswith("stereo"):
+        centres, bonds = "stereocentres" in reason, "double bonds" in reason
+        both = "centres and double bonds"
+        return "stereo: " + (both if centres and bonds else "centres" if centres else "double bonds")
+    return reason.split(":")[0]
+
+
 def _record(out: _Output, score: EnsembleScore, check: list[str]) -> dict[str, Any]:
     produced = out.mol.GetNumConformers()
     return {
@@ -360,6 +371,8 @@ def run_corpus(config: CorpusConfig, data_dir: Path) -> dict[str, Any]:
     }
     smiles_errors: list[dict[str, str]] = []
     failures: dict[str, list[dict[str, str]]] = {m.name: [] for m in methods}
+    reasons: dict[str, dict[str, int]] = {m.name: {} for m in methods}
+    invalid: dict[str, list[dict[str, Any]]] = {m.name: [] for m in methods}
     started = time.time()
     load_start = os.getloadavg()
     try:
@@ -377,7 +390,13 @@ def run_corpus(config: CorpusConfig, data_dir: Path) -> dict[str, Any]:
                 t["seconds"] += out.seconds
                 t["conformers"] += produced
                 t["dropped"] += len(out.dropped)
-                t["invalid"] += len(_check(out.mol))
+                wrong = _check(out.mol)
+                t["invalid"] += len(wrong)
+                for why in wrong:
+                    kind = _reason_kind(why)
+                    reasons[m.name][kind] = reasons[m.name].get(kind, 0) + 1
+                if wrong:
+                    invalid[m.name].append({"name": entry.name, "smiles": entry.smiles, "reasons": wrong})
                 if produced == 0:
                     t["failures"] += 1
                     failures[m.name].append(
@@ -398,6 +417,8 @@ def run_corpus(config: CorpusConfig, data_dir: Path) -> dict[str, Any]:
         "smiles_errors": smiles_errors,
         "totals": totals,
         "failures": failures,
+        "invalid_reasons": reasons,
+        "invalid": invalid,
         "wall_seconds": time.time() - started,
         "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
     }

@@ -25,6 +25,7 @@ from rdkit import Chem
 
 from molecules.etkdg import embed
 from molecules.structures import with_conformers
+from molecules.validity import check_conformer, stereo_spec
 
 __all__ = [
     "METHODS",
@@ -37,6 +38,7 @@ __all__ = [
     "RdkitMmffOptimizer",
     "Refined",
     "Refiner",
+    "StereoRepair",
     "build_methods",
     "register_method",
     "relaxation",
@@ -146,8 +148,10 @@ class EtkdgGenerator:
 
 @dataclass
 class AdjointGenerator:
-    """The trained Adjoint Sampling model (:class:`service.conformer_sampling.ConformerSampler`): raw terminal
-    states of the controlled SDE, no checks (the benchmark counts invalid ones), loaded on first use."""
+    """The trained Adjoint Sampling model (:class:`service.conformer_sampling.ConformerSampler`): terminal
+    states of the controlled SDE, loaded on first use. Nothing is dropped (the benchmark counts invalid
+    ones); a mirror image is reflected as the product does (an E(3)-equivariant network samples a chiral
+    molecule and its mirror image alike, so ``x -> -x`` is part of the method, not a repair)."""
 
     checkpoint: str | None
     steps: int | None = None
@@ -168,7 +172,8 @@ class AdjointGenerator:
             positions = self._sampler.sample_positions(mol, num_conformers, seed=seed, steps=self.steps)
         except ValueError as exc:  # unsupported element, too many atoms
             raise GenerationError(str(exc)) from exc
-        return with_conformers(mol, list(positions))
+        spec = stereo_spec(mol)
+        return with_conformers(mol, [check_conformer(mol, p, spec).positions for p in positions])
 
 
 @dataclass(frozen=True)
@@ -195,6 +200,31 @@ class RdkitMmffOptimizer:
                 (f"no {self.variant} parameters",) * mol.GetNumConformers(),
             )
         return Refined(out, (), sum(1 for converged, _ in results if not converged))
+
+    def close(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class StereoRepair:
+    """:func:`molecules.repair.repair_conformers`: MMFF94 from the input's bond graph with the input's
+    stereochemistry enforced (the product's ``--repair``). A molecule MMFF94 cannot type drops every conformer."""
+
+    max_iters: int = 200
+
+    @property
+    def name(self) -> str:
+        return "repair[mmff94+stereo]"
+
+    def refine(self, mol: Chem.Mol) -> Refined:
+        from molecules.repair import RepairConfig, repair_conformers
+
+        positions = np.stack([c.GetPositions() for c in mol.GetConformers()])
+        try:
+            result = repair_conformers(mol, positions, RepairConfig(max_iters=self.max_iters))
+        except ValueError as exc:
+            return Refined(with_conformers(mol, positions[:0]), (str(exc),) * len(positions))
+        return Refined(with_conformers(mol, list(result.positions)))
 
     def close(self) -> None:
         return None
@@ -290,6 +320,12 @@ METHODS: dict[str, MethodFactory] = {
         _adjoint(s),
         RdkitMmffOptimizer(s.mmff_max_iters, s.mmff_variant, s.threads),
         f"Adjoint Sampling + RDKit {s.mmff_variant} (maxIters {s.mmff_max_iters})",
+    ),
+    "adjoint+repair": lambda s: Method(
+        "adjoint+repair",
+        _adjoint(s),
+        StereoRepair(s.mmff_max_iters),
+        f"Adjoint Sampling + MMFF94 repair with the input's stereochemistry enforced (maxIters {s.mmff_max_iters})",
     ),
     "adjoint+relax": lambda s: Method(
         "adjoint+relax",

@@ -368,6 +368,15 @@ def write_corpus_report(results: dict[str, Any], out_dir: Path, tag: str, comman
             f"| {name} | {t['molecules']} | {t['failures']} | {t['partial']} | {t['conformers']} | {t['dropped']} "
             f"| {t['invalid']} | {t['seconds']:.1f} | {t['conformers_per_s']:.1f} |"
         )
+    kinds = results.get("invalid_reasons", {})
+    if any(kinds.values()):
+        lines += ["", "Wrong bonds or stereo, by kind:", "", "| method | kind | conformers |", "|---|---|---|"]
+        for n, by in kinds.items():
+            lines += [f"| {n} | {k} | {c} |" for k, c in sorted(by.items(), key=lambda kv: -kv[1])]
+    for name, items in results.get("invalid", {}).items():
+        if items:
+            lines += ["", f"Molecules with wrong conformers, {name} (first 30 of {len(items)}; all in the JSON):", ""]
+            lines += [f"- {i['name']} `{i['smiles']}`: " + "; ".join(i["reasons"]) for i in items[:30]]
     for name, fails in results["failures"].items():
         if fails:
             lines += ["", f"Failures of {name}:", ""] + [f"- {f['name']} `{f['smiles']}`: {f['reason']}" for f in fails]

@@ -22,7 +22,7 @@ from rdkit.Chem import rdDetermineBonds
 
 from molecules.structures import with_conformers
 
-__all__ = ["ConformerCheck", "StereoSpec", "check_conformer", "stereo_spec"]
+__all__ = ["ConformerCheck", "StereoSpec", "check_conformer", "stereo_mismatch", "stereo_spec"]
 
 _DOUBLE_BOND_LABELS = {
     Chem.BondStereo.STEREOE: "E",
@@ -93,7 +93,7 @@ def _connectivity_problem(mol: Chem.Mol, positions: np.ndarray) -> str | None:
     return "connectivity: " + "; ".join(parts)
 
 
-def _stereo_mismatch(mol: Chem.Mol, positions: np.ndarray, spec: StereoSpec) -> tuple[list[int], list[int]]:
+def stereo_mismatch(mol: Chem.Mol, positions: np.ndarray, spec: StereoSpec) -> tuple[list[int], list[int]]:
     """Centres and double bonds whose 3D configuration differs from ``spec``."""
     if not spec.centres and not spec.double_bonds:
         return [], []
@@ -116,12 +116,12 @@ def check_conformer(mol: Chem.Mol, positions: np.ndarray, spec: StereoSpec | Non
     if problem is not None:
         return ConformerCheck(False, positions, reason=problem)
     spec = stereo_spec(mol) if spec is None else spec
-    bad_centres, bad_bonds = _stereo_mismatch(mol, positions, spec)
+    bad_centres, bad_bonds = stereo_mismatch(mol, positions, spec)
     if not bad_centres and not bad_bonds:
         return ConformerCheck(True, positions)
     if bad_centres and not bad_bonds and len(bad_centres) == len(spec.centres):
         mirrored = positions * np.array([-1.0, 1.0, 1.0])
-        if _stereo_mismatch(mol, mirrored, spec) == ([], []):
+        if stereo_mismatch(mol, mirrored, spec) == ([], []):
             return ConformerCheck(True, mirrored, reflected=True)
     parts = []
     if bad_centres:

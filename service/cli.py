@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--repair",
         action="store_true",
-        help="MMFF94-optimize the raw samples from the SMILES's bond graph before the checks",
+        help="MMFF94-optimize the raw samples from the SMILES's bond graph before the checks, inverting "
+        "stereocentres and double bonds that came out wrong",
     )
     s.add_argument(
         "--refine",

@@ -22,6 +22,7 @@ from rdkit import Chem
 from energy.protocol import EnergyModel, Structures
 from energy.units import KCAL_PER_MOL_IN_EV
 from molecules.graph import molecular_system
+from molecules.repair import RepairConfig, RepairResult, repair_conformers
 from molecules.smiles import mol_from_smiles
 from molecules.structures import conformer_structures, with_conformers
 from molecules.validity import check_conformer, stereo_spec
@@ -50,7 +51,7 @@ class SamplingRequest:
     energy_window: float | None = None  # kcal/mol above the lowest
     fragments: str = "reject"  # or "largest": see molecules.smiles.mol_from_smiles
     refine_rounds: int = 0  # test-time Adjoint Sampling: RAM rounds on this molecule alone before sampling
-    repair: bool = False  # MMFF94 optimization from the input's bond graph before the checks
+    repair: bool = False  # MMFF94 from the input's bond graph, stereo enforced, before the checks
     repair_iters: int = 200
 
 
@@ -65,6 +66,7 @@ class SampledConformers:
     pruned: int = 0
     outside_window: int = 0
     repaired: int = 0
+    stereo_repaired: int = 0  # of the repaired: a wrong stereocentre or double bond put right
     repair_skipped: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -80,6 +82,7 @@ class SampledConformers:
             "pruned": self.pruned,
             "outside_energy_window": self.outside_window,
             "repaired": self.repaired,
+            "stereo_repaired": self.stereo_repaired,
             **({"repair_skipped": self.repair_skipped} if self.repair_skipped else {}),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
         }
@@ -170,10 +173,12 @@ class ConformerSampler:
             t0 = time.perf_counter()
         raw = self._integrate(system.graph, request.num_conformers, request.steps, request.seed, control)
         timings["sample"] = time.perf_counter() - t0
-        repaired, repair_skipped = 0, None
+        repaired, stereo_repaired, repair_skipped = 0, 0, None
         if request.repair:
             t0 = time.perf_counter()
-            raw, repaired, repair_skipped = _repair(mol, raw, request.repair_iters)
+            raw, repair, repair_skipped = _repair(mol, raw, request.repair_iters)
+            if repair is not None:
+                repaired, stereo_repaired = len(raw), repair.stereo_fixed
             timings["repair"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -196,6 +201,7 @@ class ConformerSampler:
             reflected=reflected,
             rejected=rejected,
             repaired=repaired,
+            stereo_repaired=stereo_repaired,
             repair_skipped=repair_skipped,
         )
         if not accepted or self.energy is None:
@@ -258,19 +264,16 @@ class ConformerSampler:
         return energies, positions, keep
 
 
-def _repair(mol: Chem.Mol, raw: np.ndarray, max_iters: int) -> tuple[np.ndarray, int, str | None]:
-    """MMFF94 optimization of the raw samples from ``mol``'s own bond graph (it restores bond lengths and
-    angles; it cannot undo a wrong stereo centre or a ring threaded through another, which the checks
-    still catch). A molecule MMFF cannot type keeps its raw samples, with the reason."""
-    from energy.mmff import mmff_optimize
-
-    work = with_conformers(mol, list(raw))
+def _repair(mol: Chem.Mol, raw: np.ndarray, max_iters: int) -> tuple[np.ndarray, RepairResult | None, str | None]:
+    """:func:`molecules.repair.repair_conformers` on the raw samples: MMFF94 from ``mol``'s own bond graph
+    (bond lengths and angles), then the input's stereochemistry enforced where a configuration came out
+    wrong. A molecule MMFF cannot type keeps its raw samples, with the reason."""
     try:
-        mmff_optimize(work, max_iters=max_iters)
+        result = repair_conformers(mol, raw, RepairConfig(max_iters=max_iters))
     except ValueError as exc:
         log.info("repair skipped: %s", exc)
-        return raw, 0, str(exc)
-    return np.stack([c.GetPositions() for c in work.GetConformers()]), len(raw), None
+        return raw, None, str(exc)
+    return result.positions, result, None
 
 
 def _prune(mol: Chem.Mol, positions: list[np.ndarray], threshold: float) -> list[int]:

@@ -242,6 +242,7 @@ def build_response(
             pruned=summary["pruned"],
             outside_energy_window=summary["outside_energy_window"],
             repaired=summary["repaired"],
+            stereo_repaired=summary["stereo_repaired"],
         ),
         provenance=Provenance(
             model=info,

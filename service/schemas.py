@@ -91,7 +91,8 @@ class SamplingOptions(BaseModel):
         True,
         description=(
             "MMFF94-optimize the raw samples from the SMILES's own bond graph before the connectivity and stereo "
-            "checks (restores bond lengths and angles; false returns only the network's own valid samples)"
+            "checks, inverting stereocentres and double bonds that came out wrong (restores bond lengths, angles "
+            "and the requested stereochemistry; false returns only the network's own valid samples)"
         ),
     )
     energy_model: str | None = Field(
@@ -155,6 +156,9 @@ class Checks(BaseModel):
     pruned: int
     outside_energy_window: int
     repaired: int = Field(0, description="raw samples MMFF94-optimized before the checks (see `repair`)")
+    stereo_repaired: int = Field(
+        0, description="of the repaired: samples whose wrong stereocentres or double bonds the repair put right"
+    )
 
 
 class ModelInfo(BaseModel):

@@ -134,7 +134,7 @@ def test_init_from_copies_the_weights(tiny_checkpoint: Path, tmp_path: Path) -> 
         train_conformers(other, data_dir=DEFAULT_DATA, seed=1, out=None, init_from=tiny_checkpoint, show_progress=False)
 
 
-def test_adjoint_benchmark_method_returns_the_raw_samples(tiny_checkpoint: Path) -> None:
+def test_adjoint_benchmark_method_returns_the_unfiltered_samples(tiny_checkpoint: Path) -> None:
     from benchmarks.methods import GenerationError, MethodSettings, build_methods
 
     (method,) = build_methods(["adjoint"], MethodSettings(checkpoint=str(tiny_checkpoint), sampling_steps=5))
