@@ -224,7 +224,7 @@ class StereoRepair:
             result = repair_conformers(mol, positions, RepairConfig(max_iters=self.max_iters))
         except ValueError as exc:
             return Refined(with_conformers(mol, positions[:0]), (str(exc),) * len(positions))
-        return Refined(with_conformers(mol, list(result.positions)))
+        return Refined(with_conformers(mol, list(result.positions)), (), result.not_converged)
 
     def close(self) -> None:
         return None

@@ -62,12 +62,14 @@ class RepairConfig:
 @dataclass(frozen=True)
 class RepairResult:
     """``positions`` ``[C, n, 3]`` Å; ``stereo_attempted`` conformers had a wrong configuration after the plain
-    minimization, ``stereo_fixed`` of them have none left; ``reflected`` of them were mirrored on the way."""
+    minimization, ``stereo_fixed`` of them have none left; ``reflected`` of them were mirrored on the way;
+    ``not_converged`` conformers ended their last minimization at ``max_iters``."""
 
     positions: np.ndarray
     stereo_attempted: int = 0
     stereo_fixed: int = 0
     reflected: int = 0
+    not_converged: int = 0
 
 
 def repair_conformers(
@@ -92,9 +94,9 @@ def repair_conformers(
     props.SetMMFFVerbosity(0)
     spec = stereo_spec(mol) if spec is None else spec
     out = np.empty_like(positions)
-    attempted = fixed = reflected = 0
+    attempted = fixed = reflected = not_converged = 0
     for k, start in enumerate(positions):
-        pos = _minimize(mol, props, start, config.max_iters)
+        pos, converged = _minimize(mol, props, start, config.max_iters)
         bad_centres, bad_bonds = stereo_mismatch(mol, pos, spec) if np.isfinite(pos).all() else ([], [])
         if bad_centres or bad_bonds:
             attempted += 1
@@ -105,14 +107,15 @@ def repair_conformers(
             for _ in range(config.passes):
                 if not bad_centres and not bad_bonds:
                     break
-                restrained = _minimize(mol, props, pos, config.max_iters, (spec, bad_centres, bad_bonds, config))
-                pos = _minimize(mol, props, restrained, config.max_iters)
+                restrained, _ = _minimize(mol, props, pos, config.max_iters, (spec, bad_centres, bad_bonds, config))
+                pos, converged = _minimize(mol, props, restrained, config.max_iters)
                 bad_centres, bad_bonds = stereo_mismatch(mol, pos, spec)
             if not bad_centres and not bad_bonds:
                 fixed += 1
                 reflected += int(mirrored)
         out[k] = pos
-    return RepairResult(out, attempted, fixed, reflected)
+        not_converged += int(not converged)
+    return RepairResult(out, attempted, fixed, reflected, not_converged)
 
 
 def _minimize(
@@ -121,7 +124,8 @@ def _minimize(
     pos: np.ndarray,
     max_iters: int,
     restraints: tuple[StereoSpec, list[int], list[int], RepairConfig] | None = None,
-) -> np.ndarray:
+) -> tuple[np.ndarray, bool]:
+    """Minimized positions, and whether the minimizer converged within ``max_iters``."""
     one = with_conformers(mol, [pos])
     with rdBase.BlockLogs():
         ff = rdForceFieldHelpers.MMFFGetMoleculeForceField(one, props)
@@ -133,8 +137,8 @@ def _minimize(
         for atoms, low, high in _restraints(one, conf, spec, set(bad_centres), set(bad_bonds)):
             ff.MMFFAddTorsionConstraint(*atoms, False, low, high, config.force_constant)
     ff.Initialize()
-    ff.Minimize(maxIts=max_iters)
-    return np.asarray(ff.Positions(), dtype=np.float64).reshape(-1, 3)
+    status = ff.Minimize(maxIts=max_iters)
+    return np.asarray(ff.Positions(), dtype=np.float64).reshape(-1, 3), status == 0
 
 
 def _restraints(

@@ -63,6 +63,8 @@ def test_a_right_conformer_gets_exactly_rdkits_own_mmff_minimization() -> None:
     right = _embed(GLUCOSE, seed=3)
     result = repair_conformers(mol, np.stack([right, right]), RepairConfig(max_iters=150))
     assert result.stereo_attempted == 0
+    short = repair_conformers(mol, right[None], RepairConfig(max_iters=2))
+    assert short.not_converged == 1 and result.not_converged == 0
     assert check_conformer(mol, result.positions[0]).ok
     reference = with_conformers(mol, [right])
     rdForceFieldHelpers.MMFFOptimizeMolecule(reference, maxIters=150)
