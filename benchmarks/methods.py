@@ -29,6 +29,7 @@ from molecules.validity import check_conformer, stereo_spec
 
 __all__ = [
     "METHODS",
+    "Chained",
     "ConformerGenerator",
     "EnergyRelaxation",
     "EtkdgGenerator",
@@ -230,6 +231,29 @@ class StereoRepair:
         return None
 
 
+@dataclass(frozen=True)
+class Chained:
+    """``first``, then ``second`` on what ``first`` kept (drop reasons and counts add up)."""
+
+    first: Refiner
+    second: Refiner
+
+    @property
+    def name(self) -> str:
+        return f"{self.first.name}+{self.second.name}"
+
+    def refine(self, mol: Chem.Mol) -> Refined:
+        a = self.first.refine(mol)
+        if a.mol.GetNumConformers() == 0:
+            return a
+        b = self.second.refine(a.mol)
+        return Refined(b.mol, a.reasons + b.reasons, b.not_converged, a.steps + b.steps)
+
+    def close(self) -> None:
+        self.first.close()
+        self.second.close()
+
+
 @dataclass
 class EnergyRelaxation:
     """Local relaxation of every conformer with an energy model of :mod:`energy.registry`:
@@ -326,6 +350,13 @@ METHODS: dict[str, MethodFactory] = {
         _adjoint(s),
         StereoRepair(s.mmff_max_iters),
         f"Adjoint Sampling + MMFF94 repair with the input's stereochemistry enforced (maxIters {s.mmff_max_iters})",
+    ),
+    "adjoint+repair+relax": lambda s: Method(
+        "adjoint+repair+relax",
+        _adjoint(s),
+        Chained(StereoRepair(s.mmff_max_iters), relaxation(s)),
+        f"Adjoint Sampling + stereo-enforcing MMFF94 repair + {s.relax_optimizer.upper()} relaxation with "
+        + f"{s.relax_model} (fmax {s.relax_fmax} eV/Å, ≤ {s.relax_max_steps} steps)",
     ),
     "adjoint+relax": lambda s: Method(
         "adjoint+relax",

@@ -113,3 +113,16 @@ def test_corpus_reasons_are_counted_by_kind() -> None:
     assert _reason_kind("stereo: 1 of 1 double bonds with the wrong E/Z") == "stereo: double bonds"
     both = "stereo: 1 of 3 stereocentres inverted (atoms [2]); 1 of 1 double bonds with the wrong E/Z"
     assert _reason_kind(both) == "stereo: centres and double bonds"
+
+
+def test_repair_then_relax_chains_the_refiners() -> None:
+    from benchmarks.methods import MethodSettings, build_methods
+
+    settings = MethodSettings(checkpoint="unused.pt", relax_model="mmff", relax_fmax=1e-4, relax_max_steps=50)
+    (method,) = build_methods(["adjoint+repair+relax"], settings)
+    assert method.refiner is not None and method.refiner.name == "repair[mmff94+stereo]+relax[mmff]"
+    mol = _mol(GLUCOSE)
+    wrong = _embed(GLUCOSE.replace("O[C@@H](O)", "O[C@H](O)"))
+    refined = method.refiner.refine(with_conformers(mol, [wrong]))
+    assert refined.mol.GetNumConformers() == 1 and refined.steps > 0
+    assert check_conformer(mol, refined.mol.GetConformer().GetPositions()).ok
