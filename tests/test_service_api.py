@@ -147,7 +147,8 @@ def test_sync_mostly_rejected_still_answers_with_reasons(api: httpx.Client) -> N
     if checks["returned"] + checks["pruned"] < 6:
         assert checks["rejected"]  # the tiny model's failures are reported, not hidden
     repaired = api.post("/v1/conformers", json={**request, "repair": True}).json()["checks"]
-    assert repaired["repaired"] == 6
+    assert repaired["repaired"] == 6 and 0 <= repaired["stereo_repaired"] <= 6
+    assert checks["stereo_repaired"] == 0
     assert repaired["returned"] + sum(repaired["rejected"].values()) + repaired["pruned"] == 6
 
 
