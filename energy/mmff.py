@@ -37,7 +37,14 @@ from energy.protocol import EnergyResult, Structures
 from energy.units import KCAL_PER_MOL_IN_EV
 from energy.validation import Evaluated, StructureLimits, assemble_result, atom_slices, structure_problems
 
-__all__ = ["KCAL_PER_MOL_IN_EV", "MMFF_ELEMENTS", "MmffEnergy", "mmff_optimize", "mmff_typing_problem"]
+__all__ = [
+    "KCAL_PER_MOL_IN_EV",
+    "MMFF_ELEMENTS",
+    "MmffEnergy",
+    "mmff_optimize",
+    "mmff_properties",
+    "mmff_typing_problem",
+]
 
 #: 1 kcal/mol in eV: 4184 J / (N_A e), exact with the 2019 SI constants.
 
@@ -239,6 +246,22 @@ class MmffEnergy:
         return assemble_result(structures, outcomes)
 
 
+def mmff_properties(mol: Chem.Mol, variant: str = "MMFF94") -> Any:
+    """RDKit's MMFF typing of ``mol`` (``MMFFGetMoleculeProperties``, quiet).
+
+    Raises:
+        ValueError: an unknown variant, or atoms MMFF cannot type (the message names them).
+    """
+    if variant not in _VARIANTS:
+        raise ValueError(f"unknown MMFF variant {variant!r}; choose one of {_VARIANTS}")
+    with rdBase.BlockLogs():
+        props = rdForceFieldHelpers.MMFFGetMoleculeProperties(mol, mmffVariant=variant)
+    if props is None:
+        raise ValueError(f"{variant} cannot type this molecule: {mmff_typing_problem(mol, variant) or 'no parameters'}")
+    props.SetMMFFVerbosity(0)
+    return props
+
+
 def mmff_optimize(
     mol: Chem.Mol, *, max_iters: int = 200, variant: str = "MMFF94", threads: int = 1
 ) -> list[tuple[bool, float]]:
@@ -254,10 +277,7 @@ def mmff_optimize(
         raise ValueError(f"unknown MMFF variant {variant!r}; choose one of {_VARIANTS}")
     if mol.GetNumConformers() == 0:
         return []
-    with rdBase.BlockLogs():
-        props = rdForceFieldHelpers.MMFFGetMoleculeProperties(mol, mmffVariant=variant)
-    if props is None:
-        raise ValueError(f"{variant} cannot type this molecule: {mmff_typing_problem(mol, variant) or 'no parameters'}")
+    mmff_properties(mol, variant)  # a clear error where RDKit's optimizer would fail silently
     with rdBase.BlockLogs():
         results = rdForceFieldHelpers.MMFFOptimizeMoleculeConfs(
             mol, numThreads=threads, maxIters=max_iters, mmffVariant=variant

@@ -35,11 +35,9 @@ from rdkit.Chem import rdForceFieldHelpers
 from rdkit.Chem import rdMolTransforms as transforms
 
 from molecules.structures import with_conformers
-from molecules.validity import StereoSpec, stereo_mismatch, stereo_spec
+from molecules.validity import StereoSpec, mirror_image, stereo_mismatch, stereo_spec
 
 __all__ = ["RepairConfig", "RepairResult", "repair_conformers"]
-
-_MIRROR = np.array([-1.0, 1.0, 1.0])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,18 +78,13 @@ def repair_conformers(
     Raises:
         ValueError: MMFF94 cannot type ``mol`` (the message names the atoms).
     """
-    from energy.mmff import mmff_typing_problem
+    from energy.mmff import mmff_properties
 
     config = config or RepairConfig()
     positions = np.asarray(positions, dtype=np.float64)
     if positions.ndim != 3 or positions.shape[1:] != (mol.GetNumAtoms(), 3):
         raise ValueError(f"positions shape {positions.shape} does not match {mol.GetNumAtoms()} atoms")
-    with rdBase.BlockLogs():
-        props = rdForceFieldHelpers.MMFFGetMoleculeProperties(mol, mmffVariant=config.variant)
-    if props is None:
-        problem = mmff_typing_problem(mol, config.variant) or "no parameters"
-        raise ValueError(f"{config.variant} cannot type this molecule: {problem}")
-    props.SetMMFFVerbosity(0)
+    props = mmff_properties(mol, config.variant)
     spec = stereo_spec(mol) if spec is None else spec
     out = np.empty_like(positions)
     attempted = fixed = reflected = not_converged = 0
@@ -102,7 +95,7 @@ def repair_conformers(
             attempted += 1
             mirrored = False
             if 2 * len(bad_centres) > len(spec.centres):
-                pos, mirrored = pos * _MIRROR, True
+                pos, mirrored = mirror_image(pos), True
                 bad_centres, bad_bonds = stereo_mismatch(mol, pos, spec)
             for _ in range(config.passes):
                 if not bad_centres and not bad_bonds:

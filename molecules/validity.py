@@ -22,7 +22,9 @@ from rdkit.Chem import rdDetermineBonds
 
 from molecules.structures import with_conformers
 
-__all__ = ["ConformerCheck", "StereoSpec", "check_conformer", "stereo_mismatch", "stereo_spec"]
+__all__ = ["ConformerCheck", "StereoSpec", "check_conformer", "mirror_image", "stereo_mismatch", "stereo_spec"]
+
+_MIRROR = np.array([-1.0, 1.0, 1.0])
 
 _DOUBLE_BOND_LABELS = {
     Chem.BondStereo.STEREOE: "E",
@@ -105,6 +107,11 @@ def stereo_mismatch(mol: Chem.Mol, positions: np.ndarray, spec: StereoSpec) -> t
     return bad_centres, bad_bonds
 
 
+def mirror_image(positions: np.ndarray) -> np.ndarray:
+    """``x -> -x``: every distance and E/Z kept, every tetrahedral centre inverted."""
+    return positions * _MIRROR
+
+
 def check_conformer(mol: Chem.Mol, positions: np.ndarray, spec: StereoSpec | None = None) -> ConformerCheck:
     """Check ``positions`` ``[n, 3]`` against ``mol``; reflect a mirror image when that fixes it."""
     positions = np.asarray(positions, dtype=np.float64)
@@ -120,7 +127,7 @@ def check_conformer(mol: Chem.Mol, positions: np.ndarray, spec: StereoSpec | Non
     if not bad_centres and not bad_bonds:
         return ConformerCheck(True, positions)
     if bad_centres and not bad_bonds and len(bad_centres) == len(spec.centres):
-        mirrored = positions * np.array([-1.0, 1.0, 1.0])
+        mirrored = mirror_image(positions)
         if stereo_mismatch(mol, mirrored, spec) == ([], []):
             return ConformerCheck(True, mirrored, reflected=True)
     parts = []
