@@ -331,12 +331,13 @@ METHODS: dict[str, MethodFactory] = {
         f"RDKit ETKDGv3 + RDKit {s.mmff_variant} (maxIters {s.mmff_max_iters})",
     ),
     "rdkit+relax": lambda s: Method(
-        "rdkit+relax",
+        "rdkit+relax", EtkdgGenerator(s.threads), relaxation(s), f"RDKit ETKDGv3 + {_relax_label(s)}"
+    ),
+    "rdkit+mmff+relax": lambda s: Method(
+        "rdkit+mmff+relax",
         EtkdgGenerator(s.threads),
-        relaxation(s),
-        f"RDKit ETKDGv3 + {s.relax_optimizer.upper()} relaxation with {s.relax_model}"
-        + "".join(f" {k}={v}" for k, v in s.relax_options if k != "workers")
-        + f" (fmax {s.relax_fmax} eV/Å, ≤ {s.relax_max_steps} steps)",
+        Chained(RdkitMmffOptimizer(s.mmff_max_iters, s.mmff_variant, s.threads), relaxation(s)),
+        f"RDKit ETKDGv3 + RDKit {s.mmff_variant} (maxIters {s.mmff_max_iters}) + {_relax_label(s)}",
     ),
     "adjoint": lambda s: Method("adjoint", _adjoint(s), None, f"Adjoint Sampling ({s.checkpoint})"),
     "adjoint+mmff": lambda s: Method(
@@ -355,17 +356,24 @@ METHODS: dict[str, MethodFactory] = {
         "adjoint+repair+relax",
         _adjoint(s),
         Chained(StereoRepair(s.mmff_max_iters), relaxation(s)),
-        f"Adjoint Sampling + stereo-enforcing MMFF94 repair + {s.relax_optimizer.upper()} relaxation with "
-        + f"{s.relax_model} (fmax {s.relax_fmax} eV/Å, ≤ {s.relax_max_steps} steps)",
+        f"Adjoint Sampling + stereo-enforcing MMFF94 repair + {_relax_label(s)}",
     ),
     "adjoint+relax": lambda s: Method(
         "adjoint+relax",
         _adjoint(s),
         relaxation(s),
-        f"Adjoint Sampling + {s.relax_optimizer.upper()} relaxation with {s.relax_model}"
-        + f" (fmax {s.relax_fmax} eV/Å, ≤ {s.relax_max_steps} steps)",
+        f"Adjoint Sampling + {_relax_label(s)}",
     ),
 }
+
+
+def _relax_label(s: MethodSettings) -> str:
+    """How the shared ``+relax`` refiner is described in reports."""
+    return (
+        f"{s.relax_optimizer.upper()} relaxation with {s.relax_model}"
+        + "".join(f" {k}={v}" for k, v in s.relax_options if k != "workers")
+        + f" (fmax {s.relax_fmax} eV/Å, ≤ {s.relax_max_steps} steps)"
+    )
 
 
 def _adjoint(settings: MethodSettings) -> AdjointGenerator:

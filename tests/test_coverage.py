@@ -89,6 +89,9 @@ def test_method_registry() -> None:
     methods = build_methods(["rdkit", "rdkit+mmff", "rdkit+relax"], settings)
     assert [m.name for m in methods] == ["rdkit", "rdkit+mmff", "rdkit+relax"]
     assert methods[0].generator == methods[2].generator  # shared conformers within a run
+    (both,) = build_methods(["rdkit+mmff+relax"], settings)
+    assert both.generator == methods[0].generator
+    assert both.refiner is not None and both.refiner.name == "mmff94+relax[xtb]"
     with pytest.raises(ValueError, match="unknown method"):
         build_methods(["omega"], settings)
     with pytest.raises(ValueError, match="already registered"):
