@@ -114,9 +114,11 @@ def run(
     train_steps: int | None = None,
     layers: int | None = None,
     hidden: int | None = None,
+    samples_per_round: int | None = None,
+    buffer_capacity: int | None = None,
 ) -> dict[str, Any]:
     """Train and score every (system, seed); results for other (system, seed) pairs already in ``out_dir``
-    are kept, so seeds and systems can run as processes side by side."""
+    are kept, so seeds and systems can run as processes side by side. ``None`` keeps the preset's value."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"command": command, "versions": versions(), "runs": [], "floors": {}}
     if threads is not None:
@@ -141,6 +143,10 @@ def run(
                     hidden=network.hidden if hidden is None else hidden,
                 ),
             )
+        if samples_per_round is not None:
+            config = replace(config, trainer=replace(config.trainer, samples_per_round=samples_per_round))
+        if buffer_capacity is not None:
+            config = replace(config, buffer_capacity=buffer_capacity)
         grid = config.eval_grid if eval_steps is None else replace(config.eval_grid, num_steps=eval_steps)
         for seed in seeds:
             checkpoint = out_dir / "checkpoints" / f"{system}_seed{seed}.pt"

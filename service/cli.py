@@ -173,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--layers", type=int, default=None, help="EGNN layers (default: preset)")
     bs.add_argument("--hidden", type=int, default=None, help="EGNN width (default: preset)")
     bs.add_argument(
+        "--samples-per-round", type=int, default=None, help="fresh samples per buffer refresh (default: preset)"
+    )
+    bs.add_argument("--buffer", type=int, default=None, help="replay-buffer capacity (default: preset)")
+    bs.add_argument(
         "--evaluate-only",
         action="store_true",
         help="re-score the checkpoints already in OUT_DIR/checkpoints instead of training",
@@ -385,6 +389,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
         train_steps=args.train_steps,
         layers=args.layers,
         hidden=args.hidden,
+        samples_per_round=args.samples_per_round,
+        buffer_capacity=args.buffer,
         evaluate_only=args.evaluate_only,
     )
     for system, s in summarize(results).items():
