@@ -51,6 +51,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 T_contra = TypeVar("T_contra", contravariant=True)
 
+SCHEDULES = ("dynamic", "static")
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -72,6 +73,10 @@ class PoolConfig:
         start_method: ``"spawn"`` or ``"forkserver"`` (``"fork"`` is refused, see the module docstring).
         startup_timeout_s: how long a new worker may take to import its evaluator's modules.
         threads_per_worker: OpenMP/BLAS/torch threads in each worker.
+        schedule: ``"dynamic"``: the next free worker takes the next task (best balance when tasks
+            differ in cost); ``"static"``: task ``i`` of every :meth:`ProcessPool.map` goes to worker
+            ``i % workers``, so each worker sees the same sequence of tasks on every run and an evaluator
+            with caches (warm-started SCF) gives bit-identical results run after run.
     """
 
     workers: int = 1
@@ -79,6 +84,7 @@ class PoolConfig:
     start_method: str = "spawn"
     startup_timeout_s: float = 300.0
     threads_per_worker: int = 1
+    schedule: str = "dynamic"
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -91,6 +97,8 @@ class PoolConfig:
             raise ValueError(f"startup_timeout_s must be > 0, got {self.startup_timeout_s}")
         if self.threads_per_worker < 1:
             raise ValueError(f"threads_per_worker must be >= 1, got {self.threads_per_worker}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
 
 
 class Executor(Protocol[T_contra, R]):
@@ -202,10 +210,15 @@ class ProcessPool(Generic[T, R]):
                 self._workers[k] = self._start_worker()
         while len(self._workers) < self.config.workers:
             self._workers.append(self._start_worker())
-        queue = deque(range(len(tasks)))
+        count = len(self._workers)
+        if self.config.schedule == "static":
+            queues = [deque(range(k, len(tasks), count)) for k in range(count)]
+        else:
+            shared = deque(range(len(tasks)))
+            queues = [shared] * count
         outcomes: dict[int, R | TaskFailure] = {}
         while len(outcomes) < len(tasks):
-            for w in self._workers:
+            for w, queue in zip(self._workers, queues, strict=True):
                 if w.ready and w.task is None and queue:
                     self._dispatch(w, queue.popleft(), tasks)
             wait(self._waitables(), timeout=self._next_deadline())

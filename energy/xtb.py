@@ -14,7 +14,11 @@ how close the geometries are (measured on drug-sized molecules, one core): ~1.04
 independent ETKDG conformers, 1.1–1.3× for relaxation-like steps of ~0.02 Å, most when a geometry
 repeats. It changes results only within the SCF tolerance (~1e-8 Hartree, ~1e-5 Hartree/Bohr at
 ``accuracy=1``). ``reuse_calculators=False`` builds a fresh calculator with a cold start for every
-structure, which makes each result independent of what was evaluated before.
+structure, which makes each result independent of what was evaluated before. With reuse, what a worker
+evaluated before depends on which worker took which structure: :class:`XtbEnergy` therefore hands
+structure ``i`` of a batch to worker ``i % workers`` (``schedule="static"``), so the same calls give
+bit-identical results run after run (a relaxation is reproducible); ``schedule="dynamic"`` (next free
+worker) balances batches of very different molecule sizes better, at the price of that reproducibility.
 
 In-process (``workers=0``) tblite runs with this process's OpenMP threads (shared with torch when torch
 is imported first: ``torch.set_num_threads`` sets them). More than one thread does not speed up
@@ -213,6 +217,8 @@ class XtbEnergy:
         workers: worker processes (each single-threaded); ``0`` evaluates in this process, with no
             timeout and no protection against a crashing tblite.
         timeout_s: wall-clock limit per structure in worker processes (``None``: none).
+        schedule: how structures are assigned to workers, ``"static"`` (reproducible, see the module
+            docs) or ``"dynamic"`` (:class:`~energy.pool.PoolConfig`).
         max_atoms: structures with more atoms are invalid (``None``: no limit). A GFN2-xTB single
             point of a 300-atom alkane takes ~5 s on one core, growing ~n³.
         min_distance_angstrom: closer atom pairs are invalid as coincident (see :mod:`energy.validation`).
@@ -237,6 +243,7 @@ class XtbEnergy:
         reuse_calculators: bool = True,
         workers: int = 1,
         timeout_s: float | None = 120.0,
+        schedule: str = "static",
         max_atoms: int | None = None,
         min_distance_angstrom: float = DEFAULT_MIN_DISTANCE_ANGSTROM,
     ) -> None:
@@ -263,7 +270,7 @@ class XtbEnergy:
         if workers == 0:
             self._executor = InProcess(evaluator)
         else:
-            self._executor = ProcessPool(evaluator, PoolConfig(workers=workers, timeout_s=timeout_s))
+            self._executor = ProcessPool(evaluator, PoolConfig(workers=workers, timeout_s=timeout_s, schedule=schedule))
 
     @property
     def name(self) -> str:

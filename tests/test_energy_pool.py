@@ -134,6 +134,17 @@ def test_a_hung_task_times_out_and_the_rest_is_evaluated() -> None:
     assert elapsed < 60  # killed at the timeout, not waited out (the task sleeps 120 s)
 
 
+def test_a_static_schedule_sends_task_i_to_worker_i_mod_n_even_when_one_is_slow() -> None:
+    tasks = [("sleep", 1), ("pid", 0), ("pid", 0), ("pid", 0), ("pid", 0), ("pid", 0)]
+    with ProcessPool(ScriptedEvaluator(), PoolConfig(workers=2, schedule="static")) as pool:
+        pool.map([("square", 0)] * 2)  # both workers up
+        outcomes = pool.map(tasks)
+    pids = outcomes[1:]
+    assert len(set(pids)) == 2
+    assert pids[0] == pids[2] == pids[4] and pids[1] == pids[3]  # tasks 1, 3, 5 -> worker 1; 2, 4 -> worker 0
+    assert outcomes[0] == 1
+
+
 def test_each_worker_keeps_its_evaluator_state_between_tasks_and_calls() -> None:
     evaluator = ScriptedEvaluator()
     evaluator.calls = 100  # the parent's state does not matter: workers count their own calls
@@ -175,6 +186,7 @@ def test_an_unpicklable_evaluator_is_refused_up_front() -> None:
         ({"timeout_s": 0.0}, "timeout_s"),
         ({"start_method": "fork"}, "spawn"),
         ({"threads_per_worker": 0}, "threads_per_worker"),
+        ({"schedule": "round-robin"}, "schedule"),
     ],
 )
 def test_bad_pool_config_is_refused(options: dict[str, object], message: str) -> None:
