@@ -21,8 +21,9 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,7 @@ __all__ = [
     "EnsembleScore",
     "SummaryScore",
     "failed_score",
+    "record_score",
     "score_matrix",
     "summarize",
 ]
@@ -104,6 +106,19 @@ def failed_score(num_ref: int, thresholds: Sequence[float] = THRESHOLDS) -> Ense
     """A molecule for which nothing was generated: zero coverage, no AMR."""
     zeros = np.zeros(len(thresholds))
     return EnsembleScore(tuple(float(x) for x in thresholds), zeros, zeros.copy(), math.nan, math.nan, num_ref, 0)
+
+
+def record_score(rec: Mapping[str, Any], thresholds: Sequence[float], num_ref: int) -> EnsembleScore:
+    """The :class:`EnsembleScore` of one method's per-molecule record in a benchmark run's JSON results."""
+    return EnsembleScore(
+        tuple(float(t) for t in thresholds),
+        np.asarray(rec["cov_r"], dtype=np.float64),
+        np.asarray(rec["cov_p"], dtype=np.float64),
+        float(rec["amr_r"]),
+        float(rec["amr_p"]),
+        int(num_ref),
+        int(rec["scored"]),
+    )
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import math
 import platform
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.coverage import REPORT_THRESHOLDS, EnsembleScore, SummaryScore, summarize
+from benchmarks.coverage import REPORT_THRESHOLDS, SummaryScore, record_score, summarize
+from benchmarks.paired import default_pairs, paired_lines, scores_by_dataset
 
 __all__ = ["PUBLISHED", "summaries", "write_corpus_report", "write_report"]
 
@@ -63,25 +63,13 @@ PUBLISHED: dict[float, dict[str, dict[str, tuple[float, float]]]] = {
 }
 
 
-def _score(rec: dict[str, Any], thresholds: Sequence[float], num_ref: int) -> EnsembleScore:
-    return EnsembleScore(
-        tuple(thresholds),
-        np.asarray(rec["cov_r"]),
-        np.asarray(rec["cov_p"]),
-        float(rec["amr_r"]),
-        float(rec["amr_p"]),
-        num_ref,
-        int(rec["scored"]),
-    )
-
-
 def summaries(results: dict[str, Any]) -> dict[str, dict[str, SummaryScore]]:
     """``{dataset: {method: SummaryScore}}`` from :func:`benchmarks.conformers.run`'s results."""
     out: dict[str, dict[str, SummaryScore]] = {}
     for ds in results["datasets"]:
         per_method: dict[str, SummaryScore] = {}
         for name in results["methods"]:
-            scores = [_score(m["methods"][name], results["thresholds"], m["num_refs"]) for m in ds["molecules"]]
+            scores = [record_score(m["methods"][name], results["thresholds"], m["num_refs"]) for m in ds["molecules"]]
             if scores:
                 per_method[name] = summarize(scores)
         out[ds["dataset"]] = per_method
@@ -294,6 +282,22 @@ def _json_default(x: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(x)}")
 
 
+def _paired_section(results: dict[str, Any]) -> list[str]:
+    table = paired_lines(scores_by_dataset(results), default_pairs(list(results["methods"])))
+    if not table:
+        return []
+    return [
+        "## Paired comparison with the RDKit baselines",
+        "",
+        "Per molecule, method − baseline (COV-R in percentage points: positive is better; AMR-R in Å: negative is "
+        "better), mean over molecules with a 95 % bootstrap interval, and the molecules where the method is better / "
+        "equal / worse (`benchmarks/paired.py`).",
+        "",
+        *table,
+        "",
+    ]
+
+
 def write_report(results: dict[str, Any], out_dir: Path, tag: str, command: str) -> list[Path]:
     """Write ``conformers_<tag>.md``, ``.json`` and one ``conformers_<tag>_<dataset>.png`` per dataset."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -330,6 +334,7 @@ def write_report(results: dict[str, Any], out_dir: Path, tag: str, command: str)
         "",
         *_published_layout(results, summ),
         "",
+        *_paired_section(results),
         "## All metrics",
         "",
     ]

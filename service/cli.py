@@ -161,6 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_energy_arguments(
         bsub.add_parser("energy", help="energy-model throughput: 1 vs 2 worker processes, calculator reuse vs fresh")
     )
+    from benchmarks.paired import add_arguments as add_bench_compare_arguments
+
+    add_bench_compare_arguments(
+        bsub.add_parser(
+            "compare",
+            help="paired per-molecule comparison of methods in conformer-benchmark results (bootstrap CI)",
+            description="Per molecule, method − baseline of COV-R and AMR-R over one or more conformers_<tag>.json "
+            "files, with 95 % bootstrap intervals and better/equal/worse counts.",
+        )
+    )
     bs = bsub.add_parser("synthetic", help="DW-4 and LJ-13 x-W2 / E-W2 over seeds vs published rows")
     bs.add_argument("--systems", nargs="+", choices=["dw4", "lj13"], default=["dw4", "lj13"])
     bs.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -363,9 +373,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
         from service.cli_serve import cmd_bench_service
 
         return cmd_bench_service(args)
-    if args.benchmark == "energy":
-        from benchmarks.energy_throughput import run_from_args
+    if args.benchmark in ("energy", "compare"):
+        from benchmarks import energy_throughput, paired
 
+        run_from_args = energy_throughput.run_from_args if args.benchmark == "energy" else paired.run_from_args
         try:
             lines = run_from_args(args, reproduce_command())
         except (FileNotFoundError, ValueError) as exc:
