@@ -101,3 +101,5 @@ def test_runs_merge_and_the_cli_prints_the_table(tmp_path: Path) -> None:
     assert out.read_text().startswith("Reproduce: `adjoint-sampling bench compare")
     bad = subprocess.run([*cli[:-2], "--pairs", "adjoint+repair"], capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "METHOD:BASELINE" in bad.stderr
+    off_grid = subprocess.run([*cli[:-2], "--delta", "0.3"], capture_output=True, text=True, timeout=120)
+    assert off_grid.returncode != 0 and "not on the grid" in off_grid.stderr and "Traceback" not in off_grid.stderr
