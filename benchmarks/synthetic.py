@@ -298,7 +298,9 @@ def markdown(results: dict[str, Any]) -> str:
             f"{r['reference_mean_energy']:.2f} | {r['rounds']} | {r['energy_calls']} | {r['train_seconds']:.0f} | "
             f"{r['refresh_seconds']:.0f} / {r['gradient_seconds']:.0f} | {r['sample_seconds']:.1f} |"
         )
-    lines += ["", *results.get("notes", []), "", f"Versions: {results['versions']}", ""]
+    for note in results.get("notes", []):
+        lines += ["", note]
+    lines += ["", f"Versions: {results['versions']}", ""]
     return "\n".join(lines)
 
 
