@@ -197,6 +197,7 @@ class _ChunkResult:
     forces: Any
     valid: Any
     reasons: tuple[str | None, ...]
+    seconds: float  # wall time of the evaluation inside the worker
 
 
 class RegistryEvaluator:
@@ -230,8 +231,10 @@ class RegistryEvaluator:
             multiplicity=torch.from_numpy(chunk.multiplicity),
             connection_tables=chunk.connection_tables,
         )
+        start = time.perf_counter()
         r = self._model.evaluate(structures)
-        return _ChunkResult(r.energies.numpy(), r.forces.numpy(), r.valid.numpy(), r.reasons)
+        seconds = time.perf_counter() - start
+        return _ChunkResult(r.energies.numpy(), r.forces.numpy(), r.valid.numpy(), r.reasons, seconds)
 
 
 class PooledModel:
@@ -242,6 +245,10 @@ class PooledModel:
         from energy.pool import PoolConfig, ProcessPool
 
         self.name, self.workers, self.chunk = name, workers, chunk
+        # sum over calls of the slowest task's evaluation time inside its worker: with one task per worker,
+        # a call's wall time minus this is what the pool itself costs (sending, waking, collecting, the
+        # parent's share); with smaller tasks a worker runs several in a row and the split means nothing
+        self.slowest_task_seconds: float | None = 0.0 if chunk is None else None
         self._pool: Any = ProcessPool(RegistryEvaluator(name, options), PoolConfig(workers=workers, timeout_s=600.0))
 
     def evaluate(self, structures: Any) -> Any:
@@ -279,7 +286,11 @@ class PooledModel:
         energies = np.full(g, np.nan)
         forces = np.zeros((positions.shape[0], positions.shape[1]))
         reasons: list[str | None] = [None] * g
-        for m, r, answer in zip(members, rows, self._pool.map(chunks), strict=True):
+        answers = self._pool.map(chunks)
+        if self.slowest_task_seconds is not None:
+            done = [a.seconds for a in answers if not isinstance(a, TaskFailure)]
+            self.slowest_task_seconds += max(done, default=0.0)
+        for m, r, answer in zip(members, rows, answers, strict=True):
             if isinstance(answer, TaskFailure):
                 for i in m:
                     reasons[i] = answer.reason
@@ -404,17 +415,21 @@ def available_cores(processes: int = 2, iterations: int = 3_000_000) -> tuple[fl
     return cores, processes * alone / max(w for _, w in together)
 
 
-def _timed(model: Any, batch: Any, calls: int = 1) -> tuple[float, float, Any]:
+def _timed(model: Any, batch: Any, calls: int = 1) -> tuple[float, float, float | None, Any]:
     """Wall seconds and CPU seconds (this process and the model's workers) per call, over ``calls``
-    consecutive calls, and the last call's result."""
+    consecutive calls; the slowest task's evaluation time inside its worker per call (generic pool only,
+    else ``None``); and the last call's result."""
     pids = list(getattr(model, "worker_pids", []))
+    inside_start = getattr(model, "slowest_task_seconds", None)
     cpu_start, workers_start = time.process_time(), _worker_cpu_seconds(pids)
     start = time.perf_counter()
     for _ in range(calls):
         result = model.evaluate(batch)
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu_start + _worker_cpu_seconds(pids) - workers_start
-    return wall / calls, cpu / calls, result
+    inside_end = getattr(model, "slowest_task_seconds", None)
+    inside = None if inside_start is None or inside_end is None else (inside_end - inside_start) / calls
+    return wall / calls, cpu / calls, inside, result
 
 
 def bench_model(name: str, base: dict[str, Any], batch: Any, config: BenchConfig) -> dict[str, Any]:
@@ -427,15 +442,16 @@ def bench_model(name: str, base: dict[str, Any], batch: Any, config: BenchConfig
     energies: dict[str, Any] = {}
     try:
         for label in labels:
-            seconds, _, result = _timed(variants[label], batch)
+            seconds, _, _, result = _timed(variants[label], batch)
             out["variants"][label] = {
                 "first_call_s": seconds,
                 "times_s": [],
                 "cpu_s": [],
+                "slowest_task_s": [],
                 "valid": int(result.valid.sum()),
             }
             energies[label] = result.energies
-            steady, _, _ = _timed(variants[label], batch)  # untimed: how many calls fill a repeat
+            steady, _, _, _ = _timed(variants[label], batch)  # untimed: how many calls fill a repeat
             calls = max(1, math.ceil(config.min_repeat_seconds / max(steady, 1e-9)))
             out["variants"][label]["calls_per_repeat"] = calls
             log.info(
@@ -454,9 +470,11 @@ def bench_model(name: str, base: dict[str, Any], batch: Any, config: BenchConfig
             speedups.append(speedup)
             for label in labels[r % len(labels) :] + labels[: r % len(labels)]:
                 calls = out["variants"][label]["calls_per_repeat"]
-                seconds, cpu, _ = _timed(variants[label], batch, calls)
+                seconds, cpu, inside, _ = _timed(variants[label], batch, calls)
                 out["variants"][label]["times_s"].append(seconds)
                 out["variants"][label]["cpu_s"].append(cpu)
+                if inside is not None:
+                    out["variants"][label]["slowest_task_s"].append(inside)
             log.info("%s repeat %d: %s", name, r, {k: round(v["times_s"][-1], 2) for k, v in out["variants"].items()})
     finally:
         for model in variants.values():
@@ -468,6 +486,8 @@ def bench_model(name: str, base: dict[str, Any], batch: Any, config: BenchConfig
         v["cores_used"] = statistics.median(c / t for c, t in zip(v["cpu_s"], v["times_s"], strict=True))
         v["conformers_per_cpu_s"] = g / statistics.median(v["cpu_s"]) if statistics.median(v["cpu_s"]) > 0 else None
         v["conformers_per_s"] = g / v["median_s"]
+        if v.get("slowest_task_s"):
+            v["median_slowest_task_s"] = statistics.median(v["slowest_task_s"])
         both = ~torch.isnan(energies[label]) & ~torch.isnan(energies["1 worker"])
         v["max_abs_energy_difference_ev_vs_1_worker"] = (
             float((energies[label][both] - energies["1 worker"][both]).abs().max()) if both.any() else None
@@ -582,6 +602,21 @@ def _verdict(entry: dict[str, Any]) -> str:
     return f"Target not met although the workers got {cores:.2f} cores: overhead or uneven tasks.{work}."
 
 
+def _inside_workers(entry: dict[str, Any]) -> str | None:
+    """Split the 2-vs-1 speedup into the workers' own evaluation time and the pool's overhead (generic pool)."""
+    one, two = entry["variants"]["1 worker"], entry["variants"]["2 workers"]
+    if "median_slowest_task_s" not in one or "median_slowest_task_s" not in two:
+        return None
+    t1, t2 = one["median_slowest_task_s"], two["median_slowest_task_s"]
+    return (
+        f"Inside the workers: the whole batch took {_duration(t1)} to evaluate in 1 worker, the slower half "
+        f"{_duration(t2)} in 2 concurrent workers, so each of 2 concurrent workers ran at {t1 / (2 * t2):.0%} of "
+        f"one worker's rate; with no pool overhead at all, 2 vs 1 would have been {t1 / t2:.2f}×. Pool overhead "
+        f"per call (median call minus the slowest task): {_duration(one['median_s'] - t1)} with 1 worker, "
+        f"{_duration(two['median_s'] - t2)} with 2."
+    )
+
+
 def _duration(seconds: float) -> str:
     return f"{seconds:.2f} s" if seconds >= 1 else f"{seconds * 1000:.1f} ms"
 
@@ -640,6 +675,9 @@ def markdown(results: dict[str, Any]) -> str:
             f"{entry['speedup_2_vs_1_workers_paired_median']:.2f}× (median of per-repeat ratios); target ≥ 1.8×.",
             _verdict(entry),
         ]
+        inside = _inside_workers(entry)
+        if inside:
+            lines.append(inside)
         speedups = entry.get("control_speedup_for_2_plain_processes")
         if speedups:
             lines.append(
