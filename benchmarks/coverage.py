@@ -46,7 +46,7 @@ def _index(thresholds: Sequence[float], delta: float) -> int:
     for i, t in enumerate(thresholds):
         if math.isclose(t, delta, abs_tol=1e-9):
             return i
-    raise KeyError(f"threshold {delta} Å is not on the grid {list(thresholds)}")
+    raise ValueError(f"threshold {delta} Å is not on the grid {list(thresholds)}")
 
 
 @dataclass(frozen=True)
