@@ -27,12 +27,16 @@ WORKDIR /app
 RUN pip install "torch==${TORCH_VERSION}" --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}"
 
 COPY pyproject.toml constraints.txt README.md ./
+# the floors, bottom to top (tests/test_layering.py checks this list against the packages)
 COPY sampler ./sampler
 COPY energy ./energy
-COPY buffer ./buffer
-COPY service ./service
 COPY molecules ./molecules
+COPY buffer ./buffer
+COPY training ./training
+COPY inference ./inference
+COPY service ./service
 COPY benchmarks ./benchmarks
+COPY cli ./cli
 COPY checkpoints ./checkpoints
 # editable: the CLI finds the shipped checkpoints next to the code
 RUN pip install -c constraints.txt -e . \

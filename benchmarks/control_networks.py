@@ -2,7 +2,7 @@
 smoke comparison of the bridge-matching warm-up loss after the same wall-time budget.
 
 Data: SPICE training molecules (the default filter, seed 0) with ETKDG conformers, shuffled into batches of
-16 graphs exactly as the warm-up does (:func:`service.conformer_training.warmup_batches`); a disjoint set of
+16 graphs exactly as the warm-up does (:func:`training.conformer_training.warmup_batches`); a disjoint set of
 molecules gives the held-out batches. Timing: the first training batch, one CPU thread, median of
 ``--repeats`` steps after two warm-up steps; "train step" is loss forward + backward + Adam (the warm-up's
 step), "forward" is one network call under ``torch.inference_mode`` (the sampler's cost per SDE step).
@@ -41,7 +41,7 @@ from sampler.loss import bridge_matching_loss
 from sampler.networks import ControlConfig, build_control, describe_network
 from sampler.state import SystemBatch
 from sampler.tensor_product import TensorProductConfig
-from service.conformer_training import ConformerRunConfig, tensor_product_network, warmup_batches
+from training.conformer_training import ConformerRunConfig, tensor_product_network, warmup_batches
 
 __all__ = ["BenchConfig", "candidate_networks", "main", "run"]
 
@@ -278,7 +278,7 @@ def report(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from service.cli import DEFAULT_DATA
+    from training.paths import DEFAULT_DATA
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.control_networks", description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from sampler.networks import describe_network, network_from_dict
-from service.checkpoint import load_checkpoint
+from training.checkpoint import load_checkpoint
 
 __all__ = ["main", "plot_curves"]
 

@@ -48,6 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from training.paths import DEFAULT_DATA, RESULTS_DIR
+
 # Heavy imports (torch, RDKit, the energy models) happen inside functions: the CLI imports this module
 # to build its parser.
 
@@ -55,9 +57,8 @@ __all__ = ["BenchConfig", "add_arguments", "main", "pick_molecules", "run", "run
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SMILES_FILE = REPO_ROOT.parent / "shared" / "data" / "spice" / "spice_train.txt"
-DEFAULT_OUT_DIR = REPO_ROOT / "benchmarks" / "results"
+DEFAULT_SMILES_FILE = DEFAULT_DATA / "spice" / "spice_train.txt"
+DEFAULT_OUT_DIR = RESULTS_DIR
 ALLOWED_ELEMENTS = frozenset({"H", "C", "N", "O", "F", "S", "Cl"})
 
 

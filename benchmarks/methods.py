@@ -30,6 +30,7 @@ from molecules.validity import check_conformer, stereo_spec
 __all__ = [
     "METHODS",
     "Chained",
+    "ConforgeGenerator",
     "ConformerGenerator",
     "EnergyRelaxation",
     "EtkdgGenerator",
@@ -149,7 +150,7 @@ class EtkdgGenerator:
 
 @dataclass
 class AdjointGenerator:
-    """The trained Adjoint Sampling model (:class:`service.conformer_sampling.ConformerSampler`): terminal
+    """The trained Adjoint Sampling model (:class:`inference.conformer_sampling.ConformerSampler`): terminal
     states of the controlled SDE, loaded on first use. Nothing is dropped (the benchmark counts invalid
     ones); a mirror image is reflected as the product does (an E(3)-equivariant network samples a chiral
     molecule and its mirror image alike, so ``x -> -x`` is part of the method, not a repair)."""
@@ -166,7 +167,7 @@ class AdjointGenerator:
         if self._sampler is None:
             if self.checkpoint is None:
                 raise ValueError("the adjoint methods need a conformer-sampler checkpoint (--checkpoint PATH)")
-            from service.conformer_sampling import ConformerSampler
+            from inference.conformer_sampling import ConformerSampler
 
             self._sampler = ConformerSampler(self.checkpoint)
         try:
@@ -175,6 +176,49 @@ class AdjointGenerator:
             raise GenerationError(str(exc)) from exc
         spec = stereo_spec(mol)
         return with_conformers(mol, [check_conformer(mol, p, spec).positions for p in positions])
+
+
+@dataclass(frozen=True)
+class ConforgeGenerator:
+    """CONFORGE (CDPKit's ``CDPL.ConfGen.ConformerGenerator``) with its default settings and at most
+    ``num_conformers`` outputs. It prunes its own output, so it may return fewer than asked (scored as returned).
+
+    The molecule travels as a non-canonical SMILES with explicit hydrogens (stereo included); RDKit's
+    ``_smilesAtomOutputOrder`` maps CONFORGE's atoms back to the input's order. CONFORGE is deterministic:
+    ``seed`` is ignored.
+    """
+
+    timeout_s: float = 3600.0
+
+    @property
+    def name(self) -> str:
+        return "conforge"
+
+    def generate(self, mol: Chem.Mol, num_conformers: int, seed: int) -> Chem.Mol:
+        import CDPL.Base as CBase
+        import CDPL.Chem as CChem
+        import CDPL.ConfGen as ConfGen
+
+        smiles = Chem.MolToSmiles(mol, canonical=False)
+        order = [int(i) for i in mol.GetProp("_smilesAtomOutputOrder").strip("[],").split(",")]
+        cmol = CChem.BasicMolecule()
+        if not CChem.SMILESMoleculeReader(CBase.StringIOStream(smiles)).read(cmol):
+            raise GenerationError(f"CDPKit could not read {smiles}")
+        ConfGen.prepareForConformerGeneration(cmol)
+        n = mol.GetNumAtoms()
+        if cmol.numAtoms != n or len(order) != n:
+            raise GenerationError(f"CDPKit changed the atom count ({n} -> {cmol.numAtoms})")
+        generator = ConfGen.ConformerGenerator()
+        generator.settings.setMaxNumOutputConformers(num_conformers)
+        generator.settings.setTimeout(int(self.timeout_s * 1000))
+        status = generator.generate(cmol)
+        if status not in (ConfGen.ReturnCode.SUCCESS, ConfGen.ReturnCode.TOO_MUCH_SYMMETRY):
+            raise GenerationError(f"CONFORGE failed with return code {status}")
+        out = np.zeros((generator.getNumConformers(), n, 3))
+        for k in range(out.shape[0]):
+            coords = generator.getConformer(k)
+            out[k, order] = np.array([[coords[i][0], coords[i][1], coords[i][2]] for i in range(n)])
+        return with_conformers(mol, out)
 
 
 @dataclass(frozen=True)
@@ -339,6 +383,7 @@ METHODS: dict[str, MethodFactory] = {
         Chained(RdkitMmffOptimizer(s.mmff_max_iters, s.mmff_variant, s.threads), relaxation(s)),
         f"RDKit ETKDGv3 + RDKit {s.mmff_variant} (maxIters {s.mmff_max_iters}) + {_relax_label(s)}",
     ),
+    "conforge": lambda s: Method("conforge", ConforgeGenerator(), None, "CONFORGE (CDPKit 1.3, default settings)"),
     "adjoint": lambda s: Method("adjoint", _adjoint(s), None, f"Adjoint Sampling ({s.checkpoint})"),
     "adjoint+mmff": lambda s: Method(
         "adjoint+mmff",

@@ -48,10 +48,10 @@ from buffer.jobs import AdjointSpec, EvaluationJob, EvaluationQueue
 from buffer.keys import RedisKeys
 from buffer.memory import InMemoryReplayBuffer
 from buffer.redis import RedisReplayBuffer
+from buffer.redis_server import EmbeddedRedis, EmbeddedRedisConfig
 from energy.protocol import Structures
 from sampler.replay import ReplayBuffer, ReplaySamples
 from sampler.schedule import GeometricNoiseSchedule
-from service.redis_server import EmbeddedRedis, EmbeddedRedisConfig
 
 __all__ = ["main", "run"]
 
@@ -99,7 +99,7 @@ def _particle_structures(count: int, model: str) -> tuple[Structures, str]:
 
 
 def _jobs(structures: Structures, job_size: int, tag: str) -> list[EvaluationJob]:
-    from service.trainer_worker import _slice
+    from training.trainer_worker import _slice
 
     out = []
     for k, start in enumerate(range(0, structures.num_structures, job_size)):
@@ -149,7 +149,7 @@ def measure_throughput(
     url: str, model: str, workers: int, structures: Structures, job_size: int, artificial_cost_ms: float
 ) -> dict[str, Any]:
     """Wall time and worker CPU time for ``workers`` processes to evaluate ``structures``."""
-    from service.energy_worker import build_worker_energy
+    from training.energy_worker import build_worker_energy
 
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     keys = RedisKeys(prefix)
@@ -159,7 +159,7 @@ def measure_throughput(
     RedisReplayBuffer(client, capacity=100_000, name="bench", keys=keys)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     command = [
-        sys.executable, "-m", "service.cli", "worker", "energy", "--model", model, "--redis-url", url,
+        sys.executable, "-m", "cli.main", "worker", "energy", "--model", model, "--redis-url", url,
         "--redis-prefix", prefix, "--threads", "1", "--artificial-cost-ms", str(artificial_cost_ms),
     ]  # fmt: skip
     procs = [
@@ -233,7 +233,7 @@ def measure_latency(buffers: dict[str, ReplayBuffer], repeats: int, atoms: int =
 _RAW_EVAL = """
 import sys
 from benchmarks.redis_buffer import payload
-from service.energy_worker import DelayedEnergy, build_worker_energy
+from training.energy_worker import DelayedEnergy, build_worker_energy
 model = build_worker_energy(sys.argv[1])
 if float(sys.argv[2]) > 0:
     model = DelayedEnergy(model, float(sys.argv[2]) / 1000.0)

@@ -35,8 +35,8 @@ from typing import Any
 import torch
 
 from sampler.egnn import EGNNConfig
-from service.checkpoint import versions
-from service.synthetic import PRESETS, SyntheticRunConfig, build_trainer
+from training.checkpoint import versions
+from training.synthetic import PRESETS, SyntheticRunConfig, build_trainer
 
 __all__ = ["RoundCost", "measure", "project", "published_settings"]
 

@@ -32,14 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.paths import DEFAULT_DATA, REPO_ROOT, RESULTS_DIR, SHIPPED_CONFORMER_CHECKPOINT
+
 __all__ = ["add_arguments", "pick_smiles", "run", "run_from_args", "tiny_conformer_config"]
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
-DEFAULT_OUT_DIR = REPO_ROOT / "benchmarks" / "results"
-SHIPPED_CHECKPOINT = REPO_ROOT / "checkpoints" / "conformers.pt"
+DEFAULT_OUT_DIR = RESULTS_DIR
+SHIPPED_CHECKPOINT = SHIPPED_CONFORMER_CHECKPOINT
 
 
 def tiny_conformer_config() -> Any:
@@ -49,7 +49,7 @@ def tiny_conformer_config() -> Any:
 
     from molecules.dataset import MoleculeFilter
     from sampler.egnn import EGNNConfig
-    from service.conformer_training import ConformerRunConfig
+    from training.conformer_training import ConformerRunConfig
 
     base = ConformerRunConfig()
     assert isinstance(base.network, EGNNConfig)  # the default network
@@ -204,13 +204,13 @@ def run(
 ) -> dict[str, Any]:
     import httpx
 
-    from service.checkpoint import file_sha256
+    from training.checkpoint import file_sha256
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the report
     smiles = pick_smiles(data_dir, molecules)
     scratch = Path(tempfile.mkdtemp(prefix="as-load-"))
     argv = [
-        sys.executable, "-m", "service.cli", "serve", "--port", "0", "--checkpoint", str(checkpoint),
+        sys.executable, "-m", "cli.main", "serve", "--port", "0", "--checkpoint", str(checkpoint),
         "--redis-dir", str(scratch / "redis"), "--energy-model", energy_model,
         "--sampling-threads", str(sampling_threads), "--threads", str(threads),
         "--sync-timeout", str(request_timeout_s),
@@ -239,7 +239,7 @@ def run(
     finally:
         service.stop()
         subprocess.run(
-            [sys.executable, "-m", "service.cli", "redis", "stop", "--redis-dir", str(scratch / "redis")],
+            [sys.executable, "-m", "cli.main", "redis", "stop", "--redis-dir", str(scratch / "redis")],
             capture_output=True,
             cwd=REPO_ROOT,
         )
@@ -365,7 +365,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace, command: str) -> list[str]:
     if args.tiny:
-        from service.conformer_training import train_conformers
+        from training.conformer_training import train_conformers
 
         checkpoint = Path(tempfile.mkdtemp(prefix="as-tiny-")) / "tiny.pt"
         train_conformers(tiny_conformer_config(), data_dir=args.data_dir, seed=0, out=checkpoint, show_progress=False)

@@ -20,9 +20,9 @@ import torch
 
 from benchmarks.metrics import e_w2, x_w2, x_w2_aligned
 from sampler.state import collate
-from service.checkpoint import versions
-from service.synthetic import PRESETS, GridConfig, SyntheticRunConfig, build_energy, build_system
-from service.training import train_synthetic
+from training.checkpoint import versions
+from training.synthetic import PRESETS, GridConfig, SyntheticRunConfig, build_energy, build_system
+from training.synthetic_training import train_synthetic
 
 __all__ = ["PUBLISHED", "generate", "reference_samples", "run"]
 
@@ -73,8 +73,8 @@ def generate(
 
 def _load_trainer(config: SyntheticRunConfig, checkpoint: Path, seed: int) -> Any:
     """A trainer restored from a benchmark checkpoint (for ``--evaluate-only``)."""
-    from service.checkpoint import load_checkpoint
-    from service.synthetic import build_trainer
+    from training.checkpoint import load_checkpoint
+    from training.synthetic import build_trainer
 
     payload = load_checkpoint(checkpoint)
     trained = SyntheticRunConfig.from_dict(payload["config"])

@@ -35,12 +35,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from buffer.connection import redact_url
 from buffer.keys import RedisKeys
+from buffer.redis_server import resolve_redis_url
 from service import api_conformers, api_jobs, api_system
 from service.api_state import ServiceState
 from service.engine import SamplingEngine
 from service.jobs import AsyncJobStore, JobQueue
 from service.metrics import ServiceMetrics
-from service.redis_server import resolve_redis_url
 from service.sampling_worker import SamplingWorker, WorkerConfig, default_consumer_name
 from service.schemas import MAX_JOB_CONFORMERS, MAX_SYNC_CONFORMERS, ErrorResponse, FieldError
 from service.settings import ServiceSettings

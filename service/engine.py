@@ -22,9 +22,8 @@ import numpy as np
 from energy.protocol import EnergyModel, EnergyResult, Structures
 from energy.registry import build_energy_model
 from energy.units import KCAL_PER_MOL_IN_EV
+from inference.conformer_sampling import ConformerSampler, SampledConformers, SamplingRequest
 from molecules.graph import MAX_ATOMS
-from service.checkpoint import file_sha256
-from service.conformer_sampling import ConformerSampler, SampledConformers, SamplingRequest
 from service.schemas import (
     MAX_JOB_CONFORMERS,
     MAX_JOB_SMILES,
@@ -40,6 +39,7 @@ from service.schemas import (
 )
 from service.settings import ServiceSettings
 from service.validation import SUPPORTED_ELEMENTS
+from training.checkpoint import file_sha256
 
 __all__ = ["CheckpointMissing", "SamplingEngine", "build_response"]
 

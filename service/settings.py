@@ -16,9 +16,11 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from training.paths import SHIPPED_CONFORMER_CHECKPOINT
+
 __all__ = ["DEFAULT_CHECKPOINT", "ServiceSettings"]
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "conformers.pt"
+DEFAULT_CHECKPOINT = SHIPPED_CONFORMER_CHECKPOINT
 
 
 class ServiceSettings(BaseSettings):

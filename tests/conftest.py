@@ -25,7 +25,7 @@ def _few_threads() -> None:
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Redis server (the embedded one) for the requesting module's tests."""
-    from service.redis_server import EmbeddedRedis, EmbeddedRedisConfig
+    from buffer.redis_server import EmbeddedRedis, EmbeddedRedisConfig
 
     server = EmbeddedRedis(EmbeddedRedisConfig(data_dir=Path(tmp_path_factory.mktemp("redis"))))
     yield server.start()
@@ -43,8 +43,8 @@ def client(redis_url: str) -> Any:
 @pytest.fixture(scope="session")
 def tiny_conformer_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A conformer-sampler checkpoint trained in seconds (see ``tests.helpers.train_tiny_conformer_checkpoint``)."""
-    from service.cli import DEFAULT_DATA
     from tests.helpers import train_tiny_conformer_checkpoint
+    from training.paths import DEFAULT_DATA
 
     if not (DEFAULT_DATA / "spice").is_dir():
         pytest.skip("needs ../shared/data")

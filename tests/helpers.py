@@ -76,8 +76,8 @@ def train_tiny_conformer_checkpoint(out: Path) -> Path:
     """A conformer-sampler checkpoint trained in seconds (:func:`benchmarks.service_load.tiny_conformer_config`):
     for tests of the plumbing, never of the chemistry (its conformers often fail the checks)."""
     from benchmarks.service_load import tiny_conformer_config
-    from service.cli import DEFAULT_DATA
-    from service.conformer_training import train_conformers
+    from training.conformer_training import train_conformers
+    from training.paths import DEFAULT_DATA
 
     train_conformers(tiny_conformer_config(), data_dir=DEFAULT_DATA, seed=0, out=out, show_progress=False)
     return out

@@ -10,16 +10,17 @@ import pytest
 import torch
 from rdkit import Chem
 
+from cli.conformers import write_conformers
+from cli.main import main
+from inference.conformer_sampling import ConformerSampler, SamplingRequest
 from molecules.dataset import MoleculeFilter, held_out_keys, load_training_molecules
 from molecules.etkdg import embed_many
 from molecules.smiles import mol_from_smiles
 from molecules.structures import with_conformers
 from molecules.xyz import read_xyz
 from sampler.egnn import EGNNConfig
-from service.cli import DEFAULT_DATA, main
-from service.cli_conformers import write_conformers
-from service.conformer_sampling import ConformerSampler, SamplingRequest
-from service.conformer_training import ConformerRunConfig, train_conformers
+from training.conformer_training import ConformerRunConfig, train_conformers
+from training.paths import DEFAULT_DATA
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_DATA / "spice").is_dir(), reason="needs ../shared/data")
 

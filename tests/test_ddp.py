@@ -19,18 +19,18 @@ from torch import nn
 from buffer.connection import RedisSettings, connect
 from buffer.jobs import EvaluationQueue
 from buffer.keys import RedisKeys
+from buffer.redis_server import EmbeddedRedis, EmbeddedRedisConfig
 from energy.synthetic import DoubleWell
 from sampler.egnn import EGNNConfig, EGNNControl
 from sampler.state import SystemBatch, SystemGraph, collate
-from service.checkpoint import load_checkpoint
-from service.distributed import (
+from training.checkpoint import load_checkpoint
+from training.distributed import (
     DistributedContext,
     init_process_group,
     install_gradient_averaging,
     parameter_digest,
 )
-from service.energy_worker import EnergyWorker, EnergyWorkerConfig
-from service.redis_server import EmbeddedRedis, EmbeddedRedisConfig
+from training.energy_worker import EnergyWorker, EnergyWorkerConfig
 
 WORLD = 2
 STEPS = 3
@@ -90,8 +90,8 @@ def _trainer_worker(ctx: DistributedContext, url: str, prefix: str, out: Path) -
 
     from buffer.connection import RedisSettings, connect
     from buffer.keys import RedisKeys
-    from service.synthetic import PRESETS
-    from service.trainer_worker import TrainerWorkerConfig, run_trainer_worker
+    from training.synthetic import PRESETS
+    from training.trainer_worker import TrainerWorkerConfig, run_trainer_worker
 
     dw4 = PRESETS["dw4"]
     run_config = dataclasses.replace(

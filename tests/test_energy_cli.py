@@ -1,4 +1,4 @@
-"""``adjoint-sampling energy`` on SDF and XYZ conformer files, run in-process through ``service.cli.main``."""
+"""``adjoint-sampling energy`` on SDF and XYZ conformer files, run in-process through ``cli.main.main``."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import torch
 from rdkit import Chem
 from rdkit.Chem import rdDistGeom
 
+from cli.main import main
 from energy.mmff import KCAL_PER_MOL_IN_EV, MmffEnergy
 from energy.relax import select_structures
 from molecules.sdf import read_sdf, write_sdf
 from molecules.topology import molecules_structures, read_conformers
 from molecules.xyz import XyzFrame, write_xyz
-from service.cli import main
 
 
 def conformers(smiles: str, n: int, name: str, seed: int = 3) -> list[Chem.Mol]:

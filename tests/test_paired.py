@@ -94,7 +94,7 @@ def test_runs_merge_and_the_cli_prints_the_table(tmp_path: Path) -> None:
         load_scores([a, c])
 
     out = tmp_path / "table.md"
-    cli = [sys.executable, "-m", "service.cli", "bench", "compare", str(a), str(b), "--out", str(out)]
+    cli = [sys.executable, "-m", "cli.main", "bench", "compare", str(a), str(b), "--out", str(out)]
     done = subprocess.run(cli, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "adjoint+repair − rdkit " in done.stdout and "adjoint+repair − rdkit+mmff" in done.stdout

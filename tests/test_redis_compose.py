@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from service.cli import build_parser
+from cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 

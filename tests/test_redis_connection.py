@@ -13,8 +13,8 @@ import redis
 
 from buffer.connection import RedisSettings, RedisUnavailable, connect, redact_url
 from buffer.redis import RedisReplayBuffer
-from service.cli import main
-from service.redis_server import EmbeddedRedis, EmbeddedRedisConfig, resolve_redis_url
+from buffer.redis_server import EmbeddedRedis, EmbeddedRedisConfig, resolve_redis_url
+from cli.main import main
 
 pytestmark = pytest.mark.redis
 

@@ -18,7 +18,7 @@ from energy.protocol import EnergyResult, Structures
 from energy.synthetic import DoubleWell
 from sampler.loss import adjoint_target
 from sampler.schedule import GeometricNoiseSchedule
-from service.energy_worker import EnergyWorker, EnergyWorkerConfig, _system_batch, evaluate_job
+from training.energy_worker import EnergyWorker, EnergyWorkerConfig, _system_batch, evaluate_job
 
 pytestmark = pytest.mark.redis
 

@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks.round_cost import measure, project, published_settings
 from sampler.egnn import EGNNConfig
-from service.synthetic import PRESETS, GridConfig
+from training.synthetic import PRESETS, GridConfig
 
 
 def test_projection_separates_per_step_from_once_costs() -> None:

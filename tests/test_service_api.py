@@ -362,7 +362,7 @@ def test_sync_timeout_is_504_and_busy_is_503(start: Callable[..., str]) -> None:
 def test_redis_down_is_503_with_the_reason_and_recovers(
     start: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    from service.redis_server import EmbeddedRedis, EmbeddedRedisConfig
+    from buffer.redis_server import EmbeddedRedis, EmbeddedRedisConfig
 
     redis_server = EmbeddedRedis(EmbeddedRedisConfig(data_dir=tmp_path_factory.mktemp("redis-kill")))
     url = redis_server.start()

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.cli import main
+from cli.main import main
 
 pytestmark = pytest.mark.redis
 
@@ -41,7 +41,7 @@ def test_serve_refuses_an_energy_model_it_does_not_know(
 def served(tiny_conformer_checkpoint: Path, redis_url: str) -> Iterator[tuple[str, list[str]]]:
     """``adjoint-sampling serve`` in a subprocess (port 0), without in-process workers; yields URL and output."""
     argv = [
-        sys.executable, "-m", "service.cli", "serve", "--port", "0", "--checkpoint", str(tiny_conformer_checkpoint),
+        sys.executable, "-m", "cli.main", "serve", "--port", "0", "--checkpoint", str(tiny_conformer_checkpoint),
         "--redis-url", redis_url, "--redis-prefix", "cli", "--energy-model", "mmff", "--threads", "1",
         "--inprocess-workers", "0",
     ]  # fmt: skip
@@ -84,7 +84,7 @@ def test_worker_sample_process_finishes_queued_jobs(
     job = httpx.post(f"{url}/v1/jobs", json={"smiles": ["CCO", "N#N"], "num_conformers": 4}, timeout=30).json()
     worker = subprocess.run(
         [
-            sys.executable, "-m", "service.cli", "worker", "sample", "--checkpoint", str(tiny_conformer_checkpoint),
+            sys.executable, "-m", "cli.main", "worker", "sample", "--checkpoint", str(tiny_conformer_checkpoint),
             "--redis-url", redis_url, "--redis-prefix", "cli", "--energy-model", "mmff", "--max-jobs", "1",
             "--exit-when-idle", "30",
         ],

@@ -18,8 +18,8 @@ from sampler.egnn import EGNNConfig, EGNNControl
 from sampler.networks import build_control, describe_network, network_from_dict, network_to_dict
 from sampler.state import SystemBatch, collate
 from sampler.tensor_product import TensorProductConfig, TensorProductControl
-from service.cli import DEFAULT_DATA
 from tests.helpers import assert_equivariant, particle_batch
+from training.paths import DEFAULT_DATA
 
 
 def _net(dtype: torch.dtype = torch.float64, **changes: Any) -> TensorProductControl:
@@ -138,8 +138,8 @@ def test_networks_dispatch_and_round_trip() -> None:
 @pytest.mark.skipif(not (DEFAULT_DATA / "spice").is_dir(), reason="needs ../shared/data")
 def test_tensor_product_checkpoint_round_trip(tmp_path: Path) -> None:
     from benchmarks.service_load import tiny_conformer_config
-    from service.conformer_sampling import ConformerSampler
-    from service.conformer_training import ConformerRunConfig, train_conformers
+    from inference.conformer_sampling import ConformerSampler
+    from training.conformer_training import ConformerRunConfig, train_conformers
 
     network = TensorProductConfig(
         node_features=ATOM_FEATURES, edge_features=PAIR_FEATURES, num_layers=1, scalars=4, vectors=2, radial_hidden=8
@@ -157,8 +157,8 @@ def test_tensor_product_checkpoint_round_trip(tmp_path: Path) -> None:
 
 
 def test_cli_train_conformers_selects_the_network(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import service.conformer_training as training
-    from service.cli_conformers import add_train_parser, cmd_train_conformers
+    import training.conformer_training as training
+    from cli.conformers import add_train_parser, cmd_train_conformers
 
     seen: list[Any] = []
 

@@ -14,9 +14,9 @@ from sampler.sde import VarianceMatchedEuler
 from sampler.state import SystemBatch, SystemGraph
 from sampler.target import TerminalEvaluation
 from sampler.trainer import AdjointSamplingTrainer, TrainerConfig
-from service.checkpoint import load_checkpoint, restore_trainer, save_checkpoint
-from service.synthetic import PRESETS, GridConfig, SyntheticRunConfig, build_trainer
-from service.training import train_synthetic
+from training.checkpoint import load_checkpoint, restore_trainer, save_checkpoint
+from training.synthetic import PRESETS, GridConfig, SyntheticRunConfig, build_trainer
+from training.synthetic_training import train_synthetic
 
 TARGET_VAR = 0.25  # p*(x) ∝ exp(-|x|^2 / (2 * 0.25)) on the COM-free subspace, tau = 1
 

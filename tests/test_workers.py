@@ -24,8 +24,8 @@ from buffer.redis import RedisReplayBuffer
 from energy.protocol import Structures
 from energy.synthetic import DoubleWell
 from sampler.schedule import GeometricNoiseSchedule
-from service.checkpoint import file_sha256, load_checkpoint
-from service.energy_worker import EnergyWorker, EnergyWorkerConfig
+from training.checkpoint import file_sha256, load_checkpoint
+from training.energy_worker import EnergyWorker, EnergyWorkerConfig
 
 pytestmark = pytest.mark.redis
 
@@ -51,7 +51,7 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("REDIS_URL", None)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env
+            [sys.executable, "-m", "cli.main", *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env
         )
         procs.append(proc)
         return proc
@@ -179,9 +179,9 @@ def test_killed_trainer_resumes_from_its_checkpoint_with_the_buffer_intact(
 
 def test_stop_request_checkpoints_at_a_round_boundary(client: redis.Redis, prefix: str, tmp_path: Path) -> None:
     """In-process: SIGTERM's event stops the trainer between rounds with a checkpoint; a rerun resumes."""
-    from service.cli import build_parser
-    from service.cli_workers import _run_config
-    from service.trainer_worker import TrainerWorkerConfig, run_trainer_worker
+    from cli.main import build_parser
+    from cli.workers import _run_config
+    from training.trainer_worker import TrainerWorkerConfig, run_trainer_worker
 
     args = build_parser().parse_args(["worker", "train", "--system", "dw4", "--out", "x", *TINY])
     run_config = _run_config(args)
@@ -222,9 +222,9 @@ def test_stop_request_checkpoints_at_a_round_boundary(client: redis.Redis, prefi
 
 
 def test_a_fresh_run_refuses_another_runs_buffer(client: redis.Redis, prefix: str, tmp_path: Path) -> None:
-    from service.cli import build_parser
-    from service.cli_workers import _run_config
-    from service.trainer_worker import TrainerWorkerConfig, run_trainer_worker
+    from cli.main import build_parser
+    from cli.workers import _run_config
+    from training.trainer_worker import TrainerWorkerConfig, run_trainer_worker
 
     keys = RedisKeys(prefix)
     args = build_parser().parse_args(["worker", "train", "--system", "dw4", "--out", "x", *TINY])
@@ -241,9 +241,9 @@ def test_a_fresh_run_refuses_another_runs_buffer(client: redis.Redis, prefix: st
 
 def test_lag_one_steps_while_the_newest_samples_are_evaluated(client: redis.Redis, prefix: str, tmp_path: Path) -> None:
     """``max_lag_rounds=1``: round 0's gradient steps need only the initial samples; with ``0`` they wait."""
-    from service.cli import build_parser
-    from service.cli_workers import _run_config
-    from service.trainer_worker import TrainerWorkerConfig, run_trainer_worker
+    from cli.main import build_parser
+    from cli.workers import _run_config
+    from training.trainer_worker import TrainerWorkerConfig, run_trainer_worker
 
     keys = RedisKeys(prefix)
     run_config = _run_config(build_parser().parse_args(["worker", "train", "--system", "dw4", "--out", "x", *TINY]))

@@ -139,10 +139,10 @@ def _write(path: Path, mols: Sequence[Chem.Mol], names: Sequence[str], model: st
 
 def energy_conformers(args: argparse.Namespace) -> None:
     """Evaluate (and optionally relax) the conformers of ``args.file``; print the table, write ``--out``."""
+    from cli.common import CliError
     from energy.registry import build_energy_model
     from energy.relax import RelaxConfig
     from molecules.topology import conformer_format, read_conformers
-    from service.cli import CliError
 
     if args.out is not None:
         try:

@@ -30,8 +30,8 @@ from sampler.schedule import GeometricNoiseSchedule
 from sampler.state import SystemBatch, collate
 from sampler.tensor_product import TensorProductConfig
 from sampler.trainer import AdjointSamplingTrainer, TrainerConfig
-from service.checkpoint import load_checkpoint, restore_trainer, save_checkpoint
-from service.synthetic import GridConfig
+from training.checkpoint import load_checkpoint, restore_trainer, save_checkpoint
+from training.synthetic import GridConfig
 
 __all__ = [
     "ConformerRunConfig",

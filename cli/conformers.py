@@ -52,12 +52,12 @@ def write_conformers(path: Path, smiles: str, mol: Chem.Mol, energies_ev: list[f
 
 
 def sample_conformers(args: argparse.Namespace, default_checkpoint: Path) -> None:
+    from cli.common import CliError
     from energy.registry import build_energy_model
+    from inference.conformer_sampling import ConformerSampler, SamplingRequest
     from molecules.features import UnsupportedElementError
     from molecules.graph import TooManyAtomsError
     from molecules.smiles import SmilesError
-    from service.cli import CliError
-    from service.conformer_sampling import ConformerSampler, SamplingRequest
 
     checkpoint = args.checkpoint or default_checkpoint
     num = 10 if args.num_samples is None else args.num_samples
@@ -155,8 +155,8 @@ def add_train_parser(sub: Any, default_data: Path, repo_root: Path) -> None:
 def cmd_train_conformers(args: argparse.Namespace) -> None:
     import dataclasses
 
-    from service.cli import CliError
-    from service.conformer_training import ConformerRunConfig, tensor_product_network, train_conformers
+    from cli.common import CliError
+    from training.conformer_training import ConformerRunConfig, tensor_product_network, train_conformers
 
     config = ConformerRunConfig()
     if args.network == "tensor-product":

@@ -98,7 +98,7 @@ class DelayedEnergy:
 def build_worker_energy(name: str) -> EnergyModel:
     """Synthetic systems by name (``dw4``, ``lj13``), otherwise the registry (``xtb``, ``mmff``, ...)."""
     if name in SYNTHETIC_MODELS:
-        from service.synthetic import build_energy
+        from training.synthetic import build_energy
 
         return build_energy(name)
     from energy.registry import build_energy_model

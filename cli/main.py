@@ -10,28 +10,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
+
+from cli.common import CliError, reproduce_command
+from training.paths import DEFAULT_DATA, REPO_ROOT, SHIPPED_CONFORMER_CHECKPOINT, SHIPPED_SYNTHETIC_CHECKPOINT
 
 __all__ = ["build_parser", "main"]
 
 log = logging.getLogger("adjoint_sampling")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "dw4.pt"
-DEFAULT_CONFORMER_CHECKPOINT = REPO_ROOT / "checkpoints" / "conformers.pt"
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
-
-
-class CliError(Exception):
-    """A user-facing error: printed without a traceback, exit code 2."""
-
-
-def reproduce_command() -> str:
-    """This invocation as a shell command line, for benchmark reports."""
-    return "adjoint-sampling " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+DEFAULT_CHECKPOINT = SHIPPED_SYNTHETIC_CHECKPOINT
+DEFAULT_CONFORMER_CHECKPOINT = SHIPPED_CONFORMER_CHECKPOINT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,19 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="LJ only: run MALA from the file's samples under pair factors 1/2, 1, 2 and report drift",
     )
-    from service.cli_energy import add_energy_arguments
+    from cli.energy import add_energy_arguments
 
     add_energy_arguments(e)
 
-    from service.cli_conformers import add_train_parser
+    from cli.conformers import add_train_parser
 
     add_train_parser(sub, DEFAULT_DATA, REPO_ROOT)
 
-    from service.cli_workers import add_bench_redis_parser, add_parsers
+    from cli.workers import add_bench_redis_parser, add_parsers
 
     add_parsers(sub)  # worker energy, worker train, worker sample, redis
 
-    from service.cli_serve import add_serve_parser
+    from cli.serve import add_serve_parser
 
     add_serve_parser(sub)
 
@@ -150,10 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks", description="Run a benchmark and write benchmarks/results/.")
     bsub = b.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     add_bench_redis_parser(bsub)
-    from service.cli_serve import add_bench_service_parser
+    from cli.serve import add_bench_service_parser
 
     add_bench_service_parser(bsub)
-    from service.cli_bench_conformers import add_bench_conformers_parser
+    from cli.bench_conformers import add_bench_conformers_parser
 
     add_bench_conformers_parser(bsub, DEFAULT_DATA, REPO_ROOT)
     from benchmarks.energy_throughput import add_arguments as add_bench_energy_arguments
@@ -216,7 +207,7 @@ def _write_samples(path: Path, x: object, dim: int) -> None:
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint; a missing, unreadable or foreign file is a user-facing error."""
-    from service.checkpoint import load_checkpoint
+    from training.checkpoint import load_checkpoint
 
     try:
         return load_checkpoint(path)
@@ -225,9 +216,9 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from service.checkpoint import export_weights
-    from service.synthetic import PRESETS
-    from service.training import train_synthetic
+    from training.checkpoint import export_weights
+    from training.synthetic import PRESETS
+    from training.synthetic_training import train_synthetic
 
     if args.resume is not None:
         if "resume" not in _read_checkpoint(args.resume):
@@ -261,10 +252,10 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     from sampler.egnn import EGNNControl
     from sampler.state import collate
-    from service.synthetic import SyntheticRunConfig, build_energy, build_system
+    from training.synthetic import SyntheticRunConfig, build_energy, build_system
 
     if args.smiles is not None:
-        from service.cli_conformers import sample_conformers
+        from cli.conformers import sample_conformers
 
         sample_conformers(args, DEFAULT_CONFORMER_CHECKPOINT)
         return
@@ -311,10 +302,10 @@ def cmd_energy(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
+    from cli.energy import energy_conformers, is_conformer_file
     from energy.mcmc import mala
     from energy.synthetic import LennardJones
-    from service.cli_energy import energy_conformers, is_conformer_file
-    from service.synthetic import build_energy
+    from training.synthetic import build_energy
 
     if args.file is None:
         raise CliError("give a file: conformers (.sdf, .xyz, optionally .gz) or synthetic samples (.npy with --system)")
@@ -351,7 +342,7 @@ def cmd_energy(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from service.checkpoint import export_weights
+    from training.checkpoint import export_weights
 
     try:
         out = export_weights(args.src, args.dst)
@@ -362,15 +353,15 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> None:
     if args.benchmark == "redis":
-        from service.cli_workers import cmd_bench_redis
+        from cli.workers import cmd_bench_redis
 
         return cmd_bench_redis(args)
     if args.benchmark == "conformers":
-        from service.cli_bench_conformers import cmd_bench_conformers
+        from cli.bench_conformers import cmd_bench_conformers
 
         return cmd_bench_conformers(args)
     if args.benchmark == "service":
-        from service.cli_serve import cmd_bench_service
+        from cli.serve import cmd_bench_service
 
         return cmd_bench_service(args)
     if args.benchmark in ("energy", "compare"):
@@ -413,25 +404,25 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def _train_conformers(args: argparse.Namespace) -> None:
-    from service.cli_conformers import cmd_train_conformers
+    from cli.conformers import cmd_train_conformers
 
     cmd_train_conformers(args)
 
 
 def _cmd_worker(args: argparse.Namespace) -> None:
-    from service.cli_workers import cmd_worker
+    from cli.workers import cmd_worker
 
     cmd_worker(args)
 
 
 def _cmd_redis(args: argparse.Namespace) -> None:
-    from service.cli_workers import cmd_redis
+    from cli.workers import cmd_redis
 
     cmd_redis(args)
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
-    from service.cli_serve import cmd_serve
+    from cli.serve import cmd_serve
 
     cmd_serve(args)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sampler.trainer import AdjointSamplingTrainer
-from service.checkpoint import load_checkpoint, restore_trainer, save_checkpoint
-from service.synthetic import SyntheticRunConfig, build_trainer
+from training.checkpoint import load_checkpoint, restore_trainer, save_checkpoint
+from training.synthetic import SyntheticRunConfig, build_trainer
 
 __all__ = ["train_synthetic"]
 

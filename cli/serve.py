@@ -1,4 +1,4 @@
-"""CLI of the HTTP service: ``serve``, ``worker sample`` and ``bench service`` (registered by :mod:`service.cli`).
+"""CLI of the HTTP service: ``serve``, ``worker sample`` and ``bench service`` (registered by :mod:`cli.main`).
 
 Every option falls back to the environment (``ADJOINT_SAMPLING_*``, see :class:`service.settings.ServiceSettings`),
 then to the embedded defaults: the shipped checkpoint, an embedded Redis, one in-process sampling worker.
@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from service.cli import CliError, reproduce_command
+from cli.common import CliError, reproduce_command
 
 __all__ = [
     "add_bench_service_parser",
@@ -163,9 +163,9 @@ def cmd_worker_sample(args: argparse.Namespace) -> None:
 
     from buffer.connection import RedisSettings, RedisUnavailable, connect
     from buffer.keys import RedisKeys
+    from buffer.redis_server import resolve_redis_url
     from service.engine import SamplingEngine
     from service.jobs import JobQueue
-    from service.redis_server import resolve_redis_url
     from service.sampling_worker import SamplingWorker, WorkerConfig, default_consumer_name
 
     settings = settings_from_args(args)

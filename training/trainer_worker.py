@@ -12,7 +12,7 @@ Checkpoints (every ``checkpoint_every`` rounds, and on a graceful stop) hold the
 (:mod:`buffer.published`). Restarting with the same ``--out`` resumes from the last checkpoint; jobs
 re-created by the resumed run carry the ids of the ones posted before the crash and are not evaluated
 twice. Under ``torchrun`` every rank samples its share of each round and steps on its own minibatches
-with gradients averaged across ranks (:mod:`service.distributed`); rank 0 writes the checkpoints.
+with gradients averaged across ranks (:mod:`training.distributed`); rank 0 writes the checkpoints.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from energy.protocol import Structures
 from energy.target import EnergyTarget
 from sampler.state import SystemBatch
 from sampler.trainer import AdjointSamplingTrainer, RoundStats
-from service.checkpoint import file_sha256, load_checkpoint, restore_trainer, save_checkpoint
-from service.distributed import (
+from training.checkpoint import file_sha256, load_checkpoint, restore_trainer, save_checkpoint
+from training.distributed import (
     DistributedContext,
     any_rank,
     broadcast_parameters,
@@ -48,7 +48,7 @@ from service.distributed import (
     install_gradient_averaging,
     parameter_digest,
 )
-from service.synthetic import SyntheticRunConfig, build_energy, build_trainer
+from training.synthetic import SyntheticRunConfig, build_energy, build_trainer
 
 __all__ = ["RedisAlternation", "StopRequested", "TrainerWorkerConfig", "run_trainer_worker"]
 

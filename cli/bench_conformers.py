@@ -1,4 +1,4 @@
-"""``adjoint-sampling bench conformers``: the conformer-ensemble benchmark (registered by :mod:`service.cli`).
+"""``adjoint-sampling bench conformers``: the conformer-ensemble benchmark (registered by :mod:`cli.main`).
 
 Three modes: the benchmark against reference ensembles (default; ``--quick`` for a few minutes),
 ``--corpus`` (generators over the GEOM-DRUGS test SMILES: failures, invalid outputs, time) and
@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from service.cli import CliError, reproduce_command
+from cli.common import CliError, reproduce_command
 
 __all__ = ["add_bench_conformers_parser", "cmd_bench_conformers"]
 

@@ -28,8 +28,8 @@ from molecules.structures import conformer_structures, with_conformers
 from molecules.validity import check_conformer, stereo_spec
 from sampler.networks import build_control
 from sampler.state import collate
-from service.checkpoint import load_checkpoint
-from service.conformer_training import CHECKPOINT_KIND, ConformerRunConfig
+from training.checkpoint import load_checkpoint
+from training.conformer_training import CHECKPOINT_KIND, ConformerRunConfig
 
 __all__ = ["ConformerSampler", "SampledConformers", "SamplingRequest"]
 

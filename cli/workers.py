@@ -1,6 +1,6 @@
 """CLI subcommands of the distributed shape: ``worker energy``, ``worker train`` (``worker sample`` lives in
-:mod:`service.cli_serve`), ``redis`` and
-``bench redis`` (registered by :mod:`service.cli`).
+:mod:`cli.serve`), ``redis`` and
+``bench redis`` (registered by :mod:`cli.main`).
 
 Redis: ``--redis-url`` (default ``$REDIS_URL``); with neither, an embedded server is started (or
 reused) in ``--redis-dir`` (default ``$ADJOINT_SAMPLING_REDIS_DIR`` or ``~/.local/state/adjoint-sampling/redis``).
@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.cli import CliError, reproduce_command
+from cli.common import CliError, reproduce_command
 
 if TYPE_CHECKING:
     import redis
@@ -97,7 +97,7 @@ def add_parsers(sub: Any) -> None:
         o.add_argument(flag, type=int, default=None, help=help_)
     _add_redis_options(t)
 
-    from service.cli_serve import add_worker_sample_parser
+    from cli.serve import add_worker_sample_parser
 
     add_worker_sample_parser(wsub)
 
@@ -146,7 +146,7 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 def _connect(args: argparse.Namespace) -> tuple[redis.Redis, Any]:
     from buffer.connection import RedisSettings, RedisUnavailable, connect
     from buffer.keys import RedisKeys
-    from service.redis_server import resolve_redis_url
+    from buffer.redis_server import resolve_redis_url
 
     try:
         url = resolve_redis_url(args.redis_url, args.redis_dir)
@@ -172,7 +172,7 @@ def _redis_errors(args: argparse.Namespace) -> Iterator[None]:
 
 def _worker_energy(args: argparse.Namespace) -> None:
     from buffer.jobs import EvaluationQueue
-    from service.energy_worker import DelayedEnergy, EnergyWorker, EnergyWorkerConfig, build_worker_energy
+    from training.energy_worker import DelayedEnergy, EnergyWorker, EnergyWorkerConfig, build_worker_energy
 
     try:
         model: Any = build_worker_energy(args.model)
@@ -204,7 +204,7 @@ def _worker_energy(args: argparse.Namespace) -> None:
 
 
 def _run_config(args: argparse.Namespace) -> Any:
-    from service.synthetic import PRESETS
+    from training.synthetic import PRESETS
 
     cfg = PRESETS[args.system]
     trainer = {
@@ -230,8 +230,8 @@ def _run_config(args: argparse.Namespace) -> Any:
 
 
 def _worker_train(args: argparse.Namespace) -> None:
-    from service.distributed import DistributedContext, init_process_group
-    from service.trainer_worker import TrainerWorkerConfig, run_trainer_worker
+    from training.distributed import DistributedContext, init_process_group
+    from training.trainer_worker import TrainerWorkerConfig, run_trainer_worker
 
     try:
         run_config = _run_config(args)
@@ -273,7 +273,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
         torch.set_num_threads(args.threads)
     if args.worker == "sample":
-        from service.cli_serve import cmd_worker_sample
+        from cli.serve import cmd_worker_sample
 
         cmd_worker_sample(args)
         return
@@ -281,7 +281,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_redis(args: argparse.Namespace) -> None:
-    from service.redis_server import EmbeddedRedis, EmbeddedRedisConfig, default_redis_dir
+    from buffer.redis_server import EmbeddedRedis, EmbeddedRedisConfig, default_redis_dir
 
     try:
         server = EmbeddedRedis(EmbeddedRedisConfig(data_dir=args.redis_dir or default_redis_dir(), port=args.port))

@@ -9,7 +9,7 @@ per-rank batches this equals one process stepping on the concatenated batch:
 
     \\nabla \\tfrac{1}{R} \\sum_r L_r(\\theta) = \\tfrac{1}{R} \\sum_r \\nabla L_r(\\theta).
 
-``torchrun --nproc-per-node 2 -m service.cli worker train ...`` sets ``RANK``, ``WORLD_SIZE``,
+``torchrun --nproc-per-node 2 -m cli.main worker train ...`` sets ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; :meth:`DistributedContext.from_env` reads them.
 """
 
