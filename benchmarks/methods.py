@@ -37,10 +37,12 @@ __all__ = [
     "GenerationError",
     "Method",
     "MethodSettings",
+    "RandomTorsionGenerator",
     "RdkitMmffOptimizer",
     "Refined",
     "Refiner",
     "StereoRepair",
+    "TorsionalGenerator",
     "build_methods",
     "register_method",
     "relaxation",
@@ -64,6 +66,8 @@ class MethodSettings:
         mmff_variant: ``"MMFF94"`` or ``"MMFF94s"``.
         checkpoint: the conformer-sampler checkpoint of the ``adjoint*`` methods.
         sampling_steps: integration steps of the ``adjoint*`` methods (default: the checkpoint's evaluation grid).
+        torsional_checkpoint, torsional_steps: the same for the ``torsional*`` methods; the checkpoint's seed
+            count is also the random-torsion control's (the same seeds, so that seeds alone make no difference).
     """
 
     threads: int = 1
@@ -76,6 +80,8 @@ class MethodSettings:
     mmff_variant: str = "MMFF94"
     checkpoint: str | None = None
     sampling_steps: int | None = None
+    torsional_checkpoint: str | None = None
+    torsional_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.threads < 1:
@@ -176,6 +182,62 @@ class AdjointGenerator:
             raise GenerationError(str(exc)) from exc
         spec = stereo_spec(mol)
         return with_conformers(mol, [check_conformer(mol, p, spec).positions for p in positions])
+
+
+@dataclass
+class TorsionalGenerator:
+    """The torsional model (:class:`inference.torsional_sampling.TorsionalSampler`): batched integration on the
+    torus of the molecule's rotatable torsions from MMFF94-relaxed ETKDG seeds; valid by construction, so
+    nothing is reflected or repaired."""
+
+    checkpoint: str | None
+    steps: int | None = None
+    _sampler: Any = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return f"torsional[{Path(self.checkpoint).name if self.checkpoint else '?'}]"
+
+    def num_seeds(self) -> int:
+        return int(self._load().config.num_seeds)
+
+    def _load(self) -> Any:
+        if self._sampler is None:
+            if self.checkpoint is None:
+                raise ValueError("the torsional methods need a torsional checkpoint (--checkpoint PATH)")
+            from inference.torsional_sampling import TorsionalSampler
+
+            self._sampler = TorsionalSampler(self.checkpoint)
+        return self._sampler
+
+    def generate(self, mol: Chem.Mol, num_conformers: int, seed: int) -> Chem.Mol:
+        sampler = self._load()
+        try:
+            positions = sampler.sample_positions(mol, num_conformers, seed=seed, steps=self.steps)
+        except ValueError as exc:  # unsupported element, ETKDG failure
+            raise GenerationError(str(exc)) from exc
+        return with_conformers(mol, positions)
+
+
+@dataclass(frozen=True)
+class RandomTorsionGenerator:
+    """The control without learning: the product's seeds (``num_seeds`` MMFF94-relaxed ETKDG embeddings, kept
+    where ring shapes differ), every rotatable torsion drawn uniformly."""
+
+    num_seeds: int = 1
+
+    @property
+    def name(self) -> str:
+        return f"random-torsions[{self.num_seeds} seeds]"
+
+    def generate(self, mol: Chem.Mol, num_conformers: int, seed: int) -> Chem.Mol:
+        from inference.torsional_sampling import uniform_torsions
+
+        try:
+            positions = uniform_torsions(mol, num_conformers, seed=seed, num_seeds=self.num_seeds)
+        except ValueError as exc:
+            raise GenerationError(str(exc)) from exc
+        return with_conformers(mol, positions)
 
 
 @dataclass(frozen=True)
@@ -383,6 +445,24 @@ METHODS: dict[str, MethodFactory] = {
         Chained(RdkitMmffOptimizer(s.mmff_max_iters, s.mmff_variant, s.threads), relaxation(s)),
         f"RDKit ETKDGv3 + RDKit {s.mmff_variant} (maxIters {s.mmff_max_iters}) + {_relax_label(s)}",
     ),
+    "torsional": lambda s: Method(
+        "torsional", _torsional(s), None, f"torsional Adjoint Sampling ({s.torsional_checkpoint})"
+    ),
+    "torsional+mmff": lambda s: Method(
+        "torsional+mmff",
+        _torsional(s),
+        RdkitMmffOptimizer(s.mmff_max_iters, s.mmff_variant, s.threads),
+        f"torsional Adjoint Sampling + RDKit {s.mmff_variant} (maxIters {s.mmff_max_iters})",
+    ),
+    "torsion-control": lambda s: Method(
+        "torsion-control", _control(s), None, f"random torsions from the product's seeds ({_control(s).num_seeds})"
+    ),
+    "torsion-control+mmff": lambda s: Method(
+        "torsion-control+mmff",
+        _control(s),
+        RdkitMmffOptimizer(s.mmff_max_iters, s.mmff_variant, s.threads),
+        f"random torsions from the product's seeds + RDKit {s.mmff_variant} (maxIters {s.mmff_max_iters})",
+    ),
     "conforge": lambda s: Method("conforge", ConforgeGenerator(), None, "CONFORGE (CDPKit 1.3, default settings)"),
     "adjoint": lambda s: Method("adjoint", _adjoint(s), None, f"Adjoint Sampling ({s.checkpoint})"),
     "adjoint+mmff": lambda s: Method(
@@ -423,6 +503,22 @@ def _relax_label(s: MethodSettings) -> str:
 
 def _adjoint(settings: MethodSettings) -> AdjointGenerator:
     return AdjointGenerator(settings.checkpoint, settings.sampling_steps)
+
+
+def _torsional(settings: MethodSettings) -> TorsionalGenerator:
+    """Equal generators (same checkpoint and steps) share their conformers within a run."""
+    return TorsionalGenerator(settings.torsional_checkpoint, settings.torsional_steps)
+
+
+def _control(settings: MethodSettings) -> RandomTorsionGenerator:
+    """The control gets the torsional checkpoint's seed count when one is given (same seeds as the product)."""
+    if settings.torsional_checkpoint is None or not Path(settings.torsional_checkpoint).is_file():
+        return RandomTorsionGenerator(1)
+    from training.checkpoint import load_checkpoint
+
+    payload = load_checkpoint(settings.torsional_checkpoint)
+    seeds = int(payload["config"].get("num_seeds", 1)) if payload.get("kind") == "torsional-conformers" else 1
+    return RandomTorsionGenerator(seeds)
 
 
 def register_method(name: str, factory: MethodFactory) -> None:

@@ -62,7 +62,14 @@ def add_bench_conformers_parser(bsub: Any, data_dir: Path, repo_root: Path) -> N
         default=repo_root / "checkpoints" / "conformers.pt",
         help="conformer-sampler checkpoint of the adjoint* methods",
     )
+    b.add_argument(
+        "--torsional-checkpoint",
+        type=Path,
+        default=repo_root / "checkpoints" / "torsional.pt",
+        help="torsional-model checkpoint of the torsional* methods (its seed count also sets the control's)",
+    )
     b.add_argument("--sampling-steps", type=int, default=None, help="integration steps of the adjoint* methods")
+    b.add_argument("--torsional-steps", type=int, default=None, help="integration steps of the torsional* methods")
     b.add_argument("--mmff-iters", type=int, default=200, help="RDKit MMFF maxIters of rdkit+mmff")
     b.add_argument("--corpus", action="store_true", help="robustness run over the GEOM-DRUGS test SMILES instead")
     b.add_argument("--corpus-size", type=int, default=None, help="first N corpus SMILES (default: all 1000)")
@@ -94,6 +101,8 @@ def _settings(args: argparse.Namespace) -> Any:
         mmff_max_iters=args.mmff_iters,
         checkpoint=str(args.checkpoint),
         sampling_steps=args.sampling_steps,
+        torsional_checkpoint=str(args.torsional_checkpoint),
+        torsional_steps=args.torsional_steps,
     )
 
 

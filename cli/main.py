@@ -57,11 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "sample",
-        help="conformers of a SMILES (or samples of a synthetic model)",
+        help="conformers of a SMILES or of every molecule in a file (or samples of a synthetic model)",
         description=(
-            "With a SMILES: sample K conformers with the conformer model, check connectivity and stereo, "
-            "optionally relax, sort by energy and write SDF/XYZ/JSON. Without: draw samples from a synthetic "
-            "(DW-4/LJ-13) checkpoint."
+            "With a SMILES: sample K conformers with the conformer model, repair, check connectivity and stereo, "
+            "optionally relax, score, remove near-duplicates, weight and write SDF/XYZ/JSON. With -i FILE: the "
+            "same for every molecule of a .smi/.sdf/.csv file into one SDF or XYZ, with a report and a failures "
+            "file. Without either: draw samples from a synthetic (DW-4/LJ-13) checkpoint."
         ),
     )
     s.add_argument("smiles", nargs="?", default=None, help="molecule, e.g. 'CC(=O)Nc1ccc(O)cc1'")
@@ -71,33 +72,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"default: {DEFAULT_CONFORMER_CHECKPOINT} with a SMILES, {DEFAULT_CHECKPOINT} without",
     )
-    s.add_argument("-n", "--num-samples", type=int, default=None, help="default: 10 conformers / 1000 samples")
+    s.add_argument(
+        "-n", "--num-samples", "--num-conformers", type=int, default=None, help="default: 10 conformers / 1000 samples"
+    )
     s.add_argument("--steps", type=int, default=None, help="integration steps (default: the checkpoint's eval grid)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", type=Path, default=None, help="conformers: .sdf, .xyz or .json; synthetic: .npy or .xyz")
-    s.add_argument("--energy-model", default="xtb", help="scores (and relaxes) conformers: xtb, mmff, gfn1-xtb, none")
-    s.add_argument("--relax", action="store_true", help="locally minimize every conformer with the energy model")
-    s.add_argument("--fmax", type=float, default=0.05, help="relaxation force threshold, eV/Å")
-    s.add_argument("--prune-rms", type=float, default=None, metavar="Å", help="drop near-duplicates (heavy atoms)")
-    s.add_argument("--energy-window", type=float, default=None, metavar="KCAL", help="keep within this of the lowest")
     s.add_argument(
-        "--largest-fragment",
-        action="store_true",
-        help="for a SMILES with several fragments (salt, solvent): sample the largest (default: refuse)",
+        "-o",
+        "--out",
+        type=Path,
+        default=None,
+        help="conformers: .sdf, .xyz (CREST layout) or .json, a batch .sdf or .xyz; synthetic: .npy or .xyz",
     )
-    s.add_argument(
-        "--repair",
-        action="store_true",
-        help="MMFF94-optimize the raw samples from the SMILES's bond graph before the checks, inverting "
-        "stereocentres and double bonds that came out wrong",
-    )
-    s.add_argument(
-        "--refine",
-        type=int,
-        default=0,
-        metavar="ROUNDS",
-        help="fine-tune the model on this molecule alone with ROUNDS rounds of RAM first (minutes; better ensembles)",
-    )
+    from cli.conformers import add_sample_arguments
+
+    add_sample_arguments(s)
 
     e = sub.add_parser(
         "energy",
@@ -121,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cli.conformers import add_train_parser
 
     add_train_parser(sub, DEFAULT_DATA, REPO_ROOT)
+    from cli.torsional import add_train_torsional_parser
+
+    add_train_torsional_parser(sub, DEFAULT_DATA)
 
     from cli.workers import add_bench_redis_parser, add_parsers
 
@@ -254,6 +246,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from sampler.state import collate
     from training.synthetic import SyntheticRunConfig, build_energy, build_system
 
+    if args.smiles is not None and args.input is not None:
+        raise CliError("give a SMILES or an input file (-i), not both")
+    if args.input is not None:
+        from cli.conformers import sample_batch
+
+        sample_batch(args, DEFAULT_CONFORMER_CHECKPOINT)
+        return
     if args.smiles is not None:
         from cli.conformers import sample_conformers
 
@@ -403,6 +402,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(f"wrote {args.out_dir / 'synthetic.md'}\nreproduce: {command}")
 
 
+def _train_torsional(args: argparse.Namespace) -> None:
+    from cli.torsional import cmd_train_torsional
+
+    cmd_train_torsional(args)
+
+
 def _train_conformers(args: argparse.Namespace) -> None:
     from cli.conformers import cmd_train_conformers
 
@@ -439,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench": cmd_bench,
         "export": cmd_export,
         "train-conformers": _train_conformers,
+        "train-torsional": _train_torsional,
         "worker": _cmd_worker,
         "redis": _cmd_redis,
         "serve": _cmd_serve,

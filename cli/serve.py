@@ -121,9 +121,11 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     return settings
 
 
-def example_request(base_url: str) -> str:
+def example_request(base_url: str, *, api_key: bool = False) -> str:
+    """A ready-to-paste request; with ``api_key`` it sends ``$ADJOINT_SAMPLING_API_KEY`` (never the key itself)."""
     body = json.dumps({"smiles": EXAMPLE_SMILES, "num_conformers": 10})
-    return f"curl -s {base_url}/v1/conformers -H 'Content-Type: application/json' -d '{body}'"
+    key = ' -H "X-API-Key: $ADJOINT_SAMPLING_API_KEY"' if api_key else ""
+    return f"curl -s {base_url}/v1/conformers -H 'Content-Type: application/json'{key} -d '{body}'"
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -144,7 +146,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             base = f"http://{host}:{port}"
             print(
                 f"adjoint-sampling service ready at {base}  (web page {base}/ , API docs {base}/docs)\n"
-                f"try:\n  {example_request(base)}",
+                f"try:\n  {example_request(base, api_key=settings.api_key is not None)}",
                 flush=True,
             )
 

@@ -2,6 +2,7 @@
 
 Each entry names a class (imported lazily, so ``mmff`` never imports tblite or fairchem) and the
 keyword options it is built with; ``build_energy_model("xtb", method="GFN1-xTB")`` passes options on.
+``auto`` picks ``ani2xt`` or ``xtb`` per structure (:func:`energy.auto.choose_energy_model`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ ENERGY_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "gfn1-xtb": ("energy.xtb:XtbEnergy", {"method": "GFN1-xTB"}),
     "mmff": ("energy.mmff:MmffEnergy", {}),
     "fairchem": ("energy.fairchem:FairchemEnergy", {}),
+    "ani2xt": ("energy.ani2xt:Ani2xtEnergy", {}),
+    "auto": ("energy.auto:AutoEnergy", {}),  # ani2xt where it applies, xtb elsewhere (per structure)
 }
 
 

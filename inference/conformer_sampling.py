@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from rdkit import Chem
 
 from energy.protocol import EnergyModel, Structures
 from energy.units import KCAL_PER_MOL_IN_EV
+from inference.model import ModelProvenance, SampledConformers, SamplingRequest
 from molecules.graph import molecular_system
 from molecules.repair import RepairConfig, RepairResult, repair_conformers
 from molecules.smiles import mol_from_smiles
@@ -28,64 +28,12 @@ from molecules.structures import conformer_structures, with_conformers
 from molecules.validity import check_conformer, stereo_spec
 from sampler.networks import build_control
 from sampler.state import collate
-from training.checkpoint import load_checkpoint
+from training.checkpoint import file_sha256, load_checkpoint
 from training.conformer_training import CHECKPOINT_KIND, ConformerRunConfig
 
 __all__ = ["ConformerSampler", "SampledConformers", "SamplingRequest"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)
-class SamplingRequest:
-    """What to sample: ``num_conformers`` drawn (before checks and pruning)."""
-
-    smiles: str
-    num_conformers: int = 10
-    seed: int = 0
-    steps: int | None = None
-    relax: bool = False
-    fmax: float = 0.05
-    max_relax_steps: int = 300
-    prune_rms: float | None = None
-    energy_window: float | None = None  # kcal/mol above the lowest
-    fragments: str = "reject"  # or "largest": see molecules.smiles.mol_from_smiles
-    refine_rounds: int = 0  # test-time Adjoint Sampling: RAM rounds on this molecule alone before sampling
-    repair: bool = False  # MMFF94 from the input's bond graph, stereo enforced, before the checks
-    repair_iters: int = 200
-
-
-@dataclass
-class SampledConformers:
-    """Accepted conformers (sorted by energy when energies exist) and what happened to the others."""
-
-    mol: Chem.Mol  # explicit hydrogens, one RDKit conformer per accepted sample
-    energies_ev: list[float]
-    reflected: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
-    pruned: int = 0
-    outside_window: int = 0
-    repaired: int = 0
-    stereo_repaired: int = 0  # of the repaired: a wrong stereocentre or double bond put right
-    repair_skipped: str | None = None
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def num_conformers(self) -> int:
-        return self.mol.GetNumConformers()
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "returned": self.num_conformers,
-            "reflected": self.reflected,
-            "rejected": dict(self.rejected),
-            "pruned": self.pruned,
-            "outside_energy_window": self.outside_window,
-            "repaired": self.repaired,
-            "stereo_repaired": self.stereo_repaired,
-            **({"repair_skipped": self.repair_skipped} if self.repair_skipped else {}),
-            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
-        }
 
 
 class ConformerSampler:
@@ -104,6 +52,21 @@ class ConformerSampler:
         self.checkpoint = Path(checkpoint)
         #: how the network was trained: ``round``, ``energy_calls``, ``versions`` (from the checkpoint)
         self.training: dict[str, Any] = {k: payload.get(k) for k in ("round", "energy_calls", "versions")}
+        self._provenance = ModelProvenance(
+            path=self.checkpoint,
+            sha256=file_sha256(self.checkpoint),
+            kind=CHECKPOINT_KIND,
+            training_round=payload.get("round"),
+            training_energy_calls=payload.get("energy_calls"),
+            training_energy_model=self.config.energy_model,
+            integration_steps=int(self.config.eval_grid.num_steps),
+            versions={str(k): str(v) for k, v in (payload.get("versions") or {}).items()},
+        )
+
+    @property
+    def provenance(self) -> ModelProvenance:
+        """The checkpoint (path, SHA-256, kind) and how its network was trained."""
+        return self._provenance
 
     def with_energy(self, energy: EnergyModel | None) -> ConformerSampler:
         """The same network (shared, not copied) with another energy model for scoring and relaxation."""
@@ -173,95 +136,7 @@ class ConformerSampler:
             t0 = time.perf_counter()
         raw = self._integrate(system.graph, request.num_conformers, request.steps, request.seed, control)
         timings["sample"] = time.perf_counter() - t0
-        repaired, stereo_repaired, repair_skipped = 0, 0, None
-        if request.repair:
-            t0 = time.perf_counter()
-            raw, repair, repair_skipped = _repair(mol, raw, request.repair_iters)
-            if repair is not None:
-                repaired, stereo_repaired = len(raw), repair.stereo_fixed
-            timings["repair"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        spec = stereo_spec(mol)
-        accepted: list[np.ndarray] = []
-        rejected: dict[str, int] = {}
-        reflected = 0
-        for pos in raw:
-            check = check_conformer(mol, pos, spec)
-            if check.ok:
-                accepted.append(check.positions)
-                reflected += int(check.reflected)
-            else:
-                key = (check.reason or "rejected").split(":")[0]
-                rejected[key] = rejected.get(key, 0) + 1
-        timings["check"] = time.perf_counter() - t0
-        out = SampledConformers(
-            mol=with_conformers(mol, accepted),
-            energies_ev=[],
-            reflected=reflected,
-            rejected=rejected,
-            repaired=repaired,
-            stereo_repaired=stereo_repaired,
-            repair_skipped=repair_skipped,
-        )
-        if not accepted or self.energy is None:
-            out.seconds = timings
-            return out
-
-        t0 = time.perf_counter()
-        structures = conformer_structures(out.mol)
-        energies, positions, keep = self._score(structures, request, rejected)
-        timings["relax" if request.relax else "energy"] = time.perf_counter() - t0
-        order = np.argsort(energies[keep])
-        kept_pos = [positions[i] for i in np.flatnonzero(keep)[order]]
-        kept_e = energies[keep][order]
-        if request.relax:  # relaxation can break a bond or invert a centre: check again
-            recheck = [check_conformer(mol, p, spec) for p in kept_pos]
-            bad = [not c.ok for c in recheck]
-            for c in recheck:
-                if not c.ok:
-                    key = "after relaxation: " + (c.reason or "rejected").split(":")[0]
-                    rejected[key] = rejected.get(key, 0) + 1
-            kept_pos = [c.positions for c in recheck if c.ok]
-            kept_e = kept_e[~np.array(bad, dtype=bool)] if bad else kept_e
-        if request.energy_window is not None and len(kept_e):
-            inside = (kept_e - kept_e[0]) / KCAL_PER_MOL_IN_EV <= request.energy_window
-            out.outside_window = int((~inside).sum())
-            kept_pos, kept_e = [p for p, ok in zip(kept_pos, inside, strict=True) if ok], kept_e[inside]
-        if request.prune_rms is not None and len(kept_pos) > 1:
-            t1 = time.perf_counter()
-            chosen = _prune(mol, kept_pos, request.prune_rms)
-            out.pruned = len(kept_pos) - len(chosen)
-            kept_pos, kept_e = [kept_pos[i] for i in chosen], kept_e[chosen]
-            timings["prune"] = time.perf_counter() - t1
-        out.mol = with_conformers(mol, kept_pos)
-        out.energies_ev = [float(e) for e in kept_e]
-        out.seconds = timings
-        return out
-
-    def _score(
-        self, structures: Structures, request: SamplingRequest, rejected: dict[str, int]
-    ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-        assert self.energy is not None
-        n = int(structures.num_atoms[0])
-        if request.relax:
-            from energy.relax import RelaxConfig, relax
-
-            res = relax(self.energy, structures, RelaxConfig(fmax=request.fmax, max_steps=request.max_relax_steps))
-            energies = res.energies.double().numpy()
-            positions = list(res.positions.double().numpy().reshape(-1, n, 3))
-            valid, reasons = res.valid.numpy(), res.reasons
-        else:
-            result = self.energy.evaluate(structures)
-            energies = result.energies.double().numpy()
-            positions = list(structures.positions.double().numpy().reshape(-1, n, 3))
-            valid, reasons = result.valid.numpy(), result.reasons
-        for ok, reason in zip(valid, reasons, strict=True):
-            if not ok:
-                key = f"energy: {(reason or 'invalid').split(':')[0]}"
-                rejected[key] = rejected.get(key, 0) + 1
-        keep = valid & np.isfinite(energies)
-        return energies, positions, keep
+        return finish_samples(mol, raw, request, self.energy, timings)
 
 
 def _repair(mol: Chem.Mol, raw: np.ndarray, max_iters: int) -> tuple[np.ndarray, RepairResult | None, str | None]:
@@ -289,3 +164,111 @@ def _prune(mol: Chem.Mol, positions: list[np.ndarray], threshold: float) -> list
         if all(rmsd[i, j] >= threshold for j in kept):
             kept.append(i)
     return kept
+
+
+def finish_samples(
+    mol: Chem.Mol,
+    raw: np.ndarray,
+    request: SamplingRequest,
+    energy: EnergyModel | None,
+    timings: dict[str, float],
+    *,
+    allow_clashes: bool = False,
+) -> SampledConformers:
+    """Everything after the model's raw samples ``[K, atoms, 3]``, shared by every conformer model: optional
+    MMFF94 repair, connectivity and stereo checks (mirror images reflected), scoring or relaxation with
+    ``energy``, the energy window and RMSD pruning. ``allow_clashes``: steric clashes are counted, not rejected
+    (for models whose covalent bonds cannot break)."""
+    t0 = time.perf_counter()
+    repaired, stereo_repaired, repair_skipped = 0, 0, None
+    if request.repair:
+        t0 = time.perf_counter()
+        raw, repair, repair_skipped = _repair(mol, raw, request.repair_iters)
+        if repair is not None:
+            repaired, stereo_repaired = len(raw), repair.stereo_fixed
+        timings["repair"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    spec = stereo_spec(mol)
+    accepted: list[np.ndarray] = []
+    rejected: dict[str, int] = {}
+    reflected = 0
+    clashes = 0
+    for pos in raw:
+        check = check_conformer(mol, pos, spec, allow_clashes=allow_clashes)
+        if check.ok:
+            accepted.append(check.positions)
+            reflected += int(check.reflected)
+            clashes += int(check.clash is not None)
+        else:
+            key = (check.reason or "rejected").split(":")[0]
+            rejected[key] = rejected.get(key, 0) + 1
+    timings["check"] = time.perf_counter() - t0
+    out = SampledConformers(
+        mol=with_conformers(mol, accepted),
+        energies_ev=[],
+        reflected=reflected,
+        rejected=rejected,
+        repaired=repaired,
+        stereo_repaired=stereo_repaired,
+        repair_skipped=repair_skipped,
+        clashes=clashes,
+    )
+    if not accepted or energy is None:
+        out.seconds = timings
+        return out
+
+    t0 = time.perf_counter()
+    structures = conformer_structures(out.mol)
+    energies, positions, keep = _score(energy, structures, request, rejected)
+    timings["relax" if request.relax else "energy"] = time.perf_counter() - t0
+    order = np.argsort(energies[keep])
+    kept_pos = [positions[i] for i in np.flatnonzero(keep)[order]]
+    kept_e = energies[keep][order]
+    if request.relax:  # relaxation can break a bond or invert a centre: check again
+        recheck = [check_conformer(mol, p, spec) for p in kept_pos]
+        bad = [not c.ok for c in recheck]
+        for c in recheck:
+            if not c.ok:
+                key = "after relaxation: " + (c.reason or "rejected").split(":")[0]
+                rejected[key] = rejected.get(key, 0) + 1
+        kept_pos = [c.positions for c in recheck if c.ok]
+        kept_e = kept_e[~np.array(bad, dtype=bool)] if bad else kept_e
+    if request.energy_window is not None and len(kept_e):
+        inside = (kept_e - kept_e[0]) / KCAL_PER_MOL_IN_EV <= request.energy_window
+        out.outside_window = int((~inside).sum())
+        kept_pos, kept_e = [p for p, ok in zip(kept_pos, inside, strict=True) if ok], kept_e[inside]
+    if request.prune_rms is not None and len(kept_pos) > 1:
+        t1 = time.perf_counter()
+        chosen = _prune(mol, kept_pos, request.prune_rms)
+        out.pruned = len(kept_pos) - len(chosen)
+        kept_pos, kept_e = [kept_pos[i] for i in chosen], kept_e[chosen]
+        timings["prune"] = time.perf_counter() - t1
+    out.mol = with_conformers(mol, kept_pos)
+    out.energies_ev = [float(e) for e in kept_e]
+    out.seconds = timings
+    return out
+
+
+def _score(
+    energy: EnergyModel, structures: Structures, request: SamplingRequest, rejected: dict[str, int]
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    n = int(structures.num_atoms[0])
+    if request.relax:
+        from energy.relax import RelaxConfig, relax
+
+        res = relax(energy, structures, RelaxConfig(fmax=request.fmax, max_steps=request.max_relax_steps))
+        energies = res.energies.double().numpy()
+        positions = list(res.positions.double().numpy().reshape(-1, n, 3))
+        valid, reasons = res.valid.numpy(), res.reasons
+    else:
+        result = energy.evaluate(structures)
+        energies = result.energies.double().numpy()
+        positions = list(structures.positions.double().numpy().reshape(-1, n, 3))
+        valid, reasons = result.valid.numpy(), result.reasons
+    for ok, reason in zip(valid, reasons, strict=True):
+        if not ok:
+            key = f"energy: {(reason or 'invalid').split(':')[0]}"
+            rejected[key] = rejected.get(key, 0) + 1
+    keep = valid & np.isfinite(energies)
+    return energies, positions, keep

@@ -22,7 +22,15 @@ from rdkit.Chem import rdDetermineBonds
 
 from molecules.structures import with_conformers
 
-__all__ = ["ConformerCheck", "StereoSpec", "check_conformer", "mirror_image", "stereo_mismatch", "stereo_spec"]
+__all__ = [
+    "ConformerCheck",
+    "StereoSpec",
+    "check_conformer",
+    "covalent_bonds_intact",
+    "mirror_image",
+    "stereo_mismatch",
+    "stereo_spec",
+]
 
 _MIRROR = np.array([-1.0, 1.0, 1.0])
 
@@ -50,6 +58,7 @@ class ConformerCheck:
     positions: np.ndarray
     reflected: bool = False
     reason: str | None = None
+    clash: str | None = None  # a steric clash that was allowed (``check_conformer(..., allow_clashes=True)``)
 
 
 def _labels(mol: Chem.Mol) -> StereoSpec:
@@ -95,6 +104,23 @@ def _connectivity_problem(mol: Chem.Mol, positions: np.ndarray) -> str | None:
     return "connectivity: " + "; ".join(parts)
 
 
+_COVALENT_FACTOR = 1.3  # RDKit DetermineConnectivity's default covFactor
+
+
+def covalent_bonds_intact(mol: Chem.Mol, positions: np.ndarray) -> bool:
+    """Every bond of ``mol`` no longer than ``1.3 (r_cov,i + r_cov,j)``, the length below which
+    :func:`rdDetermineBonds.DetermineConnectivity` perceives a bond."""
+    table = Chem.GetPeriodicTable()
+    for b in mol.GetBonds():
+        i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
+        limit = _COVALENT_FACTOR * (
+            table.GetRcovalent(b.GetBeginAtom().GetAtomicNum()) + table.GetRcovalent(b.GetEndAtom().GetAtomicNum())
+        )
+        if float(np.linalg.norm(positions[i] - positions[j])) > limit:
+            return False
+    return True
+
+
 def stereo_mismatch(mol: Chem.Mol, positions: np.ndarray, spec: StereoSpec) -> tuple[list[int], list[int]]:
     """Centres and double bonds whose 3D configuration differs from ``spec``."""
     if not spec.centres and not spec.double_bonds:
@@ -112,20 +138,30 @@ def mirror_image(positions: np.ndarray) -> np.ndarray:
     return positions * _MIRROR
 
 
-def check_conformer(mol: Chem.Mol, positions: np.ndarray, spec: StereoSpec | None = None) -> ConformerCheck:
-    """Check ``positions`` ``[n, 3]`` against ``mol``; reflect a mirror image when that fixes it."""
+def check_conformer(
+    mol: Chem.Mol, positions: np.ndarray, spec: StereoSpec | None = None, *, allow_clashes: bool = False
+) -> ConformerCheck:
+    """Check ``positions`` ``[n, 3]`` against ``mol``; reflect a mirror image when that fixes it.
+
+    A perceived bond graph that differs only because non-bonded atoms come within bonding distance (every
+    covalent bond intact) is a steric clash: rejected by default, passed with ``clash`` set when
+    ``allow_clashes`` (models whose bonds cannot break, such as the torsional one, report clashes instead).
+    """
     positions = np.asarray(positions, dtype=np.float64)
     if positions.shape != (mol.GetNumAtoms(), 3):
         return ConformerCheck(False, positions, reason=f"positions shape {positions.shape} does not match the molecule")
     if not np.isfinite(positions).all():
         return ConformerCheck(False, positions, reason="non-finite coordinates")
     problem = _connectivity_problem(mol, positions)
+    clash = None
     if problem is not None:
-        return ConformerCheck(False, positions, reason=problem)
+        if not (allow_clashes and covalent_bonds_intact(mol, positions)):
+            return ConformerCheck(False, positions, reason=problem)
+        clash = "steric clash: " + problem.removeprefix("connectivity: ")
     spec = stereo_spec(mol) if spec is None else spec
     bad_centres, bad_bonds = stereo_mismatch(mol, positions, spec)
     if not bad_centres and not bad_bonds:
-        return ConformerCheck(True, positions)
+        return ConformerCheck(True, positions, clash=clash)
     if bad_centres and not bad_bonds and len(bad_centres) == len(spec.centres):
         mirrored = mirror_image(positions)
         if stereo_mismatch(mol, mirrored, spec) == ([], []):

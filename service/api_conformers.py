@@ -16,7 +16,13 @@ from fastapi.responses import Response
 
 from service.api_state import ServiceState, StateDep
 from service.formats import MEDIA_TYPES, render
-from service.schemas import MAX_JOB_CONFORMERS, ConformerRequest, ConformerResponse, ErrorResponse
+from service.schemas import (
+    MAX_JOB_CONFORMERS,
+    ConformerRequest,
+    ConformerResponse,
+    ErrorResponse,
+    StereoisomersResponse,
+)
 from service.validation import ApiError, energy_model_error, smiles_errors
 
 __all__ = ["ERROR_RESPONSES", "router"]
@@ -24,6 +30,7 @@ __all__ = ["ERROR_RESPONSES", "router"]
 router = APIRouter(tags=["conformers"])
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorResponse, "description": "the server needs an API key (X-API-Key or Authorization: Bearer)"},
     413: {"model": ErrorResponse, "description": "request body over 1 MB"},
     422: {"model": ErrorResponse, "description": "invalid request: the message names the field"},
     503: {"model": ErrorResponse, "description": "overloaded or Redis unreachable; retry after Retry-After seconds"},
@@ -31,7 +38,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 
 _SYNC_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
-        "description": "conformers, lowest energy first (`format`: json, or the SDF/XYZ file itself)",
+        "description": "conformers, lowest energy first (`format`: json, or the SDF/XYZ file itself); with "
+        "`stereo: enumerate` the JSON lists one answer per stereoisomer",
         "content": {
             MEDIA_TYPES["sdf"]: {"schema": {"type": "string"}},
             MEDIA_TYPES["xyz"]: {"schema": {"type": "string"}},
@@ -42,13 +50,15 @@ _SYNC_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
-async def validate_request(state: ServiceState, smiles: list[str], energy_model: str | None, *, indexed: bool) -> None:
+async def validate_request(
+    state: ServiceState, smiles: list[str], energy_model: str | None, *, indexed: bool, stereo: str
+) -> None:
     """422 with every problem (energy model, each SMILES) at once."""
     errors = []
     model_error = energy_model_error(energy_model, state.settings.energy_models)
     if model_error is not None:
         errors.append(model_error)
-    errors += await anyio.to_thread.run_sync(lambda: smiles_errors(smiles, indexed=indexed))
+    errors += await anyio.to_thread.run_sync(lambda: smiles_errors(smiles, indexed=indexed, stereo=stereo))
     if errors:
         raise ApiError(422, "; ".join(f"{e.field}: {e.msg}" for e in errors), errors=errors)
 
@@ -66,20 +76,20 @@ def overloaded(state: ServiceState) -> ApiError:
 
 @router.post(
     "/v1/conformers",
-    response_model=ConformerResponse,
+    response_model=ConformerResponse | StereoisomersResponse,
     responses=_SYNC_RESPONSES,
     summary="Sample conformers of one molecule (synchronous)",
 )
 async def sample_conformers(body: ConformerRequest, state: StateDep) -> Response:
     s = state.settings
-    await validate_request(state, [body.smiles], body.energy_model, indexed=False)
+    await validate_request(state, [body.smiles], body.energy_model, indexed=False, stereo=body.stereo)
     engine = state.engine
     if engine.backlog >= s.sampling_threads + s.max_sync_waiting:
         raise overloaded(state)
     start = time.perf_counter()
     future = engine.submit(engine.sample, body.smiles, body.num_conformers, body)
     try:
-        answer = await asyncio.wait_for(asyncio.wrap_future(future), timeout=s.sync_timeout_s)
+        answers = await asyncio.wait_for(asyncio.wrap_future(future), timeout=s.sync_timeout_s)
     except TimeoutError:
         state.metrics.rejected.labels("timeout").inc()
         raise ApiError(
@@ -91,15 +101,18 @@ async def sample_conformers(body: ConformerRequest, state: StateDep) -> Response
     except ValueError as exc:  # the sampler refused the molecule after all (validation should have caught it)
         raise ApiError(422, f"smiles: {exc}") from exc
     state.metrics.sampling_seconds.labels("sync").observe(time.perf_counter() - start)
-    state.metrics.conformers_served.labels("sync").inc(answer.checks.returned)
-    state.metrics.conformers_rejected.labels("sync").inc(sum(answer.checks.rejected.values()))
+    state.metrics.conformers_served.labels("sync").inc(sum(a.checks.returned for a in answers))
+    state.metrics.conformers_rejected.labels("sync").inc(sum(sum(a.checks.rejected.values()) for a in answers))
     if body.format == "json":
-        return Response(answer.model_dump_json(), media_type="application/json")
-    text = await anyio.to_thread.run_sync(render, body.format, [answer])
+        doc: ConformerResponse | StereoisomersResponse = answers[0]
+        if body.stereo == "enumerate":
+            doc = StereoisomersResponse(smiles=body.smiles, stereoisomers=answers)
+        return Response(doc.model_dump_json(), media_type="application/json")
+    text = await anyio.to_thread.run_sync(render, body.format, answers)
     headers = {
-        "X-Conformers-Requested": str(answer.checks.requested),
-        "X-Conformers-Returned": str(answer.checks.returned),
-        "X-Energy-Model": answer.provenance.energy_model,
-        "X-Model-SHA256": answer.provenance.model.sha256,
+        "X-Conformers-Requested": str(sum(a.checks.requested for a in answers)),
+        "X-Conformers-Returned": str(sum(a.checks.returned for a in answers)),
+        "X-Energy-Model": answers[0].provenance.energy_model,
+        "X-Model-SHA256": answers[0].provenance.model.sha256,
     }
     return Response(text, media_type=MEDIA_TYPES[body.format], headers=headers)

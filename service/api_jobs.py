@@ -66,7 +66,7 @@ def _not_found(state: ServiceState, job_id: str) -> ApiError:
 )
 async def submit_job(body: JobRequest, state: StateDep) -> JSONResponse:
     s = state.settings
-    await validate_request(state, body.smiles, body.energy_model, indexed=True)
+    await validate_request(state, body.smiles, body.energy_model, indexed=True, stereo=body.stereo)
     async with redis_errors(state):
         try:
             status = await state.jobs.submit(body)
@@ -126,6 +126,6 @@ async def job_result(
     if format == "json":
         body = JobResult(id=job_id, status=status.status, results=results)
         return Response(body.model_dump_json(), media_type="application/json")
-    answers = [r.result for r in results if r.result is not None]
+    answers = [a for r in results for a in ([r.result] if r.result is not None else []) + (r.stereoisomers or [])]
     text = await anyio.to_thread.run_sync(render, format, answers)
     return Response(text, media_type=MEDIA_TYPES[format])

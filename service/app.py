@@ -5,7 +5,8 @@ starts ``inprocess_workers`` sampling-worker threads; shutdown stops them. Every
 (:class:`~service.api_state.ServiceState`), nothing in module globals, so two apps never interfere.
 
 Every error is JSON with a one-sentence ``message`` and the offending fields in ``detail``
-(:class:`~service.schemas.ErrorResponse`); user input never causes a 5xx.
+(:class:`~service.schemas.ErrorResponse`); user input never causes a 5xx. With ``api_key`` set, every ``/v1``
+route and ``/metrics`` answer 401 without it (compared in constant time).
 
 Example::
 
@@ -15,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import hmac
 import logging
 import threading
 import time
@@ -157,6 +159,42 @@ class _BodyLimitMiddleware:
         await self.app(scope, counted, send)
 
 
+class _ApiKeyMiddleware:
+    """401 for ``/v1/...`` and ``/metrics`` without the key (``X-API-Key: <key>`` or ``Authorization: Bearer
+    <key>``); the health checks, the web page and its static files stay open. ``hmac.compare_digest`` compares
+    in time independent of where the keys differ."""
+
+    PROTECTED_PREFIXES = ("/v1/", "/metrics")
+
+    def __init__(self, app: Callable[..., Awaitable[None]], key: str) -> None:
+        self.app = app
+        self.key = key.encode()
+
+    def _protected(self, path: str) -> bool:
+        return path == "/v1" or any(path.startswith(p) for p in self.PROTECTED_PREFIXES)
+
+    def _given(self, headers: dict[bytes, bytes]) -> bytes:
+        if b"x-api-key" in headers:
+            return headers[b"x-api-key"].strip()
+        scheme, _, token = headers.get(b"authorization", b"").strip().partition(b" ")
+        return token.strip() if scheme.lower() == b"bearer" else b""
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not self._protected(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        given = self._given(dict(scope.get("headers") or []))
+        if hmac.compare_digest(given, self.key):
+            await self.app(scope, receive, send)
+            return
+        message = (
+            "this server needs an API key: send it in the X-API-Key header (or Authorization: Bearer <key>)"
+            if not given
+            else "wrong API key"
+        )
+        await _error(401, message, None, **{"WWW-Authenticate": "Bearer"})(scope, receive, send)
+
+
 class _MetricsMiddleware:
     """Counts requests and their latency by route template (``/v1/jobs/{job_id}``, never the raw path)."""
 
@@ -275,6 +313,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     _install_error_handlers(app)
     app.add_middleware(_BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    if settings.api_key is not None:
+        app.add_middleware(_ApiKeyMiddleware, key=settings.api_key.get_secret_value())
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
     app.include_router(api_conformers.router)
     app.include_router(api_jobs.router)

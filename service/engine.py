@@ -1,11 +1,12 @@
-"""The sampling engine the HTTP API and the sampling workers share: one loaded network, the energy models
-(built on first use, each used by one thread at a time), and a bounded pool of threads that does every
-sampling computation — so the event loop never runs one.
+"""The sampling engine the HTTP API and the sampling workers share: one loaded model behind the Python API's
+:class:`~inference.api.ConformerGenerator` (so the service answers exactly what ``generate_conformers`` and
+the CLI give for the same request), the energy models (built on first use, each used by one thread at a
+time), and a bounded pool of threads that does every sampling computation — so the event loop never runs one.
 
 Example::
 
     >>> engine = SamplingEngine.load(ServiceSettings(checkpoint="tiny.pt", energy_model="mmff"))  # doctest: +SKIP
-    >>> response = engine.sample("CCO", num_conformers=4, options=SamplingOptions())  # doctest: +SKIP
+    >>> (response,) = engine.sample("CCO", num_conformers=4, options=SamplingOptions())  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import numpy as np
 
 from energy.protocol import EnergyModel, EnergyResult, Structures
 from energy.registry import build_energy_model
-from energy.units import KCAL_PER_MOL_IN_EV
-from inference.conformer_sampling import ConformerSampler, SampledConformers, SamplingRequest
+from inference.api import ConformerGenerator, Ensemble
+from inference.model import ModelProvenance
+from inference.options import PostProcessing
+from molecules.ensemble import boltzmann_weights, relative_energies_kcal_mol
 from molecules.graph import MAX_ATOMS
 from service.schemas import (
     MAX_JOB_CONFORMERS,
@@ -33,15 +36,15 @@ from service.schemas import (
     Conformer,
     ConformerResponse,
     ModelInfo,
+    PostProcessingInfo,
     Provenance,
     SamplingOptions,
     ServiceInfo,
 )
 from service.settings import ServiceSettings
 from service.validation import SUPPORTED_ELEMENTS
-from training.checkpoint import file_sha256
 
-__all__ = ["CheckpointMissing", "SamplingEngine", "build_response"]
+__all__ = ["CheckpointMissing", "SamplingEngine", "build_response", "post_processing"]
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +79,19 @@ class _SerializedEnergy:
 
 class SamplingEngine:
     """Attributes:
-    sampler: the network (energy-less; :meth:`sample` pairs it with the requested energy model).
+    generator: the Python API's generator, holding the loaded model (paired per request with its energy model).
     info: what ``/v1/model`` and every response's provenance report.
     """
 
-    def __init__(self, sampler: ConformerSampler, settings: ServiceSettings, *, sha256: str) -> None:
-        self.sampler = sampler
+    def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
-        self.info = _model_info(sampler, sha256)
         self._energies: dict[str, _SerializedEnergy] = {}
         self._energies_lock = threading.Lock()
+        self.generator = ConformerGenerator(
+            checkpoint=settings.checkpoint, device=settings.device, energy_models=self._build_energy
+        )
+        self.model = self.generator.sampler()
+        self.info = model_info(self.model.provenance)
         self._executor = ThreadPoolExecutor(
             settings.sampling_threads,
             thread_name_prefix="sampling",
@@ -103,19 +109,21 @@ class SamplingEngine:
                 f"no conformer checkpoint at {path}. Train one with `adjoint-sampling train-conformers --out {path}` "
                 "(or pass --checkpoint / set ADJOINT_SAMPLING_CHECKPOINT to an existing one)"
             )
-        sampler = ConformerSampler(path, energy=None, device=settings.device)
-        engine = cls(sampler, settings, sha256=file_sha256(path))
-        log.info("loaded %s (sha256 %s…, %d integration steps)", path, engine.info.sha256[:12], engine.steps)
+        engine = cls(settings)
+        log.info("loaded %s (sha256 %s…, %s integration steps)", path, engine.info.sha256[:12], engine.steps)
         return engine
 
     @property
-    def steps(self) -> int:
-        return int(self.sampler.config.eval_grid.num_steps)
+    def steps(self) -> int | None:
+        return self.info.integration_steps
 
     def energy(self, name: str) -> EnergyModel:
         """The named model (built on first use); names outside the allowed list are refused."""
         if name not in self.settings.energy_models:
             raise ValueError(f"energy model {name!r} is not offered; choose one of {list(self.settings.energy_models)}")
+        return self._build_energy(name)
+
+    def _build_energy(self, name: str) -> EnergyModel:
         with self._energies_lock:
             if name not in self._energies:
                 log.info("building energy model %s", name)
@@ -139,21 +147,19 @@ class SamplingEngine:
         """Computations submitted and not yet finished (running or waiting for a thread)."""
         return self._backlog
 
-    def sample(self, smiles: str, num_conformers: int, options: SamplingOptions) -> ConformerResponse:
-        """Blocking: sample, check, score, sort, prune; call it on a sampling thread."""
+    def sample(self, smiles: str, num_conformers: int, options: SamplingOptions) -> list[ConformerResponse]:
+        """Blocking (call it on a sampling thread): the Python API's pipeline, one answer per molecule sampled
+        (the SMILES itself, or each stereoisomer with ``stereo: enumerate``)."""
         name = options.energy_model or self.settings.energy_model
-        sampler = self.sampler.with_energy(self.energy(name))
-        request = SamplingRequest(
-            smiles=smiles,
+        self.energy(name)  # refuses a model the server does not offer
+        ensembles = self.generator.generate(
+            smiles,
             num_conformers=num_conformers,
+            energy_model=name,
+            options=post_processing(options),
             seed=options.seed,
-            relax=options.relax,
-            repair=options.repair,
-            prune_rms=options.prune_rms,
-            energy_window=options.energy_window,
         )
-        result = sampler.sample(request)
-        return build_response(smiles, result, request=request, energy_model=name, info=self.info)
+        return [build_response(e, info=self.info) for e in ensembles]
 
     def service_info(self) -> ServiceInfo:
         s = self.settings
@@ -176,6 +182,7 @@ class SamplingEngine:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self.generator.close()
         with self._energies_lock:
             for model in self._energies.values():
                 model.close()
@@ -190,66 +197,83 @@ def _set_torch_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _model_info(sampler: ConformerSampler, sha256: str) -> ModelInfo:
-    t = sampler.training
-    return ModelInfo(
-        checkpoint=sampler.checkpoint.name,
-        sha256=sha256,
-        kind="conformer-sampler",
-        training_rounds=t.get("round"),
-        training_energy_calls=t.get("energy_calls"),
-        training_energy_model=sampler.config.energy_model,
-        integration_steps=int(sampler.config.eval_grid.num_steps),
-        versions={str(k): str(v) for k, v in (t.get("versions") or {}).items()},
+def post_processing(options: SamplingOptions) -> PostProcessing:
+    """A request's post-processing settings (``prune_rms``, the former name of ``dedup_rmsd``, wins when given)."""
+    return PostProcessing(
+        repair=options.repair,
+        relax=options.relax,
+        dedup_rmsd=options.prune_rms if options.prune_rms is not None else options.dedup_rmsd,
+        energy_tolerance=options.energy_tolerance,
+        energy_window=options.energy_window,
+        temperature_k=options.temperature_k,
+        stereo=options.stereo,
+        max_isomers=options.max_isomers,
     )
 
 
-def build_response(
-    smiles: str, result: SampledConformers, *, request: SamplingRequest, energy_model: str, info: ModelInfo
-) -> ConformerResponse:
-    """The JSON answer for one molecule: conformers lowest energy first, the checks, the provenance."""
-    mol = result.mol
-    energies = result.energies_ev
-    e_min = min(energies) if energies else None
-    conformers = []
-    for rank, conf in enumerate(mol.GetConformers()):
-        e = energies[rank] if energies else None
-        rel = (e - e_min) / KCAL_PER_MOL_IN_EV if e is not None and e_min is not None else None
-        conformers.append(
-            Conformer(
-                rank=rank,
-                energy_ev=e,
-                relative_energy_kcal_mol=rel,
-                positions=np.round(conf.GetPositions(), 5).tolist(),
-            )
+def model_info(provenance: ModelProvenance) -> ModelInfo:
+    return ModelInfo(
+        checkpoint=provenance.checkpoint,
+        sha256=provenance.sha256,
+        kind=provenance.kind,
+        training_rounds=provenance.training_round,
+        training_energy_calls=provenance.training_energy_calls,
+        training_energy_model=provenance.training_energy_model,
+        integration_steps=provenance.integration_steps or 0,
+        versions=dict(provenance.versions),
+    )
+
+
+def build_response(ensemble: Ensemble, *, info: ModelInfo | None = None) -> ConformerResponse:
+    """The JSON answer for one molecule: conformers lowest energy first (energies rounded to µeV, and the
+    relative energies and weights computed from the rounded values, so the SDF rendered from this answer
+    carries the same numbers), the checks, the provenance."""
+    mol = ensemble.mol
+    prov = ensemble.provenance
+    options = prov.post_processing
+    energies = [round(e, 6) for e in ensemble.energies_ev]
+    relative = relative_energies_kcal_mol(energies).tolist() if energies else []
+    weights = boltzmann_weights(energies, options.temperature_k).tolist() if energies else []
+    conformers = [
+        Conformer(
+            rank=k,
+            conformer_rank=k + 1,
+            energy_ev=energies[k] if energies else None,
+            relative_energy_kcal_mol=relative[k] if energies else None,
+            boltzmann_weight=weights[k] if energies else None,
+            positions=np.round(conf.GetPositions(), 5).tolist(),
         )
-    passed = ["connectivity", "stereochemistry", f"{energy_model}: finite energy"]
-    if request.relax:
-        passed.append("connectivity and stereochemistry after relaxation")
-    summary = result.summary()
+        for k, conf in enumerate(mol.GetConformers())
+    ]
+    checks = ensemble.checks
     return ConformerResponse(
-        smiles=smiles,
+        smiles=ensemble.smiles if ensemble.stereoisomer is not None else ensemble.input_smiles,
+        input_smiles=ensemble.input_smiles,
+        isomeric_smiles=ensemble.smiles,
+        name=ensemble.name,
+        stereoisomer=ensemble.stereoisomer,
         num_atoms=mol.GetNumAtoms(),
         elements=[a.GetSymbol() for a in mol.GetAtoms()],
         bonds=[(b.GetBeginAtomIdx(), b.GetEndAtomIdx(), b.GetBondTypeAsDouble()) for b in mol.GetBonds()],
         conformers=conformers,
         checks=Checks(
-            passed=passed,
-            requested=request.num_conformers,
-            returned=summary["returned"],
-            rejected=summary["rejected"],
-            reflected=summary["reflected"],
-            pruned=summary["pruned"],
-            outside_energy_window=summary["outside_energy_window"],
-            repaired=summary["repaired"],
-            stereo_repaired=summary["stereo_repaired"],
+            passed=list(checks.passed),
+            requested=checks.requested,
+            returned=checks.returned,
+            rejected=dict(checks.rejected),
+            reflected=checks.reflected,
+            pruned=checks.duplicates_removed,
+            outside_energy_window=checks.outside_energy_window,
+            repaired=checks.repaired,
+            stereo_repaired=checks.stereo_repaired,
         ),
         provenance=Provenance(
-            model=info,
-            energy_model=energy_model,
-            relaxed=request.relax,
-            repaired=request.repair,
-            seed=request.seed,
-            timings_s=summary["seconds"],
+            model=info or model_info(prov.model),
+            energy_model=prov.energy_model or "none",
+            relaxed=options.relax,
+            repaired=options.repair,
+            seed=prov.seed,
+            timings_s={k: round(v, 3) for k, v in prov.timings_s.items()},
+            post_processing=PostProcessingInfo(**options.to_dict()),
         ),
     )

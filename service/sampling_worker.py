@@ -146,10 +146,13 @@ class SamplingWorker:
         start = time.perf_counter()
         future = self.engine.submit(self.engine.sample, smiles, request.num_conformers, request)
         try:
-            answer = future.result()
+            answers = future.result()
         except Exception as exc:  # one molecule failing must not fail the others
             log.warning("job molecule %d (%s) failed: %s: %s", index, smiles, type(exc).__name__, exc)
             return MoleculeResult(index=index, smiles=smiles, error=f"{type(exc).__name__}: {exc}")
         if self.on_answer is not None:
-            self.on_answer(answer, time.perf_counter() - start)
-        return MoleculeResult(index=index, smiles=smiles, result=answer)
+            for answer in answers:
+                self.on_answer(answer, time.perf_counter() - start)
+        if request.stereo == "enumerate":
+            return MoleculeResult(index=index, smiles=smiles, stereoisomers=answers)
+        return MoleculeResult(index=index, smiles=smiles, result=answers[0])

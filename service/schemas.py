@@ -2,7 +2,12 @@
 
 The limits below are the single home of what a request may ask for; the OpenAPI schema advertises
 them, and :mod:`service.validation` adds the chemistry checks a schema cannot express (parsable SMILES,
-supported elements, at most :data:`molecules.graph.MAX_ATOMS` atoms).
+supported elements, at most :data:`molecules.graph.MAX_ATOMS` atoms, assigned stereochemistry). The defaults
+are the command line's and the Python API's (:data:`inference.options.DEFAULTS`), under the same names.
+
+The answer (:class:`ConformerResponse`) is the one documented schema of a molecule's conformers
+(``docs/OUTPUT.md``): energies (absolute, eV; relative, kcal/mol), Boltzmann weights, ranks, the checks and
+the provenance (checkpoint SHA-256 and training rounds, energy model, every post-processing setting).
 """
 
 from __future__ import annotations
@@ -12,7 +17,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
 
+from inference.options import DEFAULT_NUM_CONFORMERS, DEFAULTS, MIN_TEMPERATURE_K, StereoPolicy
+
 __all__ = [
+    "MAX_ISOMERS",
     "MAX_JOB_CONFORMERS",
     "MAX_JOB_SMILES",
     "MAX_SEED",
@@ -33,9 +41,11 @@ __all__ = [
     "ModelInfo",
     "MoleculeResult",
     "OutputFormat",
+    "PostProcessingInfo",
     "Provenance",
     "SamplingOptions",
     "ServiceInfo",
+    "StereoisomersResponse",
 ]
 
 MAX_SMILES_LENGTH = 500
@@ -45,6 +55,8 @@ MAX_JOB_SMILES = 100
 MAX_SEED = 2**31 - 1
 MAX_PRUNE_RMS = 10.0  # Å
 MAX_ENERGY_WINDOW = 1000.0  # kcal/mol
+MAX_TEMPERATURE_K = 10_000.0
+MAX_ISOMERS = DEFAULTS.max_isomers
 
 OutputFormat = Literal["json", "sdf", "xyz"]
 
@@ -82,13 +94,13 @@ SmilesList = Annotated[
 
 
 class SamplingOptions(BaseModel):
-    """What every request shares (sync and jobs)."""
+    """What every request shares (sync and jobs); the defaults are :data:`inference.options.DEFAULTS`."""
 
     model_config = ConfigDict(extra="forbid")
 
-    relax: bool = Field(False, description="locally minimize every conformer with the energy model")
+    relax: bool = Field(DEFAULTS.relax, description="locally minimize every conformer with the energy model")
     repair: bool = Field(
-        True,
+        DEFAULTS.repair,
         description=(
             "MMFF94-optimize the raw samples from the SMILES's own bond graph before the connectivity and stereo "
             "checks, inverting stereocentres and double bonds that came out wrong (restores bond lengths, angles "
@@ -96,17 +108,55 @@ class SamplingOptions(BaseModel):
         ),
     )
     energy_model: str | None = Field(
-        None, max_length=64, description="scores (and relaxes) conformers; default: the server's (see GET /v1/model)"
+        default=None,
+        max_length=64,
+        description="scores (and relaxes) conformers; default: the server's (see GET /v1/model)",
+    )
+    dedup_rmsd: float = Field(
+        DEFAULTS.dedup_rmsd,
+        ge=0,
+        le=MAX_PRUNE_RMS,
+        allow_inf_nan=False,
+        description="Å: a conformer within this heavy-atom RMSD (symmetry-aware) of a lower-energy one is removed "
+        "as a duplicate; 0 keeps every conformer",
+    )
+    energy_tolerance: float | None = Field(
+        DEFAULTS.energy_tolerance,
+        ge=0,
+        le=MAX_ENERGY_WINDOW,
+        allow_inf_nan=False,
+        description="kcal/mol: a duplicate must also lie within this energy of the kept conformer (CREST's ETHR); "
+        "null: by RMSD alone; 0 removes no duplicates",
     )
     prune_rms: float | None = Field(
-        None, gt=0, le=MAX_PRUNE_RMS, allow_inf_nan=False, description="Å: drop near-duplicates (heavy-atom RMSD)"
+        default=None,
+        gt=0,
+        le=MAX_PRUNE_RMS,
+        allow_inf_nan=False,
+        description="Å: the former name of dedup_rmsd (when given, it is used instead of dedup_rmsd)",
     )
     energy_window: float | None = Field(
-        None,
+        DEFAULTS.energy_window,
         ge=0,
         le=MAX_ENERGY_WINDOW,
         allow_inf_nan=False,
         description="kcal/mol: keep conformers within this of the lowest",
+    )
+    temperature_k: float = Field(
+        DEFAULTS.temperature_k,
+        ge=MIN_TEMPERATURE_K,
+        le=MAX_TEMPERATURE_K,
+        allow_inf_nan=False,
+        description="K: temperature of the Boltzmann weights",
+    )
+    stereo: StereoPolicy = Field(
+        DEFAULTS.stereo,
+        description="'refuse': a SMILES with an unassigned stereocentre or stereo double bond is a 422 naming the "
+        "atoms; 'enumerate': each stereoisomer (up to max_isomers) is sampled and returned under its own "
+        "isomeric SMILES (the answer lists them under `stereoisomers`)",
+    )
+    max_isomers: int = Field(
+        DEFAULTS.max_isomers, ge=1, le=MAX_ISOMERS, description="at most this many stereoisomers per SMILES"
     )
     seed: int = Field(0, ge=0, le=MAX_SEED, description="same seed, same request: same conformers")
 
@@ -116,7 +166,10 @@ class ConformerRequest(SamplingOptions):
 
     smiles: Smiles
     num_conformers: int = Field(
-        10, ge=1, le=MAX_SYNC_CONFORMERS, description="conformers drawn (before checks and pruning)"
+        DEFAULT_NUM_CONFORMERS,
+        ge=1,
+        le=MAX_SYNC_CONFORMERS,
+        description="conformers drawn (before checks and duplicate removal)",
     )
     format: OutputFormat = Field("json", description="json; sdf or xyz return the file itself")
 
@@ -125,7 +178,9 @@ class JobRequest(SamplingOptions):
     """``POST /v1/jobs``: queued, for many molecules or many conformers."""
 
     smiles: SmilesList
-    num_conformers: int = Field(10, ge=1, le=MAX_JOB_CONFORMERS, description="conformers drawn per molecule")
+    num_conformers: int = Field(
+        DEFAULT_NUM_CONFORMERS, ge=1, le=MAX_JOB_CONFORMERS, description="conformers drawn per molecule"
+    )
 
 
 class FieldError(BaseModel):
@@ -141,19 +196,26 @@ class ErrorResponse(BaseModel):
 
 
 class Conformer(BaseModel):
-    rank: int = Field(description="0 = lowest energy")
-    energy_ev: float | None = Field(description="absolute energy under the energy model, eV")
+    rank: int = Field(description="0 = lowest energy (the list index; `conformer_rank` counts from 1)")
+    conformer_rank: int = Field(description="1 = lowest energy (the SD tag `conformer_rank`)")
+    energy_ev: float | None = Field(description="absolute energy under the energy model, eV (6 decimals)")
     relative_energy_kcal_mol: float | None = Field(description="above the lowest returned conformer")
+    boltzmann_weight: float | None = Field(
+        default=None, description="exp(−ΔE/k_BT) / Σ exp(−ΔE/k_BT) over the returned conformers, at `temperature_k`"
+    )
     positions: list[list[float]] = Field(description="Å, one [x, y, z] per atom, in the order of `elements`")
 
 
 class Checks(BaseModel):
-    passed: list[str] = Field(description="checks every returned conformer passed")
+    passed: list[str] = Field(
+        description="checks every returned conformer passed: connectivity, stereochemistry, finite_energy, and "
+        "after relaxation connectivity_after_relaxation, stereochemistry_after_relaxation"
+    )
     requested: int
     returned: int
     rejected: dict[str, int] = Field(description="conformers dropped, by reason")
     reflected: int = Field(description="mirror images reflected back to the requested stereochemistry")
-    pruned: int
+    pruned: int = Field(description="near-duplicates removed (`dedup_rmsd`, `energy_tolerance`)")
     outside_energy_window: int
     repaired: int = Field(0, description="raw samples MMFF94-optimized before the checks (see `repair`)")
     stereo_repaired: int = Field(
@@ -162,27 +224,47 @@ class Checks(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    checkpoint: str
-    sha256: str
-    kind: str
-    training_rounds: int | None
+    checkpoint: str = Field(description="the checkpoint's file name")
+    sha256: str = Field(description="SHA-256 of the checkpoint file")
+    kind: str = Field(description="the checkpoint's stored kind: 'conformers' (the Cartesian sampler)")
+    training_rounds: int | None = Field(description="training rounds behind the weights")
     training_energy_calls: int | None
     training_energy_model: str | None
     integration_steps: int
     versions: dict[str, str]
 
 
+class PostProcessingInfo(BaseModel):
+    """The post-processing settings of the answer (the request's, or the defaults)."""
+
+    repair: bool
+    relax: bool
+    dedup_rmsd: float
+    energy_tolerance: float | None
+    energy_window: float | None
+    temperature_k: float
+    stereo: StereoPolicy
+    max_isomers: int
+
+
 class Provenance(BaseModel):
     model: ModelInfo
     energy_model: str
     relaxed: bool
-    repaired: bool
+    repaired: bool = Field(description="whether `repair` was asked for")
     seed: int
     timings_s: dict[str, float]
+    post_processing: PostProcessingInfo | None = None
 
 
 class ConformerResponse(BaseModel):
-    smiles: str
+    smiles: str = Field(description="the SMILES asked for, or with `stereo: enumerate` this stereoisomer's")
+    input_smiles: str | None = Field(default=None, description="the SMILES of the request")
+    isomeric_smiles: str | None = Field(default=None, description="the isomeric SMILES the conformers were sampled for")
+    name: str | None = Field(default=None, description="the SDF record title")
+    stereoisomer: int | None = Field(
+        default=None, description="1-based index among the enumerated stereoisomers (null: the SMILES as given)"
+    )
     num_atoms: int
     elements: list[str]
     bonds: list[tuple[int, int, float]] = Field(
@@ -192,6 +274,13 @@ class ConformerResponse(BaseModel):
     conformers: list[Conformer] = Field(description="sorted by energy, lowest first")
     checks: Checks
     provenance: Provenance
+
+
+class StereoisomersResponse(BaseModel):
+    """The answer with ``stereo: enumerate``: one full answer per stereoisomer of the SMILES."""
+
+    smiles: str = Field(description="the SMILES of the request")
+    stereoisomers: list[ConformerResponse] = Field(description="in enumeration order (one if nothing was open)")
 
 
 class JobState(StrEnum):
@@ -233,7 +322,12 @@ class MoleculeResult(BaseModel):
     index: int
     smiles: str
     error: str | None = None
-    result: ConformerResponse | None = None
+    result: ConformerResponse | None = Field(
+        default=None, description="the answer (with `stereo: refuse`, the default)"
+    )
+    stereoisomers: list[ConformerResponse] | None = Field(
+        default=None, description="with `stereo: enumerate`: one answer per stereoisomer"
+    )
 
 
 class JobResult(BaseModel):

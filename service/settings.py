@@ -12,10 +12,12 @@ Every value has one home here; the request limits that the OpenAPI schema advert
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from inference.options import DEFAULT_ENERGY_MODEL
 from training.paths import SHIPPED_CONFORMER_CHECKPOINT
 
 __all__ = ["DEFAULT_CHECKPOINT", "ServiceSettings"]
@@ -49,6 +51,9 @@ class ServiceSettings(BaseSettings):
         retry_after_s: the ``Retry-After`` value of 429/503 answers.
         redis_timeout_s: bound on one Redis command from the API (it answers 503 instead of hanging).
         web_dir: the browser page (``GET /`` serves ``index.html``, ``/static/*`` the folder).
+        api_key: when set (``ADJOINT_SAMPLING_API_KEY``), every ``/v1`` route and ``/metrics`` need it, in the
+            ``X-API-Key`` header or as ``Authorization: Bearer <key>`` (401 otherwise); ``/healthz``, ``/readyz``,
+            the web page and its static files stay open. Empty: no key.
     """
 
     model_config = SettingsConfigDict(env_prefix="ADJOINT_SAMPLING_", frozen=True, extra="ignore")
@@ -61,7 +66,7 @@ class ServiceSettings(BaseSettings):
     )
     redis_dir: Path | None = None
     redis_prefix: str = "adjoint-sampling"
-    energy_model: str = "xtb"
+    energy_model: str = DEFAULT_ENERGY_MODEL
     energy_models: tuple[str, ...] = ("xtb", "gfn1-xtb", "mmff")
     device: str = "cpu"
     sampling_threads: int = Field(default=2, ge=1, le=64)
@@ -77,6 +82,14 @@ class ServiceSettings(BaseSettings):
     retry_after_s: int = Field(default=5, ge=1)
     redis_timeout_s: float = Field(default=2.0, gt=0)
     web_dir: Path = Path(__file__).resolve().parent / "web"
+    api_key: SecretStr | None = None
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: Any) -> Any:
+        """``ADJOINT_SAMPLING_API_KEY=`` (docker compose passes it empty when unset) means no key."""
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if isinstance(text, str) and not text.strip() else value
 
     @model_validator(mode="after")
     def _default_model_allowed(self) -> ServiceSettings:

@@ -1,8 +1,9 @@
 """Chemistry checks at the HTTP edge: what the request schema cannot express.
 
 Every SMILES is parsed and turned into the sampler's graph before anything is sampled or queued, so a
-broken SMILES, an element the network has no feature for, or a molecule over the size limit is a 422 that
-names the field (``smiles``, ``smiles[3]``) with a message a chemist understands — never a failed job later.
+broken SMILES, an element the network has no feature for, a molecule over the size limit, or (with
+``stereo: refuse``, the default) a stereocentre or double bond left unassigned is a 422 that names the field
+(``smiles``, ``smiles[3]``) with a message a chemist understands — never a failed job later.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from rdkit import Chem
 from molecules.features import ELEMENTS
 from molecules.graph import MAX_ATOMS, molecular_system
 from molecules.smiles import SmilesError, mol_from_smiles
+from molecules.stereo import UnassignedStereoError, find_unassigned_stereo
 from service.schemas import FieldError
 
 __all__ = ["SUPPORTED_ELEMENTS", "ApiError", "energy_model_error", "molecule_problem", "smiles_errors"]
@@ -39,8 +41,9 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def molecule_problem(smiles: str) -> str | None:
-    """Why the sampler cannot take ``smiles`` (``None``: it can)."""
+def molecule_problem(smiles: str, *, stereo: str = "refuse") -> str | None:
+    """Why the sampler cannot take ``smiles`` (``None``: it can); with ``stereo="refuse"``, open
+    stereochemistry is a problem too."""
     try:
         mol = mol_from_smiles(smiles)
     except SmilesError as exc:
@@ -60,14 +63,20 @@ def molecule_problem(smiles: str) -> str | None:
         molecular_system(mol)
     except ValueError as exc:
         return f"{smiles!r}: {exc}"
+    if stereo == "refuse":
+        unassigned = find_unassigned_stereo(mol)
+        if unassigned:
+            return f'{UnassignedStereoError(smiles, unassigned)} (request "stereo": "enumerate")'
     return None
 
 
-def smiles_errors(smiles: Sequence[str], *, field: str = "smiles", indexed: bool = False) -> list[FieldError]:
+def smiles_errors(
+    smiles: Sequence[str], *, field: str = "smiles", indexed: bool = False, stereo: str = "refuse"
+) -> list[FieldError]:
     """One :class:`FieldError` per SMILES the sampler cannot take (``smiles[3]`` when ``indexed``)."""
     errors = []
     for k, s in enumerate(smiles):
-        problem = molecule_problem(s)
+        problem = molecule_problem(s, stereo=stereo)
         if problem is not None:
             loc: list[str | int] = ["body", field, k] if indexed else ["body", field]
             name = f"{field}[{k}]" if indexed else field

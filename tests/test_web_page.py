@@ -109,10 +109,11 @@ def tab(_browser_tab: Tab) -> Iterator[Tab]:
     assert not _browser_tab.errors, _browser_tab.errors
 
 
-def _submit(page: Any, smiles: str, num_conformers: int) -> list[list[str]]:
+def _submit(page: Any, smiles: str, num_conformers: int, dedup_rmsd: str = "") -> list[list[str]]:
     """Fill the form, submit, wait for the answer; the table's rows as text."""
     page.fill("#smiles", smiles)
     page.fill("#num-conformers", str(num_conformers))
+    page.fill("#dedup-rmsd", dedup_rmsd)
     page.click("#submit")
     page.wait_for_function("!document.getElementById('submit').disabled")  # disabled while the request runs
     assert page.locator("#error").is_hidden(), page.inner_text("#error")
@@ -149,7 +150,7 @@ def _assert_sorted_table(rows: list[list[str]]) -> None:
 def test_page_loads_with_form_and_model(tab: Tab) -> None:
     page = tab.page
     assert "Adjoint Sampling" in page.title()
-    for selector in ("#smiles", "#num-conformers", "#relax", "#energy-window", "#prune-rms", "#submit"):
+    for selector in ("#smiles", "#num-conformers", "#relax", "#energy-window", "#dedup-rmsd", "#submit"):
         assert page.locator(selector).is_visible(), selector
     assert page.locator("label[for=smiles]").inner_text() == "SMILES"
     page.wait_for_function("document.getElementById('model-info').textContent.includes('sha256')")
@@ -167,7 +168,7 @@ def test_json_answer_carries_the_bonds_the_viewer_draws(server: str) -> None:
 
 def test_ethanol_table_viewer_drag_zoom_and_selection(tab: Tab) -> None:
     page = tab.page
-    rows = _submit(page, ETHANOL, 12)
+    rows = _submit(page, ETHANOL, 12, dedup_rmsd="0")  # ethanol's conformers are heavy-atom duplicates: keep all
     assert len(rows) >= 2, page.inner_text("#status")
     _assert_sorted_table(rows)
     assert page.get_attribute("#conformer-0", "aria-selected") == "true"
@@ -214,7 +215,7 @@ def test_sdf_download_parses_with_rdkit(tab: Tab) -> None:
     mols = list(supplier)
     assert len(mols) == rows and all(m is not None for m in mols)
     assert {m.GetNumAtoms() for m in mols} == {9}
-    assert [m.GetIntProp("rank") for m in mols] == list(range(rows))
+    assert [m.GetIntProp("conformer_rank") for m in mols] == list(range(1, rows + 1))
     shown = page.eval_on_selector_all("#energy-table tbody tr", "rows => rows.map(r => r.cells[1].textContent)")
     assert [f"{m.GetDoubleProp('relative_energy_kcal_mol'):.2f}" for m in mols] == shown  # what the table shows
     assert mols[0].GetConformer().Is3D()

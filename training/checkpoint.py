@@ -9,7 +9,7 @@ import os
 import platform
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -17,6 +17,7 @@ from sampler.trainer import AdjointSamplingTrainer
 
 __all__ = [
     "FORMAT_VERSION",
+    "Checkpointable",
     "export_weights",
     "file_sha256",
     "load_checkpoint",
@@ -26,6 +27,17 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class Checkpointable(Protocol):
+    """What a checkpoint stores of a trainer: ``state_dict()`` (control, optimizer, generator, round,
+    energy_calls, wall_seconds, history) and its replay buffer's state."""
+
+    buffer: Any
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+
 FORMAT_VERSION = 1
 
 
@@ -50,7 +62,7 @@ def file_sha256(path: str | Path) -> str:
 
 def save_checkpoint(
     path: str | Path,
-    trainer: AdjointSamplingTrainer,
+    trainer: Checkpointable,
     config: dict[str, Any],
     *,
     kind: str,

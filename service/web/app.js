@@ -1,9 +1,12 @@
 // The conformer page: read the form, POST /v1/conformers, show the energy table and the 3D viewer,
 // download the same request as SDF, and show the API's error message when a request is refused.
+// A server with an API key answers 401: the page asks for the key once, keeps it for the browser tab
+// (sessionStorage) and sends it in the X-API-Key header.
 
 "use strict";
 
 const API = "/v1/conformers";
+const KEY_STORAGE = "adjoint-sampling-api-key";
 
 const $ = (id) => document.getElementById(id);
 
@@ -28,7 +31,7 @@ const FIELDS = {
   smiles: $("smiles"),
   num_conformers: $("num-conformers"),
   energy_window: $("energy-window"),
-  prune_rms: $("prune-rms"),
+  dedup_rmsd: $("dedup-rmsd"),
   energy_model: $("energy-model"),
   seed: $("seed"),
   relax: $("relax"),
@@ -38,7 +41,7 @@ const FIELDS = {
 // Numbers are sent as typed: the server validates them and names the field when one is wrong.
 function readForm() {
   const body = { smiles: FIELDS.smiles.value.trim(), relax: FIELDS.relax.checked, format: "json" };
-  for (const name of ["num_conformers", "energy_window", "prune_rms", "seed"]) {
+  for (const name of ["num_conformers", "energy_window", "dedup_rmsd", "seed"]) {
     const text = FIELDS[name].value.trim();
     if (text !== "") body[name] = Number(text);
   }
@@ -66,10 +69,51 @@ function apiError(status, payload) {
   return new ApiError(message || `The server answered ${status}.`, fields);
 }
 
+function storedKey() {
+  try {
+    return window.sessionStorage.getItem(KEY_STORAGE) || "";
+  } catch {
+    return "";
+  }
+}
+
+function storeKey(key) {
+  try {
+    if (key) window.sessionStorage.setItem(KEY_STORAGE, key);
+    else window.sessionStorage.removeItem(KEY_STORAGE);
+  } catch {
+    // storage disabled: the key is asked for again next time
+  }
+}
+
+// fetch() with the stored API key; on 401 the page asks for the key (once per request) and tries again.
+async function apiFetch(url, options = {}) {
+  const send = () => {
+    const headers = { ...(options.headers || {}) };
+    const key = storedKey();
+    if (key) headers["X-API-Key"] = key;
+    return fetch(url, { ...options, headers });
+  };
+  let response = await send();
+  if (response.status === 401) {
+    const hadKey = storedKey() !== "";
+    const key = window.prompt(
+      hadKey ? "The API key was not accepted. API key:" : "This server needs an API key. API key:",
+      "",
+    );
+    if (key && key.trim()) {
+      storeKey(key.trim());
+      response = await send();
+      if (response.status === 401) storeKey("");
+    }
+  }
+  return response;
+}
+
 async function post(body) {
   let response;
   try {
-    response = await fetch(API, {
+    response = await apiFetch(API, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
@@ -110,9 +154,9 @@ function setBusy(busy, message) {
   page.status.textContent = message;
 }
 
-// Ranks count from 1 on the page (the API and the SDF's "rank" property count from 0).
+// Ranks count from 1, as the answer's `conformer_rank` and the SDF tag of that name do.
 function displayRank(conformer, index) {
-  return (conformer.rank ?? index) + 1;
+  return conformer.conformer_rank ?? (conformer.rank ?? index) + 1;
 }
 
 function fmt(value, digits) {
@@ -131,6 +175,7 @@ function renderTable(doc) {
       String(displayRank(conformer, index)),
       fmt(conformer.relative_energy_kcal_mol, 2),
       fmt(conformer.energy_ev, 4),
+      fmt(conformer.boltzmann_weight, 3),
     ];
     for (const text of cells) {
       const cell = document.createElement("td");
@@ -193,7 +238,7 @@ function summary(doc) {
   let text = `${c.returned} of ${c.requested} conformers returned`;
   const rejected = Object.entries(c.rejected || {}).map(([reason, n]) => `${reason} ${n}`);
   if (rejected.length) text += `; rejected: ${rejected.join(", ")}`;
-  if (c.pruned) text += `; ${c.pruned} pruned as duplicates`;
+  if (c.pruned) text += `; ${c.pruned} removed as duplicates`;
   if (c.outside_energy_window) text += `; ${c.outside_energy_window} outside the energy window`;
   return `${text}.`;
 }
@@ -251,7 +296,7 @@ function safeName(smiles) {
 async function loadModelInfo() {
   const info = $("model-info");
   try {
-    const response = await fetch("/v1/model");
+    const response = await apiFetch("/v1/model");
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const model = await response.json();
     const select = FIELDS.energy_model;

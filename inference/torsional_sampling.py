@@ -1,0 +1,146 @@
+"""The torsional conformer model at inference: a SMILES in, conformers that are valid by construction out.
+
+Seeds: MMFF94-relaxed ETKDG embeddings of the molecule (as in training; several where ring shapes differ).
+All ``K`` conformers are drawn in batched Euler–Maruyama integrations on the torus of the molecule's
+rotatable torsions (seeds assigned round-robin), then mapped to Cartesian positions by ``x(phi)``: bond
+lengths, angles, rings and stereocentres are the seeds', so nothing needs repairing. What follows (checks,
+scoring, optional relaxation, window, pruning) is shared with every conformer model
+(:func:`inference.conformer_sampling.finish_samples`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rdkit import Chem
+
+from energy.protocol import EnergyModel
+from inference.conformer_sampling import finish_samples
+from inference.model import ModelProvenance, SampledConformers, SamplingRequest
+from molecules.smiles import mol_from_smiles
+from molecules.torsions import embed_seeds, torsion_system
+from sampler.grids import UniformGrid
+from sampler.torsion_geometry import TorsionSystem, collate_torsion_systems, torsion_positions
+from sampler.torsion_network import TorsionControlNetwork
+from sampler.torsion_sde import TorusVarianceMatchedEuler
+from sampler.torus import TorusBase
+from training.checkpoint import file_sha256, load_checkpoint
+from training.torsional_training import CHECKPOINT_KIND, bind_control, config_from_dict
+
+__all__ = ["TorsionalSampler", "uniform_torsions"]
+
+log = logging.getLogger(__name__)
+
+
+def seed_systems(mol: Chem.Mol, num_seeds: int, seed: int, dtype: torch.dtype) -> list[TorsionSystem]:
+    """One :class:`TorsionSystem` per kept MMFF94-relaxed ETKDG seed of ``mol`` (explicit hydrogens)."""
+    seeds = embed_seeds(mol, num_seeds, seed=seed + 1, mmff_relax=True)
+    return [torsion_system(mol, seeds[k], system_id=k, dtype=dtype) for k in range(seeds.shape[0])]
+
+
+def uniform_torsions(
+    mol: Chem.Mol, count: int, *, seed: int, num_seeds: int = 1, dtype: torch.dtype = torch.float64
+) -> np.ndarray:
+    """The random-torsion control: the same seeds, every rotatable torsion uniform on ``[-pi, pi)``,
+    ``[count, atoms, 3]``."""
+    systems = seed_systems(mol, num_seeds, seed, dtype)
+    batch = collate_torsion_systems([systems[k % len(systems)] for k in range(count)])
+    g = torch.Generator().manual_seed(seed)
+    phi = (torch.rand(batch.num_torsions, generator=g, dtype=dtype) * 2 - 1) * torch.pi
+    return torsion_positions(batch, phi).numpy().reshape(count, -1, 3)
+
+
+class TorsionalSampler:
+    """A trained torsion control network (checkpoint kind ``torsional-conformers``) plus an optional energy model
+    for scoring and relaxation; implements :class:`inference.model.ConformerModel`."""
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        *,
+        energy: EnergyModel | None = None,
+        device: str = "cpu",
+        chunk: int = 256,
+    ) -> None:
+        payload = load_checkpoint(checkpoint)
+        if payload.get("kind") != CHECKPOINT_KIND:
+            raise ValueError(f"{checkpoint} is a {payload.get('kind')!r} checkpoint, not a torsional sampler")
+        self.config = config_from_dict(payload["config"])
+        self.network = TorsionControlNetwork(self.config.network).to(self.config.torch_dtype)
+        self.network.load_state_dict(payload["control"])
+        self.network.eval().to(device)
+        self.device = device
+        self.energy = energy
+        self.chunk = chunk
+        self.base = TorusBase()
+        self.checkpoint = Path(checkpoint)
+        self.training: dict[str, Any] = {k: payload.get(k) for k in ("round", "energy_calls", "versions")}
+        self._provenance = ModelProvenance(
+            path=self.checkpoint,
+            sha256=file_sha256(self.checkpoint),
+            kind=CHECKPOINT_KIND,
+            training_round=payload.get("round"),
+            training_energy_calls=payload.get("energy_calls"),
+            training_energy_model=self.config.energy_model,
+            integration_steps=self.config.sde_steps,
+            versions={str(k): str(v) for k, v in (payload.get("versions") or {}).items()},
+        )
+
+    @property
+    def provenance(self) -> ModelProvenance:
+        return self._provenance
+
+    def with_energy(self, energy: EnergyModel | None) -> TorsionalSampler:
+        """The same network (shared, not copied) with another energy model for scoring and relaxation."""
+        other = copy.copy(self)
+        other.energy = energy
+        return other
+
+    def sample_positions(self, mol: Chem.Mol, count: int, *, seed: int, steps: int | None = None) -> np.ndarray:
+        """``[count, atoms, 3]`` (Å) for ``mol`` (explicit hydrogens, atom order kept): all conformers in batched
+        integrations of ``chunk`` samples, seeds round-robin. A molecule without rotatable torsions gets its
+        seeds, repeated."""
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
+        dtype = self.config.torch_dtype
+        systems = seed_systems(mol, self.config.num_seeds, seed, dtype)
+        integrator = TorusVarianceMatchedEuler(
+            schedule=self.base.schedule, grid=UniformGrid(num_steps=steps or self.config.sde_steps)
+        )
+        generator = torch.Generator().manual_seed(seed)
+        out = []
+        for start in range(0, count, self.chunk):
+            chosen = [systems[k % len(systems)] for k in range(start, min(count, start + self.chunk))]
+            batch = collate_torsion_systems(chosen).to(device=self.device, dtype=dtype)
+            if batch.num_torsions == 0:
+                out.append(batch.positions.detach().cpu().double().numpy().reshape(len(chosen), -1, 3))
+                continue
+            with torch.no_grad():
+                phi = integrator.sample(
+                    bind_control(self.network, batch),
+                    batch.torsion_batch,
+                    batch.num_graphs,
+                    dtype=dtype,
+                    generator=generator,
+                )
+                x = torsion_positions(batch.to(dtype=torch.float64), phi.double())
+            out.append(x.cpu().numpy().reshape(len(chosen), -1, 3))
+        return np.concatenate(out)
+
+    def sample(self, request: SamplingRequest) -> SampledConformers:
+        if request.num_conformers < 1:
+            raise ValueError("num_conformers must be at least 1")
+        if request.refine_rounds:
+            raise ValueError("test-time refinement (--refine) is not available for the torsional model yet")
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        mol = mol_from_smiles(request.smiles, fragments=request.fragments)
+        raw = self.sample_positions(mol, request.num_conformers, seed=request.seed, steps=request.steps)
+        timings["sample"] = time.perf_counter() - t0
+        return finish_samples(mol, raw, request, self.energy, timings, allow_clashes=True)

@@ -1,0 +1,122 @@
+"""The torsional model end to end: training (warm-up + RAM) resumes exactly, the checkpoint loads by its kind,
+and what it samples is valid by construction (bonds, angles and stereo of the seeds kept)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.paths import DEFAULT_DATA
+
+pytestmark = pytest.mark.skipif(not (DEFAULT_DATA / "spice").is_dir(), reason="needs ../shared/data")
+
+
+def tiny_config() -> object:
+    from molecules.features import ATOM_FEATURES
+    from molecules.torsions import BOND_FEATURES
+    from sampler.torsion_network import TorsionControlConfig
+    from training.torsional_training import TorsionalRunConfig
+
+    return TorsionalRunConfig(
+        num_molecules=5,
+        num_seeds=2,
+        network=TorsionControlConfig(
+            node_features=ATOM_FEATURES, edge_features=BOND_FEATURES, num_layers=1, hidden=16, head_channels=4
+        ),
+        sde_steps=6,
+        molecules_per_round=2,
+        copies=2,
+        gradient_steps=2,
+        batch_size=4,
+        buffer_size=64,
+        warmup_conformers=3,
+        warmup_steps=3,
+        warmup_batch=4,
+        max_rounds=3,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.torsional_training import train_torsional
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("torsional") / "full.pt"
+    train_torsional(tiny_config(), data_dir=DEFAULT_DATA, seed=3, out=out, show_progress=False)  # type: ignore[arg-type]
+    return out
+
+
+def test_resume_continues_exactly(trained: Path, tmp_path: Path) -> None:
+    """Bit-exact on one thread (two threads may reorder a float32 reduction by one ulp)."""
+    torch.set_num_threads(1)
+    from training.checkpoint import load_checkpoint
+    from training.torsional_training import CHECKPOINT_KIND, train_torsional
+
+    config = dataclasses.replace(tiny_config(), max_rounds=1)  # type: ignore[type-var]
+    part = tmp_path / "part.pt"
+    train_torsional(config, data_dir=DEFAULT_DATA, seed=3, out=part, show_progress=False)
+    # the resumed run takes its config from the checkpoint, except the round budget, which we raise
+    payload = torch.load(part, weights_only=True)
+    payload["config"]["max_rounds"] = 3
+    torch.save(payload, part)
+    train_torsional(config, data_dir=DEFAULT_DATA, seed=0, out=part, resume=part, show_progress=False)
+    a, b = load_checkpoint(trained), load_checkpoint(part)
+    assert a["kind"] == b["kind"] == CHECKPOINT_KIND
+    assert a["round"] == b["round"] == 3
+    for key, value in a["control"].items():
+        torch.testing.assert_close(value, b["control"][key], rtol=0, atol=0)
+
+
+def test_checkpoint_refuses_wrong_kind(tiny_conformer_checkpoint: Path) -> None:
+    from inference.torsional_sampling import TorsionalSampler
+
+    with pytest.raises(ValueError, match="not a torsional sampler"):
+        TorsionalSampler(tiny_conformer_checkpoint)
+
+
+def test_samples_are_valid_by_construction(trained: Path) -> None:
+    from rdkit.Chem import rdMolTransforms
+
+    from inference.loading import load_sampler
+    from inference.model import SamplingRequest
+    from inference.torsional_sampling import TorsionalSampler
+    from molecules.smiles import mol_from_smiles
+    from molecules.structures import with_conformers
+    from molecules.validity import check_conformer, stereo_spec
+
+    sampler = load_sampler(trained)
+    assert isinstance(sampler, TorsionalSampler)
+    smiles = "C[C@H](N)C(=O)N/C=C/c1ccc(OC[C@@H](O)CC)cc1"
+    mol = mol_from_smiles(smiles)
+    x = sampler.sample_positions(mol, 24, seed=5)
+    assert x.shape == (24, mol.GetNumAtoms(), 3) and np.isfinite(x).all()
+    spec = stereo_spec(mol)
+    checks = [check_conformer(mol, p, spec, allow_clashes=True) for p in x]
+    assert all(c.ok for c in checks), [c.reason for c in checks if not c.ok]
+    confs = with_conformers(mol, x)
+    for bond in mol.GetBonds():
+        i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+        lengths = [rdMolTransforms.GetBondLength(c, i, j) for c in confs.GetConformers()]
+        assert np.ptp(lengths) < 0.05  # seeds differ slightly; torsions never stretch a bond
+    again = sampler.sample_positions(mol, 24, seed=5)
+    np.testing.assert_array_equal(x, again)
+    out = sampler.sample(SamplingRequest(smiles=smiles, num_conformers=8, seed=1))
+    assert out.num_conformers == 8 and not out.rejected and out.repaired == 0
+
+
+def test_benchmark_methods_share_the_seeds(trained: Path) -> None:
+    from benchmarks.methods import MethodSettings, build_methods
+    from molecules.smiles import mol_from_smiles
+
+    methods = build_methods(
+        ["torsional", "torsional+mmff", "torsion-control"], MethodSettings(torsional_checkpoint=str(trained))
+    )
+    assert methods[0].generator == methods[1].generator
+    assert methods[2].generator.name == "random-torsions[2 seeds]"  # the checkpoint's seed count
+    mol = mol_from_smiles("CCOC(=O)c1ccccc1NC(C)=O")
+    for m in (methods[0], methods[2]):
+        assert m.generator.generate(mol, 6, seed=2).GetNumConformers() == 6
