@@ -165,17 +165,21 @@ def _generate_all(methods: Sequence[Method], mol: Chem.Mol, k: int, seed: int) -
     return out
 
 
-def _check(mol: Chem.Mol) -> list[str]:
-    """Reasons (connectivity, stereo) for the conformers that are not the molecule asked for."""
+def _check(mol: Chem.Mol) -> tuple[list[str], int]:
+    """Reasons (connectivity, stereo) for the conformers that are not the molecule asked for, and how many of
+    the others have a steric clash (every covalent bond intact, two non-bonded atoms within bonding distance)."""
     spec = stereo_spec(mol)
     reasons = []
+    clashes = 0
     for conf in mol.GetConformers():
-        c = check_conformer(mol, conf.GetPositions(), spec)
+        c = check_conformer(mol, conf.GetPositions(), spec, allow_clashes=True)
         if c.reflected:
             reasons.append("stereo: the mirror image (every stereocentre inverted)")
         elif not c.ok:
             reasons.append(c.reason or "invalid")
-    return reasons
+        elif c.clash is not None:
+            clashes += 1
+    return reasons, clashes
 
 
 def _reason_kind(reason: str) -> str:
@@ -189,7 +193,8 @@ def _reason_kind(reason: str) -> str:
     return reason.split(":")[0]
 
 
-def _record(out: _Output, score: EnsembleScore, check: list[str]) -> dict[str, Any]:
+def _record(out: _Output, score: EnsembleScore, check: tuple[list[str], int]) -> dict[str, Any]:
+    wrong, clashes = check
     produced = out.mol.GetNumConformers()
     return {
         "requested": out.requested,
@@ -199,8 +204,9 @@ def _record(out: _Output, score: EnsembleScore, check: list[str]) -> dict[str, A
         "dropped_reasons": sorted(set(out.dropped))[:5],
         "not_converged": out.not_converged,
         "refine_steps": out.refine_steps,
-        "invalid_structures": len(check),
-        "invalid_reasons": sorted(set(check))[:5],
+        "invalid_structures": len(wrong),
+        "invalid_reasons": sorted(set(wrong))[:5],
+        "clashes": clashes,
         "seconds": out.seconds,
         "generate_seconds": out.generate_seconds,
         "refine_seconds": out.refine_seconds,
@@ -390,8 +396,9 @@ def run_corpus(config: CorpusConfig, data_dir: Path) -> dict[str, Any]:
                 t["seconds"] += out.seconds
                 t["conformers"] += produced
                 t["dropped"] += len(out.dropped)
-                wrong = _check(out.mol)
+                wrong, clashes = _check(out.mol)
                 t["invalid"] += len(wrong)
+                t["clashes"] = t.get("clashes", 0) + clashes
                 for why in wrong:
                     kind = _reason_kind(why)
                     reasons[m.name][kind] = reasons[m.name].get(kind, 0) + 1

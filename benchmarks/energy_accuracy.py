@@ -414,6 +414,9 @@ def markdown(results: dict[str, Any]) -> str:
         "per molecule; the fair number). **MAE vs DFT min**: relative to the conformer lowest in DFT. "
         "`no model` predicts all conformers equal.",
         "",
+        f"DFT spread: the median molecule's conformer energies have a standard deviation of "
+        f"{statistics.median(r['dft_std_kcal'] for r in results['per_molecule'].values()):.2f} kcal/mol.",
+        "",
         f"## Over the {len(results['common_molecules'])} molecules every model evaluates completely",
         "",
         *_summary_table(results["summary_common"], with_count=False),
@@ -451,7 +454,11 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{results['seconds'][label]:.0f} |"
             )
         lines.append("")
-    notes = [f"- {label}: {name}: {reason}" for label, rs in results["reasons"].items() for name, reason in rs.items()]
+    by_reason: dict[tuple[str, str], list[str]] = {}
+    for label, rs in results["reasons"].items():
+        for name, reason in rs.items():
+            by_reason.setdefault((name, reason), []).append(label)
+    notes = [f"- {name} ({', '.join(labels)}): {reason}" for (name, reason), labels in by_reason.items()]
     if notes or results["failures"]:
         lines += ["## Invalid structures and unreadable molecules", ""]
         lines += notes + [f"- unreadable {name}: {reason}" for name, reason in results["failures"]]
@@ -477,7 +484,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    command = " ".join(["python -m benchmarks.energy_accuracy", *(shlex.quote(a) for a in argv)])
+    # --resume only reuses energies already computed: the command that reproduces the results leaves it out
+    shown = [shlex.quote(a) for a in argv if a != "--resume"]
+    command = " ".join(["python -m benchmarks.energy_accuracy", *shown])
     config = AccuracyConfig(
         data_dir=args.data_dir,
         max_conformers=args.max_conformers,

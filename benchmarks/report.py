@@ -362,16 +362,18 @@ def write_corpus_report(results: dict[str, Any], out_dir: Path, tag: str, comman
         "",
         f"{results['molecules']} SMILES, {cfg['num_conformers']} conformers requested per molecule and method, "
         f"seed {cfg['seed']}{_load_note(results)}. SMILES that do not parse: {len(results['smiles_errors'])}. "
-        "'wrong bonds or stereo': conformers whose perceived bonds or specified stereo differ from the SMILES.",
+        "'wrong bonds or stereo': conformers whose perceived bonds or specified stereo differ from the SMILES; "
+        "'steric clash': the others with every covalent bond intact but two non-bonded atoms within bonding "
+        "distance (returned, and counted here).",
         "",
         "| method | molecules | failed (no conformer) | fewer than requested | conformers | dropped by refiner "
-        "| wrong bonds or stereo | wall s | conformers/s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| wrong bonds or stereo | steric clash | wall s | conformers/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, t in results["totals"].items():
         lines.append(
             f"| {name} | {t['molecules']} | {t['failures']} | {t['partial']} | {t['conformers']} | {t['dropped']} "
-            f"| {t['invalid']} | {t['seconds']:.1f} | {t['conformers_per_s']:.1f} |"
+            f"| {t['invalid']} | {t.get('clashes', 0)} | {t['seconds']:.1f} | {t['conformers_per_s']:.1f} |"
         )
     kinds = results.get("invalid_reasons", {})
     if any(kinds.values()):

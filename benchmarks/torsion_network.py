@@ -14,10 +14,10 @@ reliable; with one thread CPU time is the uncontended wall time). Fit: each netw
 the same batches and times; the held-out error is the MSE over the target variance (1 = predicting zero), after
 ``--steps`` steps for every network and after ``--long-steps`` for the cheap ones.
 
-Variants: the harmonic bond-centred head of :mod:`sampler.torsion_network` with ``k <= 3`` (width 64, and 32)
-and with ``k = 1`` only; and a prototype of the Torsional-Diffusion design, benchmark-only: e3nn gated
-interaction blocks, then a bond-centred tensor product of the node irreps with ``Y(r_i) x Y^2(e)`` onto
-parity-odd scalars.
+Variants: the harmonic bond-centred head of :mod:`sampler.torsion_network` as configured by default (``k <= 3``,
+width 64, head radius 12 Å), with a 5 Å head radius, with width 32, and with ``k = 1`` only; and a prototype of
+the Torsional-Diffusion design, benchmark-only: e3nn gated interaction blocks, then a bond-centred tensor
+product of the node irreps with ``Y(r_i) x Y^2(e)`` onto parity-odd scalars.
 
 Reproduce: ``nice -n 10 python -m benchmarks.torsion_network`` (writes ``benchmarks/results/torsion_network.md``
 and ``.json``)
@@ -26,6 +26,7 @@ and ``.json``)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import statistics
@@ -34,6 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from e3nn import o3
@@ -198,15 +200,15 @@ class BondConvTP(nn.Module):
 def variants() -> dict[str, tuple[Callable[[], nn.Module], bool]]:
     """name -> (builder, cheap enough for the long fit?)."""
 
-    def harmonic(k: int, hidden: int) -> Callable[[], nn.Module]:
-        return lambda: TorsionControlNetwork(
-            TorsionControlConfig(node_features=ATOM_FEATURES, edge_features=PAIR_FEATURES, harmonics=k, hidden=hidden)
-        )
+    def harmonic(**changes: Any) -> Callable[[], nn.Module]:
+        config = TorsionControlConfig(node_features=ATOM_FEATURES, edge_features=PAIR_FEATURES)
+        return lambda: TorsionControlNetwork(dataclasses.replace(config, **changes))
 
     return {
-        "harmonic k<=3, width 64 (a)": (harmonic(3, 64), True),
-        "harmonic k<=3, width 32 (a)": (harmonic(3, 32), True),
-        "harmonic k=1, width 64 (a)": (harmonic(1, 64), True),
+        "harmonic (a), default: k<=3, width 64, head 12 Å": (harmonic(), True),
+        "harmonic (a), head 5 Å": (harmonic(head_cutoff_angstrom=5.0), True),
+        "harmonic (a), width 32": (harmonic(hidden=32), True),
+        "harmonic (a), k=1 only": (harmonic(harmonics=1), True),
         "e3nn bond conv (b)": (BondConvTP, False),
     }
 
@@ -339,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--train", type=int, default=2048)
     parser.add_argument("--test", type=int, default=256)
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--long-steps", type=int, default=1000)
+    parser.add_argument("--long-steps", type=int, default=600)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--repeats", type=int, default=5)

@@ -39,6 +39,15 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--energy-models", nargs="+", default=None, metavar="NAME", help="energy models requests may choose")
     p.add_argument("--sampling-threads", type=int, default=None, help="concurrent sampling computations")
     p.add_argument("--threads", type=int, default=None, help="torch threads per sampling thread")
+    p.add_argument(
+        "--watch-run",
+        default=None,
+        metavar="RUN",
+        help="serve each checkpoint training run RUN publishes, as it appears (no restart); until then --checkpoint",
+    )
+    p.add_argument(
+        "--watch-interval", type=float, default=None, metavar="S", help="read the run's announcement every S"
+    )
 
 
 def add_serve_parser(sub: Any) -> None:
@@ -93,6 +102,8 @@ _SETTING_FLAGS = {
     "max_queue": "max_queue",
     "sync_timeout": "sync_timeout_s",
     "result_ttl": "result_ttl_s",
+    "watch_run": "watch_run",
+    "watch_interval": "watch_interval_s",
 }
 
 
@@ -166,6 +177,7 @@ def cmd_worker_sample(args: argparse.Namespace) -> None:
     from buffer.connection import RedisSettings, RedisUnavailable, connect
     from buffer.keys import RedisKeys
     from buffer.redis_server import resolve_redis_url
+    from service.app import start_model_watch
     from service.engine import SamplingEngine
     from service.jobs import JobQueue
     from service.sampling_worker import SamplingWorker, WorkerConfig, default_consumer_name
@@ -192,6 +204,8 @@ def cmd_worker_sample(args: argparse.Namespace) -> None:
 
     for s in (signal.SIGTERM, signal.SIGINT):
         signal.signal(s, handler)
+    watch = start_model_watch(settings, engine, client)
+    watch_thread = watch.start(stop) if watch is not None else None
     worker = SamplingWorker(
         queue,
         engine,
@@ -201,6 +215,9 @@ def cmd_worker_sample(args: argparse.Namespace) -> None:
     try:
         done = worker.run(max_jobs=args.max_jobs, exit_when_idle_s=args.exit_when_idle)
     finally:
+        stop.set()
+        if watch_thread is not None:
+            watch_thread.join(10.0)
         engine.close()
     print(f"sampling worker finished {done} jobs")
 

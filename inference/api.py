@@ -135,6 +135,8 @@ class EnsembleChecks:
     repaired: int
     stereo_repaired: int
     repair_skipped: str | None = None
+    mmff_relaxed: int = 0
+    clashes: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,8 +204,24 @@ class Ensemble:
             "repaired": c.repaired,
             "stereo_repaired": c.stereo_repaired,
             **({"repair_skipped": c.repair_skipped} if c.repair_skipped else {}),
+            "mmff_relaxed": c.mmff_relaxed,
+            "clashes": c.clashes,
             "seconds": {k: round(v, 3) for k, v in self.provenance.timings_s.items()},
         }
+
+
+def _recorded_energy_model(name: str | None, mol: Chem.Mol) -> str | None:
+    """The energy model as recorded in the answer: ``auto`` names the model it chose for this molecule
+    (``auto:ani2xt`` or ``auto:xtb``, :func:`energy.auto.choose_energy_model`)."""
+    if name != "auto":
+        return name
+    import torch
+
+    from energy.auto import choose_energy_model
+    from molecules.structures import spin_multiplicity, total_charge
+
+    z = torch.tensor([a.GetAtomicNum() for a in mol.GetAtoms()], dtype=torch.long)
+    return f"auto:{choose_energy_model(z, total_charge(mol), spin_multiplicity(mol))}"
 
 
 def _passed_checks(energy_model: str | None, relax: bool) -> tuple[str, ...]:
@@ -271,6 +289,8 @@ def finish_ensemble(
         repaired=sampled.repaired,
         stereo_repaired=sampled.stereo_repaired,
         repair_skipped=sampled.repair_skipped,
+        mmff_relaxed=sampled.mmff_relaxed,
+        clashes=sampled.clashes,
     )
     mol = with_conformers(sampled.mol, positions[order])
     for key in list(mol.GetPropNames()):
@@ -307,6 +327,7 @@ def _annotate(ensemble: Ensemble) -> None:
         mol.SetIntProp("model_training_round", int(prov.model.training_round))
     mol.SetBoolProp("relaxed", prov.post_processing.relax)
     mol.SetBoolProp("repaired", checks.repaired > 0)
+    mol.SetBoolProp("mmff_relaxed", checks.mmff_relaxed > 0)
     mol.SetIntProp("seed", prov.seed)
     mol.SetIntProp("conformers_requested", checks.requested)
     mol.SetProp("conformers_rejected", json.dumps(dict(checks.rejected), sort_keys=True))
@@ -411,7 +432,7 @@ class ConformerGenerator:
     session pass around (no global state).
 
     Args:
-        checkpoint: the model used when a call names none (default: the shipped ``checkpoints/conformers.pt``).
+        checkpoint: the model used when a call names none (default: the shipped torsional model ``checkpoints/torsional.pt``).
         device: where models run (``cpu``, ``cuda``, ``cuda:1``).
         energy_models: builds an energy model from its name (default :func:`energy.registry.build_energy_model`);
             the service passes its own (each model used by one thread at a time).
@@ -529,7 +550,7 @@ class ConformerGenerator:
             title = (f"{base}_{k}" if len(isomers) > 1 else base) if base else smiles
             provenance = EnsembleProvenance(
                 model=model.provenance,
-                energy_model=energy_name,
+                energy_model=_recorded_energy_model(energy_name, sampled.mol),
                 post_processing=options,
                 seed=seed,
                 steps=steps,
@@ -636,7 +657,7 @@ def generate_conformers(
     Args:
         molecule: a SMILES, or an RDKit molecule (hydrogens are added; its atom order and properties are kept).
         num_conformers: samples drawn, before checks and duplicate removal.
-        checkpoint: the model (default: the shipped ``checkpoints/conformers.pt``).
+        checkpoint: the model (default: the shipped torsional model ``checkpoints/torsional.pt``).
         energy_model: scores (and relaxes) the conformers: ``xtb`` (GFN2-xTB), ``mmff``, ``gfn1-xtb``, ...;
             ``None`` or ``"none"``: no scores (no energies, weights or ranks; the sampler's order).
         relax: locally minimize every conformer with the energy model.

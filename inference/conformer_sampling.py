@@ -136,7 +136,31 @@ class ConformerSampler:
             t0 = time.perf_counter()
         raw = self._integrate(system.graph, request.num_conformers, request.steps, request.seed, control)
         timings["sample"] = time.perf_counter() - t0
-        return finish_samples(mol, raw, request, self.energy, timings)
+        return finish_samples(mol, raw, request, self.energy, timings, mmff_relax=bool(request.mmff_relax))
+
+
+def _mmff_relax(
+    mol: Chem.Mol, accepted: list[np.ndarray], spec: Any, rejected: dict[str, int]
+) -> tuple[list[np.ndarray], int]:
+    """RDKit MMFF94 (200 iterations) on every accepted conformer; one that then fails the checks is rejected
+    with reason ``after MMFF94 relaxation: ...``. A molecule MMFF cannot type keeps its conformers (logged)."""
+    from energy.mmff import mmff_optimize
+
+    relaxed = with_conformers(mol, accepted)
+    try:
+        mmff_optimize(relaxed, max_iters=200)
+    except ValueError as exc:
+        log.info("MMFF94 relaxation skipped: %s", exc)
+        return accepted, 0
+    kept = []
+    for conf in relaxed.GetConformers():
+        check = check_conformer(mol, conf.GetPositions(), spec, allow_clashes=True)
+        if check.ok:
+            kept.append(check.positions)
+        else:
+            key = "after MMFF94 relaxation: " + (check.reason or "rejected").split(":")[0]
+            rejected[key] = rejected.get(key, 0) + 1
+    return kept, len(accepted)
 
 
 def _repair(mol: Chem.Mol, raw: np.ndarray, max_iters: int) -> tuple[np.ndarray, RepairResult | None, str | None]:
@@ -174,11 +198,13 @@ def finish_samples(
     timings: dict[str, float],
     *,
     allow_clashes: bool = False,
+    mmff_relax: bool = False,
 ) -> SampledConformers:
     """Everything after the model's raw samples ``[K, atoms, 3]``, shared by every conformer model: optional
     MMFF94 repair, connectivity and stereo checks (mirror images reflected), scoring or relaxation with
     ``energy``, the energy window and RMSD pruning. ``allow_clashes``: steric clashes are counted, not rejected
-    (for models whose covalent bonds cannot break)."""
+    (for models whose covalent bonds cannot break). ``mmff_relax``: a fast MMFF94 relaxation (RDKit, at most
+    200 iterations) of every accepted conformer before scoring, checked again afterwards."""
     t0 = time.perf_counter()
     repaired, stereo_repaired, repair_skipped = 0, 0, None
     if request.repair:
@@ -204,6 +230,12 @@ def finish_samples(
             key = (check.reason or "rejected").split(":")[0]
             rejected[key] = rejected.get(key, 0) + 1
     timings["check"] = time.perf_counter() - t0
+    mmff_relaxed = 0
+    if mmff_relax and accepted:
+        t0 = time.perf_counter()
+        accepted, mmff_relaxed = _mmff_relax(mol, accepted, spec, rejected)
+        clashes = sum(int(check_conformer(mol, p, spec, allow_clashes=True).clash is not None) for p in accepted)
+        timings["mmff_relax"] = time.perf_counter() - t0
     out = SampledConformers(
         mol=with_conformers(mol, accepted),
         energies_ev=[],
@@ -213,6 +245,7 @@ def finish_samples(
         stereo_repaired=stereo_repaired,
         repair_skipped=repair_skipped,
         clashes=clashes,
+        mmff_relaxed=mmff_relaxed,
     )
     if not accepted or energy is None:
         out.seconds = timings

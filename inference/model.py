@@ -37,6 +37,7 @@ class SamplingRequest:
     refine_rounds: int = 0  # test-time Adjoint Sampling: RAM rounds on this molecule alone before sampling
     repair: bool = False  # MMFF94 from the input's bond graph, stereo enforced, before the checks
     repair_iters: int = 200
+    mmff_relax: bool | None = None  # the model's fast MMFF94 relaxation; None: the model's default
 
 
 @dataclass
@@ -52,6 +53,7 @@ class SampledConformers:
     repaired: int = 0
     stereo_repaired: int = 0  # of the repaired: a wrong stereocentre or double bond put right
     repair_skipped: str | None = None
+    mmff_relaxed: int = 0  # conformers given the model's fast MMFF94 relaxation before scoring
     clashes: int = 0  # returned conformers with a steric clash (models whose bonds cannot break report, not reject)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -69,6 +71,7 @@ class SampledConformers:
             "repaired": self.repaired,
             "stereo_repaired": self.stereo_repaired,
             "clashes": self.clashes,
+            "mmff_relaxed": self.mmff_relaxed,
             **({"repair_skipped": self.repair_skipped} if self.repair_skipped else {}),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
         }

@@ -91,7 +91,8 @@ class TorsionControlConfig:
         num_layers, hidden: depth and width of the invariant message passing.
         radial_basis: number of Gaussians on a distance (centres 0 .. the cutoff).
         cutoff_angstrom: radius of the through-space message graph.
-        head_cutoff_angstrom: atoms within this distance of a torsion's bond midpoint enter its head.
+        head_cutoff_angstrom: atoms within this distance of a torsion's bond midpoint enter its head (12 Å: at
+            5 Å the head misses the torque of contacts far from the bond; ``benchmarks/torsion_network.py``).
         harmonics: ``K``: the head uses the angular harmonics ``k = 1 .. K`` about the bond.
         head_channels: channels ``C`` per harmonic in the head.
         softening_angstrom: ``eps`` of ``zeta``: atoms on (or near) the bond axis have no direction.
@@ -105,7 +106,7 @@ class TorsionControlConfig:
     hidden: int = 64
     radial_basis: int = 16
     cutoff_angstrom: float = 5.0
-    head_cutoff_angstrom: float = 5.0
+    head_cutoff_angstrom: float = 12.0
     harmonics: int = 3
     head_channels: int = 16
     softening_angstrom: float = 0.5
@@ -191,6 +192,44 @@ def _harmonics(re: torch.Tensor, im: torch.Tensor, k_max: int) -> tuple[torch.Te
     return torch.stack(res, dim=-1), torch.stack(ims, dim=-1)
 
 
+@dataclass(frozen=True)
+class _Environment:
+    """The (torsion, atom) pairs within the head cutoff and their geometry about the torsion's bond."""
+
+    tau: torch.Tensor  # [P] torsion
+    atom: torch.Tensor  # [P] atom
+    dist: torch.Tensor  # [P] distance to the bond midpoint
+    z: torch.Tensor  # [P] axial coordinate (odd under reversal)
+    side: torch.Tensor  # [P] +1 on c's side, -1 on b's (odd under reversal)
+    soft: torch.Tensor  # [P] softened distance to the axis
+    zeta_re: torch.Tensor  # [P, K] Re zeta^k
+    zeta_im: torch.Tensor  # [P, K] Im zeta^k
+
+
+def _environment(
+    positions: torch.Tensor,
+    torsion_atoms: torch.Tensor,
+    pairs: torch.Tensor,
+    sides: torch.Tensor,
+    config: TorsionControlConfig,
+) -> _Environment:
+    b, c = torsion_atoms[:, 1], torsion_atoms[:, 2]
+    bond = positions[c] - positions[b]
+    axis = bond / bond.norm(dim=-1, keepdim=True)
+    r = positions[pairs[1]] - 0.5 * (positions[b] + positions[c])[pairs[0]]
+    dist = torch.sqrt((r * r).sum(-1) + 1e-12)
+    keep = dist < config.head_cutoff_angstrom
+    tau, r, dist = pairs[0, keep], r[keep], dist[keep]
+    e = axis[tau]
+    z = (r * e).sum(-1)
+    u = r - z.unsqueeze(-1) * e
+    soft = torch.sqrt((u * u).sum(-1) + config.softening_angstrom**2)
+    p1, p2 = _plane_frame(axis)
+    zeta = _harmonics((u * p1[tau]).sum(-1) / soft, (u * p2[tau]).sum(-1) / soft, config.harmonics)
+    side = sides[keep].to(r.dtype)
+    return _Environment(tau, pairs[1, keep], dist, z, side, soft, *zeta)
+
+
 class _TorsionHead(nn.Module):
     """The bond-centred harmonic head (module docstring, stage 2)."""
 
@@ -220,36 +259,23 @@ class _TorsionHead(nn.Module):
         time: torch.Tensor,
     ) -> torch.Tensor:
         cfg = self.config
-        b, c = torsion_atoms[:, 1], torsion_atoms[:, 2]
-        bond = positions[c] - positions[b]
-        axis = bond / bond.norm(dim=-1, keepdim=True)
-        mid = 0.5 * (positions[b] + positions[c])
-        r = positions[pairs[1]] - mid[pairs[0]]
-        dist = torch.sqrt((r * r).sum(-1) + 1e-12)
-        keep = dist < cfg.head_cutoff_angstrom
-        tau, atom, r, dist, side = pairs[0, keep], pairs[1, keep], r[keep], dist[keep], sides[keep].to(r.dtype)
-        e = axis[tau]
-        z = (r * e).sum(-1)
-        u = r - z.unsqueeze(-1) * e
-        soft = torch.sqrt((u * u).sum(-1) + cfg.softening_angstrom**2)
-        p1, p2 = _plane_frame(axis)
-        zeta_re, zeta_im = _harmonics((u * p1[tau]).sum(-1) / soft, (u * p2[tau]).sum(-1) / soft, cfg.harmonics)
-        scale = cfg.head_cutoff_angstrom
-        shared = self.atom(h)[atom] + self.geometry(torch.cat([self.basis(dist), (soft / scale).unsqueeze(-1)], dim=-1))
-        axial = self.axial(torch.stack([z / scale, side], dim=-1))
-        envelope = cosine_cutoff(dist, cfg.head_cutoff_angstrom).unsqueeze(-1).unsqueeze(-1)
+        env = _environment(positions, torsion_atoms, pairs, sides, cfg)
+        b, c, tau, scale = torsion_atoms[:, 1], torsion_atoms[:, 2], env.tau, cfg.head_cutoff_angstrom
+        geometry = torch.cat([self.basis(env.dist), (env.soft / scale).unsqueeze(-1)], dim=-1)
+        shared = self.atom(h)[env.atom] + self.geometry(geometry)
+        axial = self.axial(torch.stack([env.z / scale, env.side], dim=-1))
+        envelope = cosine_cutoff(env.dist, scale).unsqueeze(-1).unsqueeze(-1)
         shape = (-1, cfg.head_channels, cfg.harmonics)
         lb, rb = self.left(h), self.right(h)
         alpha = self.weights(shared + axial + lb[b[tau]] + rb[c[tau]]).view(shape) * envelope
         beta = self.weights(shared - axial + lb[c[tau]] + rb[b[tau]]).view(shape) * envelope
-        num = torsion_atoms.shape[0]
 
         def total(w: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
-            out = w.new_zeros(num, cfg.head_channels, cfg.harmonics)
+            out = w.new_zeros(torsion_atoms.shape[0], cfg.head_channels, cfg.harmonics)
             return out.index_add_(0, tau, w * part.unsqueeze(1))
 
-        a_re, a_im = total(alpha, zeta_re), total(alpha, zeta_im)
-        b_re, b_im = total(beta, zeta_re), total(beta, zeta_im)
+        a_re, a_im = total(alpha, env.zeta_re), total(alpha, env.zeta_im)
+        b_re, b_im = total(beta, env.zeta_re), total(beta, env.zeta_im)
         odd = (a_re * b_im - a_im * b_re).flatten(1)
         even = torch.asinh((a_re * b_re + a_im * b_im).flatten(1))
         power = torch.asinh((a_re**2 + a_im**2 + b_re**2 + b_im**2).flatten(1))

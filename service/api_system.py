@@ -30,7 +30,12 @@ async def healthz() -> dict[str, str]:
     responses={503: {"description": "not ready; `checks` says what is wrong"}},
 )
 async def readyz(state: StateDep) -> JSONResponse:
-    checks: dict[str, Any] = {"model": f"loaded {state.engine.info.checkpoint} ({state.engine.info.sha256[:12]})"}
+    info = state.engine.info
+    checks: dict[str, Any] = {
+        "model": f"loaded {info.checkpoint} (round {info.training_rounds}, sha256 {info.sha256[:12]})"
+    }
+    if state.model_watch is not None:  # a refused checkpoint is reported, not fatal: the previous model serves
+        checks["model_watch"] = state.model_watch.status.describe()
     ready = True
     try:
         async with asyncio.timeout(state.settings.redis_timeout_s + 0.5):

@@ -1,8 +1,10 @@
 """The HTTP service: ``create_app(settings)`` builds the FastAPI application.
 
-Startup (the lifespan) loads the checkpoint, resolves Redis (``redis_url``, or the embedded server), and
-starts ``inprocess_workers`` sampling-worker threads; shutdown stops them. Everything lives on the app
-(:class:`~service.api_state.ServiceState`), nothing in module globals, so two apps never interfere.
+Startup (the lifespan) loads the checkpoint, resolves Redis (``redis_url``, or the embedded server), starts
+the model watch (``watch_run``: the run's newest published checkpoint is served as it appears,
+:mod:`service.model_watch`) and ``inprocess_workers`` sampling-worker threads; shutdown stops them.
+Everything lives on the app (:class:`~service.api_state.ServiceState`), nothing in module globals, so two apps
+never interfere.
 
 Every error is JSON with a one-sentence ``message`` and the offending fields in ``detail``
 (:class:`~service.schemas.ErrorResponse`); user input never causes a 5xx. With ``api_key`` set, every ``/v1``
@@ -43,12 +45,13 @@ from service.api_state import ServiceState
 from service.engine import SamplingEngine
 from service.jobs import AsyncJobStore, JobQueue
 from service.metrics import ServiceMetrics
+from service.model_watch import ModelWatch
 from service.sampling_worker import SamplingWorker, WorkerConfig, default_consumer_name
 from service.schemas import MAX_JOB_CONFORMERS, MAX_SYNC_CONFORMERS, ErrorResponse, FieldError
 from service.settings import ServiceSettings
 from service.validation import ApiError
 
-__all__ = ["create_app", "start_workers"]
+__all__ = ["create_app", "start_model_watch", "start_workers"]
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +266,25 @@ def start_workers(
     return threads
 
 
+def start_model_watch(
+    settings: ServiceSettings, engine: SamplingEngine, client: redis.Redis, metrics: ServiceMetrics | None = None
+) -> ModelWatch | None:
+    """The watch of ``settings.watch_run`` (``None`` without one), checked once now, so a process started after
+    the run published serves its newest checkpoint from the first request."""
+    if settings.watch_run is None:
+        return None
+    watch = ModelWatch(
+        engine,
+        client,
+        run=settings.watch_run,
+        interval_s=settings.watch_interval_s,
+        keys=RedisKeys(settings.redis_prefix),
+        on_result=None if metrics is None else lambda result: metrics.model_loads.labels(result).inc(),
+    )
+    watch.check()
+    return watch
+
+
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """The application; nothing is loaded until it starts (uvicorn runs the lifespan)."""
     settings = settings or ServiceSettings()
@@ -283,6 +305,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         )
         state = ServiceState(settings=settings, metrics=metrics, engine=engine, jobs=jobs, redis_where=redact_url(url))
         metrics.watch_backlog(lambda: engine.backlog)
+        metrics.watch_model_round(lambda: float(engine.info.training_rounds or 0))
+        watch_client = redis.Redis.from_url(
+            url, socket_timeout=settings.redis_timeout_s, socket_connect_timeout=settings.redis_timeout_s
+        )
+        state.model_watch = await anyio.to_thread.run_sync(start_model_watch, settings, engine, watch_client, metrics)
+        watch_thread = state.model_watch.start(state.stop) if state.model_watch is not None else None
         state.workers = start_workers(settings, engine, url, metrics, state.stop)
         app.state.service = state
         log.info(
@@ -299,6 +327,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             state.stop.set()
             for t in state.workers:
                 await anyio.to_thread.run_sync(t.join, 10.0)
+            if watch_thread is not None:
+                await anyio.to_thread.run_sync(watch_thread.join, 10.0)
+            watch_client.close()
             engine.close()
             await client.aclose()
 

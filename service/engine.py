@@ -12,9 +12,12 @@ Example::
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,8 +46,16 @@ from service.schemas import (
 )
 from service.settings import ServiceSettings
 from service.validation import SUPPORTED_ELEMENTS
+from training.checkpoint import file_sha256
 
-__all__ = ["CheckpointMissing", "SamplingEngine", "build_response", "post_processing"]
+__all__ = [
+    "CheckpointMissing",
+    "LoadedModel",
+    "ModelLoadError",
+    "SamplingEngine",
+    "build_response",
+    "post_processing",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +64,24 @@ T = TypeVar("T")
 
 class CheckpointMissing(FileNotFoundError):
     """The configured checkpoint does not exist; the message says how to get one."""
+
+
+class ModelLoadError(RuntimeError):
+    """A checkpoint could not replace the model being served (missing, unreadable, wrong kind, wrong SHA-256);
+    the model being served stays."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One loaded model and what answers report of it; never changed, only replaced as a whole.
+
+    Attributes:
+        generator: the Python API's generator holding the model (its energy models are the engine's).
+        info: what ``/v1/model`` and the provenance of every answer it produced report.
+    """
+
+    generator: ConformerGenerator
+    info: ModelInfo
 
 
 class _SerializedEnergy:
@@ -78,20 +107,25 @@ class _SerializedEnergy:
 
 
 class SamplingEngine:
-    """Attributes:
-    generator: the Python API's generator, holding the loaded model (paired per request with its energy model).
-    info: what ``/v1/model`` and every response's provenance report.
+    """The loaded model, the energy models and the sampling threads.
+
+    The model is an immutable :class:`LoadedModel` swapped whole under a lock (:meth:`swap`): a request takes
+    the current one once when it starts and finishes on it, whatever is swapped in meanwhile; later requests
+    get the new one.
+
+    Attributes:
+        current: the model now answering new requests.
+        info: its description (``current.info``).
     """
 
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
         self._energies: dict[str, _SerializedEnergy] = {}
         self._energies_lock = threading.Lock()
-        self.generator = ConformerGenerator(
-            checkpoint=settings.checkpoint, device=settings.device, energy_models=self._build_energy
-        )
-        self.model = self.generator.sampler()
-        self.info = model_info(self.model.provenance)
+        self._swap_lock = threading.Lock()  # guards the reference only: taking the current model never waits on a load
+        self._loading = threading.Lock()  # one swap at a time
+        self._store: Path | None = None  # private copies of swapped-in checkpoints
+        self._current = self._load(Path(settings.checkpoint))
         self._executor = ThreadPoolExecutor(
             settings.sampling_threads,
             thread_name_prefix="sampling",
@@ -100,6 +134,71 @@ class SamplingEngine:
         )
         self._backlog = 0
         self._backlog_lock = threading.Lock()
+
+    def _load(self, path: Path) -> LoadedModel:
+        generator = ConformerGenerator(checkpoint=path, device=self.settings.device, energy_models=self._build_energy)
+        return LoadedModel(generator=generator, info=model_info(generator.sampler().provenance))
+
+    @property
+    def current(self) -> LoadedModel:
+        with self._swap_lock:
+            return self._current
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.current.info
+
+    @property
+    def generator(self) -> ConformerGenerator:
+        return self.current.generator
+
+    def swap(self, checkpoint: Path, *, expected_sha256: str | None = None) -> ModelInfo:
+        """Serve the model in ``checkpoint`` to every request that starts from now on.
+
+        The file is first copied to a private folder (a trainer may overwrite the published file any time) and
+        the copy's SHA-256 checked against ``expected_sha256``; then the model is loaded, and only then swapped
+        in. Running requests finish on the model they started with.
+
+        Raises:
+            ModelLoadError: missing, unreadable or corrupt file, a kind no conformer model reads, a SHA-256
+                other than ``expected_sha256``; the current model keeps serving.
+        """
+        with self._loading:
+            return self._swap(Path(checkpoint), expected_sha256)
+
+    def _swap(self, checkpoint: Path, expected_sha256: str | None) -> ModelInfo:
+        folder = self._new_folder()
+        try:
+            copy = folder / checkpoint.name  # the name answers show stays the published file's
+            shutil.copyfile(checkpoint, copy)
+            sha = file_sha256(copy)
+            if expected_sha256 is not None and sha != expected_sha256:
+                raise ValueError(f"its SHA-256 is {sha[:12]}…, the announcement says {expected_sha256[:12]}…")
+            loaded = self._load(copy)
+        except Exception as exc:  # whatever the file holds, the model being served must stay
+            shutil.rmtree(folder, ignore_errors=True)
+            reason = f"no such file {checkpoint}" if isinstance(exc, FileNotFoundError) else str(exc)
+            raise ModelLoadError(f"cannot serve {checkpoint}: {reason}") from exc
+        with self._swap_lock:
+            self._current = loaded
+        self._forget_copies(keep=folder)
+        log.info(
+            "now serving %s (round %s, sha256 %s…)", checkpoint, loaded.info.training_rounds, loaded.info.sha256[:12]
+        )
+        return loaded.info
+
+    def _new_folder(self) -> Path:
+        if self._store is None:
+            self._store = Path(tempfile.mkdtemp(prefix="adjoint-sampling-models-"))
+        return Path(tempfile.mkdtemp(dir=self._store))
+
+    def _forget_copies(self, *, keep: Path | None = None) -> None:
+        """Delete the copies of models no longer served (running requests hold their model in memory)."""
+        if self._store is None:
+            return
+        for folder in self._store.iterdir():
+            if folder != keep:
+                shutil.rmtree(folder, ignore_errors=True)
 
     @classmethod
     def load(cls, settings: ServiceSettings) -> SamplingEngine:
@@ -152,14 +251,15 @@ class SamplingEngine:
         (the SMILES itself, or each stereoisomer with ``stereo: enumerate``)."""
         name = options.energy_model or self.settings.energy_model
         self.energy(name)  # refuses a model the server does not offer
-        ensembles = self.generator.generate(
+        current = self.current  # this request finishes on this model, whatever is swapped in meanwhile
+        ensembles = current.generator.generate(
             smiles,
             num_conformers=num_conformers,
             energy_model=name,
             options=post_processing(options),
             seed=options.seed,
         )
-        return [build_response(e, info=self.info) for e in ensembles]
+        return [build_response(e, info=current.info) for e in ensembles]
 
     def service_info(self) -> ServiceInfo:
         s = self.settings
@@ -182,11 +282,13 @@ class SamplingEngine:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
-        self.generator.close()
+        self.current.generator.close()
         with self._energies_lock:
             for model in self._energies.values():
                 model.close()
             self._energies.clear()
+        if self._store is not None:
+            shutil.rmtree(self._store, ignore_errors=True)
 
 
 def _set_torch_threads(threads: int | None) -> None:

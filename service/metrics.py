@@ -1,8 +1,9 @@
 """Prometheus metrics of one app instance (its own registry: no global state, two apps never mix).
 
 Exposed at ``GET /metrics`` in the Prometheus text format: HTTP requests and latencies by route,
-sampling time, conformers served and rejected, jobs submitted and finished, the job-queue depth and the
-sampling work waiting for a thread (both read when scraped).
+sampling time, conformers served and rejected, jobs submitted and finished, published checkpoints loaded or
+refused (hot model swap) and the training round of the model served, the job-queue depth and the sampling work
+waiting for a thread (read when scraped).
 """
 
 from __future__ import annotations
@@ -56,6 +57,17 @@ class ServiceMetrics:
             ["reason"],
             registry=r,
         )
+        self.model_loads = Counter(
+            "adjoint_sampling_model_loads",
+            "published checkpoints of the watched run swapped in (result=loaded) or refused (result=failed)",
+            ["result"],
+            registry=r,
+        )
+        for result in ("loaded", "failed"):
+            self.model_loads.labels(result)
+        self.model_round = Gauge(
+            "adjoint_sampling_model_training_round", "training rounds behind the model being served", registry=r
+        )
         self.queue_depth = Gauge("adjoint_sampling_queue_depth", "unfinished jobs in the queue", registry=r)
         self.sampling_backlog = Gauge(
             "adjoint_sampling_sampling_backlog", "molecules waiting for or being sampled in this process", registry=r
@@ -63,6 +75,9 @@ class ServiceMetrics:
 
     def watch_backlog(self, read: Callable[[], float]) -> None:
         self.sampling_backlog.set_function(read)
+
+    def watch_model_round(self, read: Callable[[], float]) -> None:
+        self.model_round.set_function(read)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from buffer.keys import validate_name
 from inference.options import DEFAULT_ENERGY_MODEL
 from training.paths import SHIPPED_CONFORMER_CHECKPOINT
 
@@ -51,6 +52,10 @@ class ServiceSettings(BaseSettings):
         retry_after_s: the ``Retry-After`` value of 429/503 answers.
         redis_timeout_s: bound on one Redis command from the API (it answers 503 instead of hanging).
         web_dir: the browser page (``GET /`` serves ``index.html``, ``/static/*`` the folder).
+        watch_run: a training run whose published checkpoints (``worker train --run NAME`` announces each one) are
+            served as they appear, without a restart (``ADJOINT_SAMPLING_WATCH_RUN``); ``None``: ``checkpoint``
+            only. Until the run publishes, ``checkpoint`` is served.
+        watch_interval_s: how often the run's announcement is read (``ADJOINT_SAMPLING_WATCH_INTERVAL_S``).
         api_key: when set (``ADJOINT_SAMPLING_API_KEY``), every ``/v1`` route and ``/metrics`` need it, in the
             ``X-API-Key`` header or as ``Authorization: Bearer <key>`` (401 otherwise); ``/healthz``, ``/readyz``,
             the web page and its static files stay open. Empty: no key.
@@ -67,7 +72,7 @@ class ServiceSettings(BaseSettings):
     redis_dir: Path | None = None
     redis_prefix: str = "adjoint-sampling"
     energy_model: str = DEFAULT_ENERGY_MODEL
-    energy_models: tuple[str, ...] = ("xtb", "gfn1-xtb", "mmff")
+    energy_models: tuple[str, ...] = ("auto", "ani2xt", "xtb", "gfn1-xtb", "mmff")
     device: str = "cpu"
     sampling_threads: int = Field(default=2, ge=1, le=64)
     torch_threads: int | None = Field(default=1, ge=1, le=256)
@@ -82,7 +87,19 @@ class ServiceSettings(BaseSettings):
     retry_after_s: int = Field(default=5, ge=1)
     redis_timeout_s: float = Field(default=2.0, gt=0)
     web_dir: Path = Path(__file__).resolve().parent / "web"
+    watch_run: str | None = None
+    watch_interval_s: float = Field(default=5.0, gt=0)
     api_key: SecretStr | None = None
+
+    @field_validator("watch_run", mode="before")
+    @classmethod
+    def _run_name(cls, value: Any) -> Any:
+        """Empty (docker compose passes unset variables empty) means none; otherwise a valid run name."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str):
+            validate_name("run name", value)
+        return value
 
     @field_validator("api_key", mode="before")
     @classmethod

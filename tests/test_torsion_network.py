@@ -4,6 +4,7 @@ batching, and its config round trip. Molecules are RDKit/ETKDG; torsions come fr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import pytest
 import torch
@@ -64,7 +65,9 @@ def simple_torsions(mol: Chem.Mol) -> list[tuple[int, int, int, int]]:
     return out
 
 
+@cache
 def molecule(smiles: str, seed: int, dtype: torch.dtype) -> Inputs:
+    """One sample (cached: the tests never modify inputs in place)."""
     mol = mol_from_smiles(smiles)
     positions = torch.from_numpy(embed(mol, 1, seed=seed)[0]).to(dtype)
     edge_index, edge_attr = pair_features(mol)
@@ -269,3 +272,12 @@ def test_config_round_trip_and_validation() -> None:
         net(torch.zeros(1), torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 0, dtype=torch.long),
             torch.zeros(0, 2), torch.zeros(2, dtype=torch.long), torch.zeros(1, 3, dtype=torch.long),
             torch.zeros(1, dtype=torch.long))  # fmt: skip
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu() -> None:
+    x, net = batch(torch.float32), network(torch.float32)
+    t = times(3, torch.float32)
+    cpu = net(t, *x.args())
+    gpu = net.to("cuda")(t.to("cuda"), *(a.to("cuda") for a in x.args()))
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-4)

@@ -120,3 +120,27 @@ def test_benchmark_methods_share_the_seeds(trained: Path) -> None:
     mol = mol_from_smiles("CCOC(=O)c1ccccc1NC(C)=O")
     for m in (methods[0], methods[2]):
         assert m.generator.generate(mol, 6, seed=2).GetNumConformers() == 6
+
+
+def test_clashes_are_reported_not_confused_with_broken_bonds() -> None:
+    from inference.torsional_sampling import uniform_torsions
+    from molecules.smiles import mol_from_smiles
+    from molecules.validity import check_conformer, covalent_bonds_intact, stereo_spec
+
+    mol = mol_from_smiles("C[C@H](N)C(=O)N/C=C/c1ccc(OC[C@@H](O)CC)cc1")
+    spec = stereo_spec(mol)
+    x = uniform_torsions(mol, 24, seed=5, num_seeds=2)
+    strict = [check_conformer(mol, p, spec) for p in x]
+    lenient = [check_conformer(mol, p, spec, allow_clashes=True) for p in x]
+    assert all(c.ok for c in lenient)  # torsions never break a bond or invert a centre
+    clashing = [c for c in lenient if c.clash is not None]
+    assert clashing, "uniform torsions of this molecule should produce some steric clashes"
+    assert sum(not c.ok for c in strict) == len(clashing)  # exactly the clashes are what the strict check rejects
+    assert all(c.clash.startswith("steric clash") for c in clashing)  # type: ignore[union-attr]
+    # a stretched bond is a broken molecule, clash or not
+    broken = x[0].copy()
+    h = next(a.GetIdx() for a in mol.GetAtoms() if a.GetSymbol() == "H")
+    broken[h] += 3.0
+    assert not covalent_bonds_intact(mol, broken)
+    bad = check_conformer(mol, broken, spec, allow_clashes=True)
+    assert not bad.ok and bad.reason is not None and bad.reason.startswith("connectivity")
