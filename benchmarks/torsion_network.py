@@ -14,8 +14,8 @@ reliable; with one thread CPU time is the uncontended wall time). Fit: each netw
 the same batches and times; the held-out error is the MSE over the target variance (1 = predicting zero), after
 ``--steps`` steps for every network and after ``--long-steps`` for the cheap ones.
 
-Variants: the harmonic bond-centred head of :mod:`sampler.torsion_network` as configured by default (``k <= 3``,
-width 64, head radius 12 Å), with a 5 Å head radius, with width 32, and with ``k = 1`` only; and a prototype of
+Variants: the harmonic bond-centred head of :mod:`sampler.torsion_network` (default: ``k <= 3``, width 32, head
+radius 12 Å), with width 64, with width 64 and a 5 Å head radius, and with ``k = 1`` only; and a prototype of
 the Torsional-Diffusion design, benchmark-only: e3nn gated interaction blocks, then a bond-centred tensor
 product of the node irreps with ``Y(r_i) x Y^2(e)`` onto parity-odd scalars.
 
@@ -205,10 +205,10 @@ def variants() -> dict[str, tuple[Callable[[], nn.Module], bool]]:
         return lambda: TorsionControlNetwork(dataclasses.replace(config, **changes))
 
     return {
-        "harmonic (a), default: k<=3, width 64, head 12 Å": (harmonic(), True),
-        "harmonic (a), head 5 Å": (harmonic(head_cutoff_angstrom=5.0), True),
-        "harmonic (a), width 32": (harmonic(hidden=32), True),
-        "harmonic (a), k=1 only": (harmonic(harmonics=1), True),
+        "harmonic (a): k<=3, width 32, head 12 Å (default)": (harmonic(harmonics=3, hidden=32), True),
+        "harmonic (a): k<=3, width 64, head 12 Å": (harmonic(harmonics=3, hidden=64), True),
+        "harmonic (a): k<=3, width 64, head 5 Å": (harmonic(hidden=64, head_cutoff_angstrom=5.0), True),
+        "harmonic (a): k=1, width 32, head 12 Å": (harmonic(harmonics=1, hidden=32), True),
         "e3nn bond conv (b)": (BondConvTP, False),
     }
 

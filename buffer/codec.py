@@ -37,6 +37,7 @@ __all__ = [
     "decode_replay_entries",
     "encode_record",
     "encode_replay_entries",
+    "record_kind",
 ]
 
 MAGIC = b"ADJS"
@@ -108,13 +109,31 @@ def decode_record(data: bytes, kind: str) -> Record:
     return Record(kind=kind, meta=header["meta"], arrays=arrays)
 
 
+def record_kind(data: bytes) -> str:
+    """The ``kind`` a record declares (to pick its decoder), without decoding its arrays."""
+    if len(data) < _PREFIX.size:
+        raise RecordFormatError(f"truncated record ({len(data)} bytes)")
+    magic, version, header_len = _PREFIX.unpack_from(data)
+    if magic != MAGIC or version != FORMAT_VERSION:
+        raise RecordFormatError("not an adjoint-sampling record of this format version")
+    try:
+        return str(json.loads(data[_PREFIX.size : _PREFIX.size + header_len])["kind"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RecordFormatError(f"unreadable record header: {exc}") from exc
+
+
 def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu").numpy()
 
 
-def encode_replay_entries(samples: ReplaySamples, *, written_at: float | None = None) -> list[bytes]:
-    """One record per entry: positions, adjoint target and energy as arrays; ids, version, time as meta."""
+def encode_replay_entries(
+    samples: ReplaySamples, *, written_at: float | None = None, sample_ids: Sequence[str] | None = None
+) -> list[bytes]:
+    """One record per entry: positions, adjoint target and energy as arrays; ids, version, time (and, when
+    given, each entry's ``sample_id``, which lets a buffer be audited for losses and duplicates) as meta."""
     now = time.time() if written_at is None else written_at
+    if sample_ids is not None and len(sample_ids) != samples.system_ids.shape[0]:
+        raise ValueError(f"{len(sample_ids)} sample ids for {samples.system_ids.shape[0]} entries")
     pos = _numpy(samples.positions)
     adj = _numpy(samples.adjoint)
     energies = _numpy(samples.energies)
@@ -124,7 +143,12 @@ def encode_replay_entries(samples: ReplaySamples, *, written_at: float | None = 
     return [
         encode_record(
             REPLAY_ENTRY,
-            {"system_id": ids[i], "model_version": versions[i], "written_at": now},
+            {
+                "system_id": ids[i],
+                "model_version": versions[i],
+                "written_at": now,
+                **({"sample_id": sample_ids[i]} if sample_ids is not None else {}),
+            },
             {"positions": pos[a:b], "adjoint": adj[a:b], "energy": energies[i : i + 1]},
         )
         for i, (a, b) in enumerate(itertools.pairwise(bounds))

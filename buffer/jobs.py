@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import redis
@@ -46,6 +46,7 @@ __all__ = [
     "EvaluationQueue",
     "JobState",
     "JobStatus",
+    "PostableJob",
 ]
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,16 @@ class EvaluationJob:
         )
 
 
+class PostableJob(Protocol):
+    """What :meth:`EvaluationQueue.enqueue` needs of a job: its id and its bytes (:class:`EvaluationJob`, or
+    :class:`buffer.torsion_jobs.TorsionEvaluationJob` for the torsional conformer model)."""
+
+    @property
+    def job_id(self) -> str: ...
+
+    def encode(self) -> bytes: ...
+
+
 @dataclass(frozen=True)
 class ClaimedJob:
     """One delivery of a job to a worker (``attempts`` counts this delivery)."""
@@ -294,7 +305,7 @@ class EvaluationQueue:
                 raise
 
     # -- producer side ------------------------------------------------------------------------------
-    def enqueue(self, job: EvaluationJob) -> bool:
+    def enqueue(self, job: PostableJob) -> bool:
         """Post a job; ``False`` (and nothing posted) if a job with this id is already known."""
         status = JobStatus(state=JobState.QUEUED).to_json()
         added = self._enqueue(

@@ -122,6 +122,11 @@ def _option_value(text: str) -> Any:
 
 
 def cmd_bench_conformers(args: argparse.Namespace) -> None:
+    import torch
+
+    # one torch thread per process, as the protocol's speed column says (two threads on a busy 2-core machine
+    # made the torsional network ~10x slower)
+    torch.set_num_threads(1)
     command = reproduce_command()
     if not args.data_dir.is_dir():
         raise CliError(f"data directory not found: {args.data_dir} (pass --data-dir)")

@@ -70,10 +70,23 @@ def add_parsers(sub: Any) -> None:
     t = wsub.add_parser(
         "train",
         help="the training loop against Redis (energy workers evaluate); resumes from --out",
-        description="Adjoint Sampling on DW-4/LJ-13 with energies from `worker energy` processes; torchrun-ready.",
+        description=(
+            "Adjoint Sampling with energies from `worker energy` processes: the torsional conformer model "
+            "(--config torsional, energy workers serving its energy model, e.g. `worker energy --model mmff`) or "
+            "DW-4/LJ-13 (--system, torchrun-ready). Each checkpoint is announced under --run for `serve "
+            "--watch-run RUN` and `worker sample --watch-run RUN`."
+        ),
     )
-    t.add_argument("--system", choices=["dw4", "lj13"], required=True)
-    t.add_argument("--run", default=None, help="run name: buffer, job ids, checkpoint key (default: the system)")
+    what = t.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--config",
+        choices=["torsional", "dw4", "lj13"],
+        help="torsional: the conformer run configuration (the product's model); dw4, lj13: as --system",
+    )
+    what.add_argument("--system", choices=["dw4", "lj13"], help="a synthetic system")
+    t.add_argument(
+        "--run", default=None, help="run name: buffer, job ids, checkpoint key (default: the system, or 'conformers')"
+    )
     t.add_argument("--out", type=Path, required=True, help="checkpoint path; an existing one is resumed")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--rounds", type=int, default=None, help="stop after this many rounds (default: preset)")
@@ -83,7 +96,20 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--wait-timeout", type=float, default=600.0, metavar="S", help="error if jobs stay unfinished")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.add_argument("--reset-buffer", action="store_true", help="empty a replay buffer another run left under --run")
-    o = t.add_argument_group("run configuration (stored in the checkpoint; default: the system's preset)")
+    c = t.add_argument_group("conformer run configuration (--config torsional; stored in the checkpoint)")
+    c.add_argument(
+        "--config-file",
+        type=lambda text: Path(text) if text else None,
+        default=None,
+        help="JSON of run-configuration fields over the product's defaults (empty: none)",
+    )
+    c.add_argument("--energy-model", default=None, help="training energy (default mmff); serve it with worker energy")
+    c.add_argument("--molecules", type=int, default=None, help="number of training molecules")
+    c.add_argument("--data-dir", type=Path, default=None, help="the shared data (default: ../shared/data)")
+    c.add_argument(
+        "--stop-grace", type=float, default=60.0, metavar="S", help="on SIGTERM, wait S for the round's evaluations"
+    )
+    o = t.add_argument_group("run configuration (--system; stored in the checkpoint; default: the system's preset)")
     for flag, help_ in [
         ("--samples-per-round", "M: new samples (energy calls) per round"),
         ("--initial-samples", "base-process samples seeding the buffer"),
@@ -229,7 +255,52 @@ def _run_config(args: argparse.Namespace) -> Any:
     return dataclasses.replace(cfg, **changes)
 
 
+def _worker_train_torsional(args: argparse.Namespace) -> None:
+    from training.paths import DEFAULT_DATA
+    from training.torsional_worker import load_run_config, run_torsional_worker
+    from training.trainer_worker import TrainerWorkerConfig
+
+    try:
+        config = load_run_config(args.config_file, energy_model=args.energy_model, num_molecules=args.molecules)
+        worker = TrainerWorkerConfig(
+            run=args.run or "conformers",
+            job_size=args.job_size,
+            checkpoint_every=args.checkpoint_every,
+            wait_timeout_s=args.wait_timeout,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    client, keys = _connect(args)
+    with _redis_errors(args), _stop_on_signals() as stop:
+        try:
+            trainer = run_torsional_worker(
+                config,
+                worker,
+                client=client,
+                out=args.out,
+                data_dir=args.data_dir or DEFAULT_DATA,
+                seed=args.seed,
+                max_rounds=args.rounds,
+                reset_buffer=args.reset_buffer,
+                keys=keys,
+                stop=stop,
+                stop_grace_s=args.stop_grace,
+            )
+        except (FileNotFoundError, ValueError, TimeoutError) as exc:
+            raise CliError(str(exc)) from exc
+    print(
+        f"round {trainer.round}, warm-up {trainer.warmup_done}/{config.warmup_steps}, "
+        f"{trainer.energy_calls} energy calls, checkpoint {args.out} (run {worker.run!r})"
+    )
+
+
 def _worker_train(args: argparse.Namespace) -> None:
+    if args.config == "torsional":
+        _worker_train_torsional(args)
+        return
+    args.system = args.system or args.config
+    if args.config_file is not None:
+        raise CliError("--config-file is for --config torsional; DW-4/LJ-13 take the preset flags")
     from training.distributed import DistributedContext, init_process_group
     from training.trainer_worker import TrainerWorkerConfig, run_trainer_worker
 

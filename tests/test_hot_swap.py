@@ -208,3 +208,19 @@ def test_live_server_swaps_published_checkpoints_without_failing_a_request(
     assert list(dict.fromkeys(changes)) == [start_sha, sha1, sha2]
     rounds = {sha: r for _, sha, r in answers}
     assert rounds[sha1] == 10 and rounds[sha2] == 20 and shas[-1] == sha2
+
+
+def test_watch_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from service.settings import ServiceSettings
+
+    monkeypatch.setenv("ADJOINT_SAMPLING_WATCH_RUN", "conformers")
+    monkeypatch.setenv("ADJOINT_SAMPLING_WATCH_INTERVAL_S", "2.5")
+    settings = ServiceSettings()
+    assert settings.watch_run == "conformers" and settings.watch_interval_s == 2.5
+    monkeypatch.setenv("ADJOINT_SAMPLING_WATCH_RUN", "")  # docker compose passes unset variables empty
+    assert ServiceSettings().watch_run is None
+    monkeypatch.setenv("ADJOINT_SAMPLING_WATCH_RUN", "no spaces allowed")
+    with pytest.raises(ValidationError, match="invalid run name"):
+        ServiceSettings()

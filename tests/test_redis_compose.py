@@ -67,10 +67,13 @@ def test_commands_are_valid_cli_invocations(compose: dict[str, Any]) -> None:
         argv = [_defaults(str(a)) for a in service["command"]]
         args = parser.parse_args(argv)
         assert args.command == argv[0]
-        if name == "trainer":
-            assert args.system == "dw4" and args.out == Path("/checkpoints/dw4.pt")
+        if name == "trainer":  # the conformer model by default (DW-4: TRAINING=dw4 ENERGY_MODEL=dw4 RUN=dw4)
+            assert args.config == "torsional" and args.out == Path("/checkpoints/conformers.pt")
+            assert args.run == "conformers" and args.config_file is None
         if name == "energy-worker":
-            assert args.model == "dw4"  # serves the trainer's energy
+            assert args.model == "mmff"  # serves the trainer's energy (the torsional run trains on MMFF94)
+        if name in ("api", "sampler"):  # they serve the run's newest published checkpoint
+            assert _defaults(service["environment"]["ADJOINT_SAMPLING_WATCH_RUN"]) == "conformers"
         if name == "api":
             assert args.host == "0.0.0.0" and args.port == 8000 and args.inprocess_workers == 0
         if name == "sampler":

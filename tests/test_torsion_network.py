@@ -262,7 +262,7 @@ def test_config_round_trip_and_validation() -> None:
     stored = torsion_network_to_dict(config)
     assert stored["kind"] == "torsion"
     assert torsion_network_from_dict(stored) == config
-    assert describe_torsion_network(config) == "torsion 3x64, harmonics 1-2"
+    assert describe_torsion_network(config) == "torsion 3x32, harmonics 1-2"
     with pytest.raises(ValueError, match="kind"):
         torsion_network_from_dict({"kind": "egnn", "node_features": 4})
     with pytest.raises(ValueError, match="harmonics"):

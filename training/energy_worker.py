@@ -1,7 +1,10 @@
 """The energy worker: claims evaluation jobs from Redis, evaluates energies and forces once, turns them
 into the regression target and pushes the samples into the replay buffer (atomically with the ack).
 
-Run any number of them, on this machine or others: ``adjoint-sampling worker energy --model xtb``.
+Run any number of them, on this machine or others: ``adjoint-sampling worker energy --model xtb``. A worker
+evaluates both kinds of job on its model's stream: Cartesian samples (:class:`buffer.jobs.EvaluationJob`, DW-4,
+LJ-13) and torsional conformer samples (:class:`buffer.torsion_jobs.TorsionEvaluationJob`,
+:func:`training.torsion_evaluation.evaluate_torsion_job`).
 A worker that dies mid-batch loses nothing: its job is reclaimed by another worker after the idle
 timeout, and the exactly-once push (``buffer.jobs``) keeps the buffer free of duplicates. While a
 batch is being evaluated a heartbeat thread keeps the job's idle time low, so slow batches are not
@@ -24,10 +27,12 @@ import torch
 
 from buffer.codec import RecordFormatError, encode_replay_entries
 from buffer.jobs import ClaimedJob, EvaluationJob, EvaluationQueue, JobState, JobStatus
+from buffer.torsion_jobs import TorsionEvaluationJob, decode_job
 from energy.protocol import EnergyModel, EnergyResult, Structures
 from sampler.loss import adjoint_target
 from sampler.replay import ReplaySamples
 from sampler.state import SystemBatch
+from training.torsion_evaluation import evaluate_torsion_job
 
 __all__ = [
     "DelayedEnergy",
@@ -217,17 +222,24 @@ class EnergyWorker:
         log.info("energy worker %s stopping: %s", c.consumer, self.stats)
         return self.stats
 
+    def _evaluate(self, job: EvaluationJob | TorsionEvaluationJob) -> tuple[list[bytes], JobStatus]:
+        """The job's encoded replay entries (valid samples only) and its status."""
+        if isinstance(job, TorsionEvaluationJob):  # the torsional conformer model's samples
+            return evaluate_torsion_job(self.model, job)
+        samples, status = evaluate_job(self.model, job)
+        return (encode_replay_entries(samples) if samples is not None else []), status
+
     def process(self, claimed: ClaimedJob) -> None:
         """Evaluate one job and commit it; an error requeues it (or parks it after too many attempts)."""
         try:
-            job = claimed.decode()
+            job = decode_job(claimed.payload)
         except (RecordFormatError, KeyError, TypeError, ValueError) as exc:
             self.queue.park(claimed, f"unreadable job: {exc}")
             self.stats.jobs_failed += 1
             return
         start = time.perf_counter()
         try:
-            samples, status = evaluate_job(self.model, job)
+            entries, status = self._evaluate(job)
         except Exception as exc:  # any model failure: requeue with the error, never lose the job
             state = self.queue.release(claimed, f"{type(exc).__name__}: {exc}", consumer=self.config.consumer)
             log.warning("job %s failed (attempt %d, now %s): %s", job.job_id, claimed.attempts, state, exc)
@@ -235,7 +247,6 @@ class EnergyWorker:
             return
         self.stats.evaluate_seconds += time.perf_counter() - start
         self.stats.structures += job.structures.num_structures
-        entries = encode_replay_entries(samples) if samples is not None else []
         status = JobStatus(**{**vars(status), "consumer": self.config.consumer})
         try:
             committed = self.queue.complete(claimed, entries, buffer=job.buffer, status=status)

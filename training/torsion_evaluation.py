@@ -1,0 +1,91 @@
+"""The energy worker's side of the torsional conformer model: a :class:`buffer.torsion_jobs.TorsionEvaluationJob`
+in, encoded torsion replay entries out (the trainer's side is :mod:`training.torsional_worker`).
+
+The target is the one :meth:`training.torsional_training.TorsionalTrainer.evaluate` computes in process:
+``-clip(dE/dphi / tau + d log p_1^base / dphi)`` per torsion, ``dE/dphi`` the torque of ``dE/dx`` about each
+rotatable bond (:func:`sampler.torsion_geometry.torsion_torque`). Each entry carries its sample id
+``JOB_ID:K`` (``K``: the sample's index in the job), so a buffer can be audited for losses and duplicates.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from buffer.codec import encode_replay_entries
+from buffer.jobs import JobState, JobStatus
+from buffer.torsion_jobs import TorsionEvaluationJob
+from energy.protocol import EnergyModel, EnergyResult
+from sampler.torsion_geometry import TorsionBatch, torsion_torque
+from sampler.torsion_loss import torsion_adjoint_target
+from sampler.torsion_replay import TorsionSamples
+from sampler.torus import TorusBase
+
+__all__ = ["evaluate_torsion_job", "torque_batch"]
+
+
+def torque_batch(job: TorsionEvaluationJob) -> TorsionBatch:
+    """The job's samples as a :class:`TorsionBatch` (global atom indices) at their positions ``x(phi_1)``; no
+    graph features (the torque needs only which atoms each torsion moves)."""
+    s = job.structures
+    g = s.num_structures
+    offsets = torch.cumsum(s.num_atoms, 0) - s.num_atoms
+    torsion_batch = torch.repeat_interleave(torch.arange(g), job.num_torsions)
+    moving_torsion = torch.repeat_interleave(torch.arange(job.phi.shape[0]), job.moving_counts)
+    limit = s.num_atoms[torsion_batch]
+    moving_limit = limit[moving_torsion]
+    if bool((job.torsion_atoms < 0).any() or (job.torsion_atoms >= limit[:, None]).any()) or bool(
+        (job.moving_atoms < 0).any() or (job.moving_atoms >= moving_limit).any()
+    ):
+        raise ValueError(f"job {job.job_id}: a torsion refers to an atom outside its molecule")
+    x = s.positions.to(torch.float64)
+    return TorsionBatch(
+        positions=x,
+        node_batch=torch.repeat_interleave(torch.arange(g), s.num_atoms),
+        num_nodes=s.num_atoms.long(),
+        torsion_atoms=(job.torsion_atoms + offsets[torsion_batch][:, None]).long(),
+        torsion_batch=torsion_batch,
+        moving_atoms=(job.moving_atoms + offsets[torsion_batch][moving_torsion]).long(),
+        moving_torsion=moving_torsion,
+        node_attr=x.new_zeros(x.shape[0], 0),
+        edge_index=torch.zeros(2, 0, dtype=torch.long),
+        edge_attr=x.new_zeros(0, 0),
+        system_ids=job.system_ids.long(),
+        seed_index=torch.zeros(g, dtype=torch.long),
+    )
+
+
+def evaluate_torsion_job(model: EnergyModel, job: TorsionEvaluationJob) -> tuple[list[bytes], JobStatus]:
+    """Evaluate once; the encoded replay entries of the valid samples (target
+    ``-clip(dE/dphi / tau + d log p_1^base / dphi)``, ``dE/dphi`` the torque of ``dE/dx`` about each bond) and
+    the job's status. ``model`` reads each sample's mol block (the MMFF94 adapter caches it per molecule)."""
+    s = job.structures
+    result: EnergyResult = model.evaluate(s)
+    batch = torque_batch(job)
+    grad_x = -torch.where(torch.isfinite(result.forces), result.forces, 0.0).to(torch.float64)
+    phi = job.phi.to(torch.float64)
+    grad_phi = torsion_torque(batch, batch.positions, grad_x)
+    target = torsion_adjoint_target(phi, grad_phi, tau=job.tau_ev, base=TorusBase(), max_grad=job.max_grad)
+    g = s.num_structures
+    bad = torch.zeros(g, dtype=torch.long).index_add_(0, batch.torsion_batch, (~torch.isfinite(target)).long())
+    valid = result.valid & torch.isfinite(result.energies) & (bad == 0)
+    dtype = job.phi.dtype
+    energies = result.energies.to(dtype)
+    status = JobStatus(
+        state=JobState.DONE,
+        evaluated=g,
+        valid=int(valid.sum()),
+        energy_sum=float(energies[valid].sum()) if bool(valid.any()) else 0.0,
+    )
+    if not bool(valid.any()):
+        return [], status
+    keep = valid[batch.torsion_batch]
+    samples = TorsionSamples(
+        system_ids=job.system_ids[valid],
+        num_torsions=job.num_torsions[valid],
+        phi=job.phi[keep],
+        adjoint=target[keep].to(dtype),
+        energies=energies[valid],
+        model_version=torch.full((int(valid.sum()),), job.model_version, dtype=torch.long),
+    )
+    ids = [f"{job.job_id}:{k}" for k in torch.nonzero(valid).flatten().tolist()]
+    return encode_replay_entries(samples.to_replay(), sample_ids=ids), status

@@ -1,0 +1,341 @@
+"""The torsional conformer model trained through Redis: the trainer samples, energy workers evaluate.
+
+The same run configuration, checkpoint kind (``torsional-conformers``) and loop as
+:func:`training.torsional_training.train_torsional`, with step (a) of each round spread over processes like
+the synthetic :mod:`training.trainer_worker`:
+
+1. warm-up (bridge matching on ETKDG + MMFF94 torsions) in the trainer, no energy needed;
+2. each RAM round: draw ``molecules_per_round`` systems, ``copies`` samples each, with the current control;
+   post them as :class:`buffer.torsion_jobs.TorsionEvaluationJob` s of ``job_size`` samples (ids
+   ``RUN:IDENTITY:rROUND:K``, deterministic, so a restarted trainer re-posting a round is a no-op) on the
+   stream of the training energy model; ``worker energy --model NAME`` processes evaluate them
+   (:func:`training.torsion_evaluation.evaluate_torsion_job`) and push the entries into the run's replay
+   buffer in Redis, atomically with the acknowledgement (exactly once, each entry tagged with its sample id
+   ``JOB_ID:K``);
+3. once the round's jobs are done, ``gradient_steps`` RAM steps on batches drawn from that buffer.
+
+Checkpoints (every ``checkpoint_every`` rounds, at the end, and on a stop) hold weights, optimizer and random
+state and a reference to the buffer (the entries stay in Redis); each is announced under the run's key
+(:mod:`buffer.published`) for ``serve`` / ``worker sample`` to swap in. A stop (SIGTERM) lets the round in
+flight finish (waiting at most ``stop_grace_s`` for its evaluations), checkpoints and returns; restarting with
+the same ``out`` resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+import torch
+
+from buffer.jobs import EvaluationQueue, JobState, JobStatus
+from buffer.keys import RedisKeys
+from buffer.published import publish_checkpoint
+from buffer.redis import ResidentRedisReplayBuffer
+from buffer.torsion_jobs import TorsionEvaluationJob
+from energy.protocol import EnergyResult, Structures
+from sampler.torsion_geometry import torsion_positions
+from training.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from training.energy_worker import build_worker_energy
+from training.torsional_training import (
+    CHECKPOINT_KIND,
+    TorsionalRunConfig,
+    TorsionalTrainer,
+    build_molecules,
+    config_from_dict,
+    config_to_dict,
+)
+from training.trainer_worker import TrainerWorkerConfig, _slice
+
+__all__ = [
+    "StopDuringRound",
+    "TorsionalRedisRounds",
+    "energy_stream_name",
+    "load_run_config",
+    "run_identity",
+    "run_torsional_worker",
+]
+
+log = logging.getLogger(__name__)
+
+
+# -- the trainer's side -------------------------------------------------------------------------------------
+class StopDuringRound(Exception):
+    """The stop grace ran out while the round's evaluations were outstanding."""
+
+
+class _RemoteEnergy:
+    """The trainer's energy model: evaluations happen in the energy workers, never here."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def evaluate(self, structures: Structures) -> EnergyResult:
+        raise RuntimeError(f"the {self.name} energies of this run are evaluated by `worker energy` processes")
+
+
+class TorsionalRedisRounds:
+    """Runs RAM rounds of ``trainer`` with ``queue``'s energy workers evaluating the samples."""
+
+    def __init__(
+        self,
+        trainer: TorsionalTrainer,
+        queue: EvaluationQueue,
+        config: TrainerWorkerConfig,
+        *,
+        job_prefix: str,
+        stop: threading.Event | None = None,
+        stop_grace_s: float = 60.0,
+    ) -> None:
+        self.trainer = trainer
+        self.queue = queue
+        self.config = config
+        self.job_prefix = job_prefix
+        self.stop = stop or threading.Event()
+        self.stop_grace_s = stop_grace_s
+
+    def enqueue(self) -> list[str]:
+        """Sample this round's conformers with the current control and post them; returns the job ids."""
+        t, c = self.trainer, self.trainer.config
+        drawn = torch.randint(len(t.systems), (c.molecules_per_round,), generator=t.generator)
+        system_ids = drawn.repeat_interleave(c.copies).tolist()
+        batch, phi = t.sample(system_ids)
+        with torch.no_grad():
+            x = torsion_positions(batch, phi).to(torch.float64)
+        structures = t.structures(batch, x)
+        counts = batch.torsions_per_graph
+        tptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)]).tolist()
+        ids = []
+        for k, start in enumerate(range(0, len(system_ids), self.config.job_size)):
+            stop = min(start + self.config.job_size, len(system_ids))
+            systems = [t.systems[i] for i in system_ids[start:stop]]
+            job = TorsionEvaluationJob(
+                job_id=f"{self.job_prefix}:r{t.round}:{k}",
+                buffer=self.config.run,
+                structures=_slice(structures, start, stop),
+                system_ids=batch.system_ids[start:stop],
+                model_version=t.round,
+                phi=phi[tptr[start] : tptr[stop]].detach(),
+                num_torsions=counts[start:stop],
+                torsion_atoms=torch.cat([s.torsion_atoms for s in systems]),
+                moving_counts=torch.cat([s.moving_ptr[1:] - s.moving_ptr[:-1] for s in systems]),
+                moving_atoms=torch.cat([s.moving_atoms for s in systems]),
+                tau_ev=c.tau_ev,
+                max_grad=c.max_grad,
+            )
+            if not self.queue.enqueue(job):
+                log.info("job %s is already known (posted before a restart); not posted again", job.job_id)
+            ids.append(job.job_id)
+        t.energy_calls += len(system_ids)
+        return ids
+
+    def wait(self, job_ids: list[str]) -> list[JobStatus]:
+        """Block until every job is done or parked (a stop shortens the wait to ``stop_grace_s``)."""
+        start = time.monotonic()
+        stop_seen: float | None = None
+        while True:
+            statuses = self.queue.statuses(job_ids)
+            missing = [j for j, s in zip(job_ids, statuses, strict=True) if s is None]
+            if missing:
+                raise RuntimeError(f"jobs {missing[:3]} are unknown to Redis (expired, or the server lost its data)")
+            done = [s for s in statuses if s is not None]
+            if all(s.state.finished for s in done):
+                for job_id, s in zip(job_ids, done, strict=True):
+                    if s.state is JobState.PARKED:
+                        log.warning("job %s was parked, its samples are lost: %s", job_id, s.error)
+                return done
+            now = time.monotonic()
+            if self.stop.is_set():
+                stop_seen = now if stop_seen is None else stop_seen
+                if now - stop_seen > self.stop_grace_s:
+                    raise StopDuringRound
+            if now - start > self.config.wait_timeout_s:
+                left = sum(1 for s in done if not s.state.finished)
+                raise TimeoutError(
+                    f"{left} evaluation job(s) on {self.queue.stream} unfinished after "
+                    f"{self.config.wait_timeout_s:.0f} s: is an energy worker running? "
+                    f"(`adjoint-sampling worker energy --model {self.trainer.config.energy_model}`)"
+                )
+            time.sleep(self.config.poll_interval_s)
+
+    def run_round(self) -> dict[str, float]:
+        t = self.trainer
+        start = time.perf_counter()
+        finished = self.wait(self.enqueue())
+        if len(t.buffer) == 0:
+            raise RuntimeError("the replay buffer is empty after evaluation: every sample was invalid")
+        sampled = time.perf_counter()
+        losses = [t.ram_step() for _ in range(t.config.gradient_steps)]
+        t.round += 1
+        seconds = time.perf_counter() - start
+        t.wall_seconds += seconds
+        valid = sum(s.valid for s in finished)
+        stats = {
+            "round": float(t.round),
+            "loss": float(sum(losses) / len(losses)) if losses else math.nan,
+            "energy_mean_ev": sum(s.energy_sum for s in finished) / valid if valid else math.nan,
+            "valid": float(valid),
+            "sample_seconds": sampled - start,
+            "seconds": seconds,
+        }
+        t.history.append(stats)
+        log.info(
+            "round %d: loss %.4f, mean energy %.3f eV, %d valid, %.1f s (sampling and evaluation %.1f s)",
+            t.round,
+            stats["loss"],
+            stats["energy_mean_ev"],
+            valid,
+            seconds,
+            stats["sample_seconds"],
+        )
+        return stats
+
+
+def _comparable(config: TorsionalRunConfig) -> dict[str, Any]:
+    """The configuration without the round budget (which a restart may raise)."""
+    d = config_to_dict(config)
+    d.pop("max_rounds")
+    return d
+
+
+def run_identity(config: TorsionalRunConfig, seed: int, out: Path) -> str:
+    """A deterministic name of one run (configuration, seed, checkpoint path): prefixes its job ids and owns
+    its replay buffer, so a restart finds both again and another run touches neither."""
+    blob = json.dumps([_comparable(config), seed, str(out.absolute())], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def run_torsional_worker(
+    config: TorsionalRunConfig,
+    worker: TrainerWorkerConfig,
+    *,
+    client: redis.Redis,
+    out: Path,
+    data_dir: Path,
+    seed: int = 0,
+    max_rounds: int | None = None,
+    reset_buffer: bool = False,
+    keys: RedisKeys | None = None,
+    stop: threading.Event | None = None,
+    stop_grace_s: float = 60.0,
+) -> TorsionalTrainer:
+    """Warm-up, then RAM rounds until ``max_rounds`` (default ``config.max_rounds``) or a stop; resumes from
+    ``out`` when it exists (the same configuration apart from ``max_rounds``, else ``ValueError``).
+
+    The run's replay buffer (named ``worker.run``) must be empty or this run's own; ``reset_buffer`` empties a
+    buffer another run left behind.
+    """
+    keys = keys or RedisKeys()
+    stop = stop or threading.Event()
+    payload = load_checkpoint(out) if out.exists() else None
+    if payload is not None:
+        if payload.get("kind") != CHECKPOINT_KIND or "resume" not in payload:
+            raise ValueError(f"{out} is not a resumable {CHECKPOINT_KIND!r} checkpoint; choose another --out")
+        if _comparable(config_from_dict(payload["config"])) != _comparable(config):
+            raise ValueError(f"{out} was trained with a different configuration; refusing to resume (use a new --out)")
+        seed = int(payload["extra"].get("seed", seed))
+    identity = payload["extra"]["identity"] if payload is not None else run_identity(config, seed, out)
+    molecules, warm = build_molecules(config, data_dir, seed=seed, show_progress=False)
+    energy_name = config.energy_model
+    trainer = TorsionalTrainer(config, molecules, _RemoteEnergy(energy_name), seed=seed, warmup_torsions=warm)
+    buffer = ResidentRedisReplayBuffer(client, capacity=config.buffer_size, name=worker.run, keys=keys)
+    _bind_buffer(buffer, identity, reset=reset_buffer)
+    trainer.buffer = buffer  # type: ignore[assignment]
+    if payload is not None:
+        trainer.load_state_dict({**payload, **payload["resume"]})
+        buffer.load_state_dict(payload["resume"]["buffer"])
+        torch.set_rng_state(payload["resume"]["torch_rng"])
+        log.info("resumed %s at round %d (warm-up steps %d)", out, trainer.round, trainer.warmup_done)
+    queue = EvaluationQueue(client, model=energy_stream_name(energy_name), keys=keys)
+    rounds = TorsionalRedisRounds(
+        trainer, queue, worker, job_prefix=f"{worker.run}:{identity}", stop=stop, stop_grace_s=stop_grace_s
+    )
+    extra = {"seed": seed, "run": worker.run, "identity": identity}
+
+    saved = [-1]  # the round last checkpointed: a stop right after a checkpoint writes no second one
+
+    def save() -> None:
+        if saved[0] == trainer.round and trainer.warmup_done == config.warmup_steps:
+            return
+        saved[0] = trainer.round
+        save_checkpoint(out, trainer, config_to_dict(config), kind=CHECKPOINT_KIND, extra=extra)
+        info = publish_checkpoint(
+            client, run=worker.run, path=str(out.absolute()), round=trainer.round, sha256=file_sha256(out), keys=keys
+        )
+        log.info("published checkpoint round %d (%s) as run %r", info.round, info.sha256[:12], worker.run)
+
+    while trainer.warmup_done < config.warmup_steps:
+        if stop.is_set():
+            save()
+            return trainer
+        trainer.warmup_step()
+    target = config.max_rounds if max_rounds is None else max_rounds
+    while trainer.round < target:
+        if stop.is_set():
+            log.info("stop requested: checkpointing at round %d", trainer.round)
+            break
+        try:
+            rounds.run_round()
+        except StopDuringRound:
+            log.info(
+                "stopped while waiting for evaluations in round %d; checkpointing the last full round", trainer.round
+            )
+            break
+        if trainer.round % worker.checkpoint_every == 0:
+            save()
+    save()
+    return trainer
+
+
+def energy_stream_name(energy_model: str) -> str:
+    """The job stream ``worker energy --model NAME`` serves (the model's own name, as the synthetic trainer)."""
+    model = build_worker_energy(energy_model)
+    name = model.name
+    close = getattr(model, "close", None)
+    if callable(close):
+        close()
+    return name
+
+
+def _bind_buffer(buffer: ResidentRedisReplayBuffer, identity: str, *, reset: bool) -> None:
+    previous = buffer.bind_owner(identity)
+    if previous is None or previous == identity:
+        return
+    if not reset:
+        raise ValueError(
+            f"the replay buffer {buffer.name!r} in Redis belongs to another run ({previous}, this one is {identity}): "
+            "name this run with --run, or pass --reset-buffer to empty the buffer and take it over"
+        )
+    log.warning("emptying replay buffer %r of run %s (%d entries)", buffer.name, previous, len(buffer))
+    buffer.clear(owner=identity)
+
+
+def load_run_config(path: Path | None, **overrides: Any) -> TorsionalRunConfig:
+    """The product's torsional run configuration, with the fields of a JSON file (any subset of
+    :func:`training.torsional_training.config_to_dict`'s, ``network`` merged field by field) and then
+    ``overrides`` (``None`` values ignored) on top."""
+    d = config_to_dict(TorsionalRunConfig())
+    if path is not None:
+        try:
+            given = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read the run configuration {path}: {exc}") from exc
+        if not isinstance(given, dict):
+            raise ValueError(f"{path} must hold a JSON object of run-configuration fields")
+        unknown = sorted(set(given) - set(d))
+        if unknown:
+            raise ValueError(f"{path}: unknown run-configuration fields {unknown}; known: {sorted(d)}")
+        for key, value in given.items():
+            d[key] = {**d[key], **value} if isinstance(d[key], dict) and isinstance(value, dict) else value
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return config_from_dict(d)
+    except TypeError as exc:
+        raise ValueError(f"invalid run configuration: {exc}") from exc
