@@ -432,7 +432,8 @@ class ConformerGenerator:
     session pass around (no global state).
 
     Args:
-        checkpoint: the model used when a call names none (default: the shipped torsional model ``checkpoints/torsional.pt``).
+        checkpoint: the model used when a call names none (default: the shipped torsional model
+            ``checkpoints/torsional.pt``).
         device: where models run (``cpu``, ``cuda``, ``cuda:1``).
         energy_models: builds an energy model from its name (default :func:`energy.registry.build_energy_model`);
             the service passes its own (each model used by one thread at a time).

@@ -1,6 +1,7 @@
 """Where the project's files live by default: the one home of these paths for every floor above.
 
-The shipped checkpoints (the torsional conformer model, the Cartesian one, DW-4) sit next to the code (``checkpoints/``); the benchmark data in the sibling
+The shipped checkpoints (the torsional conformer model, the Cartesian one, DW-4) sit next to the code
+(``checkpoints/``); the benchmark data in the sibling
 ``shared/data`` checkout; benchmark reports in ``benchmarks/results``.
 """
 
