@@ -114,8 +114,10 @@ def record_kind(data: bytes) -> str:
     if len(data) < _PREFIX.size:
         raise RecordFormatError(f"truncated record ({len(data)} bytes)")
     magic, version, header_len = _PREFIX.unpack_from(data)
-    if magic != MAGIC or version != FORMAT_VERSION:
-        raise RecordFormatError("not an adjoint-sampling record of this format version")
+    if magic != MAGIC:
+        raise RecordFormatError("not an adjoint-sampling record (bad magic bytes)")
+    if version != FORMAT_VERSION:
+        raise RecordFormatError(f"record format version {version}, this build reads {FORMAT_VERSION}")
     try:
         return str(json.loads(data[_PREFIX.size : _PREFIX.size + header_len])["kind"])
     except (ValueError, KeyError, TypeError) as exc:

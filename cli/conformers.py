@@ -70,7 +70,8 @@ def add_sample_arguments(s: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=DEFAULTS.repair,
         help="MMFF94-optimize the raw samples from the SMILES's bond graph before the checks, inverting "
-        f"stereocentres and double bonds that came out wrong (default: {'on' if DEFAULTS.repair else 'off'})",
+        "stereocentres and double bonds that came out wrong (default: the model's: off for the torsional model, "
+        "on for the Cartesian one)",
     )
     s.add_argument(
         "--dedup-rmsd",

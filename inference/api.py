@@ -327,7 +327,6 @@ def _annotate(ensemble: Ensemble) -> None:
         mol.SetIntProp("model_training_round", int(prov.model.training_round))
     mol.SetBoolProp("relaxed", prov.post_processing.relax)
     mol.SetBoolProp("repaired", checks.repaired > 0)
-    mol.SetBoolProp("mmff_relaxed", checks.mmff_relaxed > 0)
     mol.SetIntProp("seed", prov.seed)
     mol.SetIntProp("conformers_requested", checks.requested)
     mol.SetProp("conformers_rejected", json.dumps(dict(checks.rejected), sort_keys=True))
@@ -541,7 +540,7 @@ class ConformerGenerator:
                 steps=steps,
                 relax=options.relax,
                 fmax=fmax,
-                repair=options.repair,
+                repair=sampler.default_repair if options.repair is None else options.repair,
                 refine_rounds=refine_rounds,
             )
             sampled = sampler.sample(request)
@@ -591,7 +590,7 @@ def generate_conformers(
     checkpoint: str | Path | None = ...,
     energy_model: str | None = ...,
     relax: bool = ...,
-    repair: bool = ...,
+    repair: bool | None = ...,
     dedup_rmsd: float = ...,
     energy_tolerance: float | None = ...,
     energy_window: float | None = ...,
@@ -615,7 +614,7 @@ def generate_conformers(
     checkpoint: str | Path | None = ...,
     energy_model: str | None = ...,
     relax: bool = ...,
-    repair: bool = ...,
+    repair: bool | None = ...,
     dedup_rmsd: float = ...,
     energy_tolerance: float | None = ...,
     energy_window: float | None = ...,
@@ -638,7 +637,7 @@ def generate_conformers(
     checkpoint: str | Path | None = None,
     energy_model: str | None = DEFAULT_ENERGY_MODEL,
     relax: bool = DEFAULTS.relax,
-    repair: bool = DEFAULTS.repair,
+    repair: bool | None = DEFAULTS.repair,
     dedup_rmsd: float = DEFAULTS.dedup_rmsd,
     energy_tolerance: float | None = DEFAULTS.energy_tolerance,
     energy_window: float | None = DEFAULTS.energy_window,

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 class ConformerSampler:
     """A trained control network plus (optionally) an energy model for scoring and relaxation."""
 
+    #: raw Cartesian samples often miss a bond length or a stereocentre: repaired unless a request says not to
+    default_repair = True
+
     def __init__(self, checkpoint: str | Path, *, energy: EnergyModel | None = None, device: str = "cpu") -> None:
         payload = load_checkpoint(checkpoint)
         if payload.get("kind") != CHECKPOINT_KIND:

@@ -131,6 +131,9 @@ class ConformerModel(Protocol):
     @property
     def provenance(self) -> ModelProvenance: ...
 
+    #: whether ``repair`` is on when a request leaves it unset (``PostProcessing.repair is None``)
+    default_repair: bool
+
     def sample(self, request: SamplingRequest) -> SampledConformers: ...
 
     def with_energy(self, energy: EnergyModel | None) -> ConformerModel: ...

@@ -5,10 +5,10 @@ and the Python API (:func:`inference.api.generate_conformers`) take their defaul
 same names (``--dedup-rmsd`` / ``"dedup_rmsd"`` / ``dedup_rmsd=``), so one request gives the same
 conformers wherever it is made.
 
-``repair`` is off: the default model is the torsional one, whose samples keep the seeds' bonds, angles and
-stereocentres, so they pass the checks on their own (its fast MMFF94 relaxation is part of that model, reported
-as ``mmff_relaxed``). The Cartesian model (``--checkpoint checkpoints/conformers.pt``) often misses a bond
-length or a stereocentre: ask for ``repair`` with it.
+``repair`` is the model's own default (``None``): off for the default, torsional model, whose samples keep the
+seeds' bonds, angles and stereocentres, so they pass the checks on their own (its fast MMFF94 relaxation is part
+of that model, reported as ``mmff_relaxed``); on for the Cartesian model (``--checkpoint
+checkpoints/conformers.pt``), whose raw samples often miss a bond length or a stereocentre.
 
 Example:
     >>> DEFAULTS.dedup_rmsd, DEFAULTS.stereo
@@ -59,7 +59,8 @@ class PostProcessing:
 
     Attributes:
         repair: MMFF94-optimize every raw sample from the input's bond graph (stereo enforced) before the
-            connectivity and stereo checks.
+            connectivity and stereo checks; ``None``: the model's own default (off for the torsional model, whose
+            samples keep the seeds' bonds and stereo; on for the Cartesian model).
         relax: locally minimize every accepted conformer with the energy model (then check again).
         dedup_rmsd: heavy-atom, symmetry-aware RMSD (Å) below which a conformer duplicates a lower-energy one
             already kept; ``0`` keeps every conformer.
@@ -72,7 +73,7 @@ class PostProcessing:
         max_isomers: at most this many stereoisomers per input with ``stereo="enumerate"``.
     """
 
-    repair: bool = False
+    repair: bool | None = None
     relax: bool = False
     dedup_rmsd: float = 0.5
     energy_tolerance: float | None = None

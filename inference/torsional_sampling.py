@@ -60,6 +60,9 @@ class TorsionalSampler:
     """A trained torsion control network (checkpoint kind ``torsional-conformers``) plus an optional energy model
     for scoring and relaxation; implements :class:`inference.model.ConformerModel`."""
 
+    #: samples keep the seeds' bonds, angles and stereocentres: nothing to repair
+    default_repair = False
+
     def __init__(
         self,
         checkpoint: str | Path,

@@ -99,12 +99,13 @@ class SamplingOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     relax: bool = Field(DEFAULTS.relax, description="locally minimize every conformer with the energy model")
-    repair: bool = Field(
+    repair: bool | None = Field(
         DEFAULTS.repair,
         description=(
             "MMFF94-optimize the raw samples from the SMILES's own bond graph before the connectivity and stereo "
             "checks, inverting stereocentres and double bonds that came out wrong (restores bond lengths, angles "
-            "and the requested stereochemistry; false returns only the network's own valid samples)"
+            "and the requested stereochemistry; false returns only the network's own valid samples; null: the model's "
+            "default, off for the torsional model, on for the Cartesian one)"
         ),
     )
     energy_model: str | None = Field(
@@ -237,7 +238,7 @@ class ModelInfo(BaseModel):
 class PostProcessingInfo(BaseModel):
     """The post-processing settings of the answer (the request's, or the defaults)."""
 
-    repair: bool
+    repair: bool | None = Field(description="as requested; null: the model's default (see checks.repaired)")
     relax: bool
     dedup_rmsd: float
     energy_tolerance: float | None

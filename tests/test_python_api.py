@@ -149,7 +149,7 @@ def test_no_energy_model_means_no_energies_and_invalid_options_are_refused(gener
     for bad in ({"dedup_rmsd": -1}, {"temperature_k": 0}, {"stereo": "guess"}, {"max_isomers": 0}):
         with pytest.raises(ValueError):
             PostProcessing(**bad)  # type: ignore[arg-type]
-    assert math.isclose(DEFAULTS.temperature_k, 298.15) and DEFAULTS.repair and DEFAULTS.dedup_rmsd == 0.5
+    assert math.isclose(DEFAULTS.temperature_k, 298.15) and DEFAULTS.repair is None and DEFAULTS.dedup_rmsd == 0.5
 
 
 def test_load_sampler_reads_the_stored_kind(tiny_conformer_checkpoint: Path) -> None:
