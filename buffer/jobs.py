@@ -47,6 +47,8 @@ __all__ = [
     "JobState",
     "JobStatus",
     "PostableJob",
+    "structure_arrays",
+    "structures_from_arrays",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,33 @@ class JobState(StrEnum):
     @property
     def finished(self) -> bool:
         return self in (JobState.DONE, JobState.PARKED)
+
+
+def structure_arrays(s: Structures) -> dict[str, np.ndarray]:
+    """The arrays of a job record that carry ``s`` (its connection tables travel in the record's meta)."""
+    return {
+        "positions": s.positions.detach().cpu().numpy(),
+        "num_atoms": s.num_atoms.cpu().numpy(),
+        "atomic_numbers": s.atomic_numbers.cpu().numpy(),
+        "total_charge": s.total_charge.cpu().numpy(),
+        "multiplicity": s.multiplicity.cpu().numpy(),
+    }
+
+
+def structures_from_arrays(arrays: Any, tables: Sequence[str] | None) -> Structures:
+    """Inverse of :func:`structure_arrays` (arrays copied out of the record's buffer)."""
+
+    def tensor(name: str) -> torch.Tensor:
+        return torch.from_numpy(np.array(arrays[name]))
+
+    return Structures(
+        positions=tensor("positions"),
+        num_atoms=tensor("num_atoms"),
+        atomic_numbers=tensor("atomic_numbers"),
+        total_charge=tensor("total_charge"),
+        multiplicity=tensor("multiplicity"),
+        connection_tables=tuple(tables) if tables is not None else None,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,14 +165,7 @@ class EvaluationJob:
             "schedule": dataclasses.asdict(self.adjoint.schedule),
             "connection_tables": list(s.connection_tables) if s.connection_tables is not None else None,
         }
-        arrays = {
-            "positions": s.positions.detach().cpu().numpy(),
-            "num_atoms": s.num_atoms.cpu().numpy(),
-            "atomic_numbers": s.atomic_numbers.cpu().numpy(),
-            "total_charge": s.total_charge.cpu().numpy(),
-            "multiplicity": s.multiplicity.cpu().numpy(),
-            "system_ids": self.system_ids.cpu().numpy(),
-        }
+        arrays = {**structure_arrays(s), "system_ids": self.system_ids.cpu().numpy()}
         return encode_record(EVALUATION_JOB, meta, arrays)
 
     @classmethod
@@ -154,18 +176,10 @@ class EvaluationJob:
         def tensor(name: str) -> torch.Tensor:
             return torch.from_numpy(np.array(a[name]))
 
-        tables = m["connection_tables"]
         return cls(
             job_id=m["job_id"],
             buffer=m["buffer"],
-            structures=Structures(
-                positions=tensor("positions"),
-                num_atoms=tensor("num_atoms"),
-                atomic_numbers=tensor("atomic_numbers"),
-                total_charge=tensor("total_charge"),
-                multiplicity=tensor("multiplicity"),
-                connection_tables=tuple(tables) if tables is not None else None,
-            ),
+            structures=structures_from_arrays(a, m["connection_tables"]),
             system_ids=tensor("system_ids"),
             model_version=int(m["model_version"]),
             adjoint=AdjointSpec(

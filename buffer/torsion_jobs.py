@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from buffer.codec import RecordFormatError, decode_record, encode_record, record_kind
-from buffer.jobs import EVALUATION_JOB, EvaluationJob
+from buffer.jobs import EVALUATION_JOB, EvaluationJob, structure_arrays, structures_from_arrays
 from buffer.keys import validate_name
 from energy.protocol import Structures
 
@@ -90,11 +90,7 @@ class TorsionEvaluationJob:
             "connection_tables": list(s.connection_tables or ()),
         }
         arrays = {
-            "positions": s.positions.detach().cpu().numpy(),
-            "num_atoms": s.num_atoms.cpu().numpy(),
-            "atomic_numbers": s.atomic_numbers.cpu().numpy(),
-            "total_charge": s.total_charge.cpu().numpy(),
-            "multiplicity": s.multiplicity.cpu().numpy(),
+            **structure_arrays(s),
             "system_ids": self.system_ids.cpu().numpy(),
             "phi": self.phi.detach().cpu().numpy(),
             "num_torsions": self.num_torsions.cpu().numpy(),
@@ -115,14 +111,7 @@ class TorsionEvaluationJob:
         return cls(
             job_id=m["job_id"],
             buffer=m["buffer"],
-            structures=Structures(
-                positions=tensor("positions"),
-                num_atoms=tensor("num_atoms"),
-                atomic_numbers=tensor("atomic_numbers"),
-                total_charge=tensor("total_charge"),
-                multiplicity=tensor("multiplicity"),
-                connection_tables=tuple(m["connection_tables"]),
-            ),
+            structures=structures_from_arrays(a, m["connection_tables"]),
             system_ids=tensor("system_ids"),
             model_version=int(m["model_version"]),
             phi=tensor("phi"),

@@ -28,7 +28,7 @@ from molecules.structures import conformer_structures, with_conformers
 from molecules.validity import check_conformer, stereo_spec
 from sampler.networks import build_control
 from sampler.state import collate
-from training.checkpoint import file_sha256, load_checkpoint
+from training.checkpoint import load_checkpoint
 from training.conformer_training import CHECKPOINT_KIND, ConformerRunConfig
 
 __all__ = ["ConformerSampler", "SampledConformers", "SamplingRequest"]
@@ -55,15 +55,11 @@ class ConformerSampler:
         self.checkpoint = Path(checkpoint)
         #: how the network was trained: ``round``, ``energy_calls``, ``versions`` (from the checkpoint)
         self.training: dict[str, Any] = {k: payload.get(k) for k in ("round", "energy_calls", "versions")}
-        self._provenance = ModelProvenance(
-            path=self.checkpoint,
-            sha256=file_sha256(self.checkpoint),
-            kind=CHECKPOINT_KIND,
-            training_round=payload.get("round"),
-            training_energy_calls=payload.get("energy_calls"),
-            training_energy_model=self.config.energy_model,
+        self._provenance = ModelProvenance.from_checkpoint(
+            self.checkpoint,
+            payload,
+            energy_model=self.config.energy_model,
             integration_steps=int(self.config.eval_grid.num_steps),
-            versions={str(k): str(v) for k, v in (payload.get("versions") or {}).items()},
         )
 
     @property

@@ -101,6 +101,24 @@ class ModelProvenance:
     integration_steps: int | None = None
     versions: Mapping[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def from_checkpoint(
+        cls, path: Path, payload: Mapping[str, Any], *, energy_model: str | None, integration_steps: int | None
+    ) -> ModelProvenance:
+        """From a loaded checkpoint ``payload`` (:func:`training.checkpoint.load_checkpoint`) stored at ``path``."""
+        from training.checkpoint import file_sha256
+
+        return cls(
+            path=path,
+            sha256=file_sha256(path),
+            kind=str(payload.get("kind")),
+            training_round=payload.get("round"),
+            training_energy_calls=payload.get("energy_calls"),
+            training_energy_model=energy_model,
+            integration_steps=integration_steps,
+            versions={str(k): str(v) for k, v in (payload.get("versions") or {}).items()},
+        )
+
     @property
     def checkpoint(self) -> str:
         """The checkpoint's file name (what answers show; the full path stays on the server)."""

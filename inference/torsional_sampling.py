@@ -30,7 +30,7 @@ from sampler.torsion_geometry import TorsionSystem, collate_torsion_systems, tor
 from sampler.torsion_network import TorsionControlNetwork
 from sampler.torsion_sde import TorusVarianceMatchedEuler
 from sampler.torus import TorusBase
-from training.checkpoint import file_sha256, load_checkpoint
+from training.checkpoint import load_checkpoint
 from training.torsional_training import CHECKPOINT_KIND, bind_control, config_from_dict
 
 __all__ = ["TorsionalSampler", "uniform_torsions"]
@@ -88,15 +88,8 @@ class TorsionalSampler:
         self.base = TorusBase()
         self.checkpoint = Path(checkpoint)
         self.training: dict[str, Any] = {k: payload.get(k) for k in ("round", "energy_calls", "versions")}
-        self._provenance = ModelProvenance(
-            path=self.checkpoint,
-            sha256=file_sha256(self.checkpoint),
-            kind=CHECKPOINT_KIND,
-            training_round=payload.get("round"),
-            training_energy_calls=payload.get("energy_calls"),
-            training_energy_model=self.config.energy_model,
-            integration_steps=self.config.sde_steps,
-            versions={str(k): str(v) for k, v in (payload.get("versions") or {}).items()},
+        self._provenance = ModelProvenance.from_checkpoint(
+            self.checkpoint, payload, energy_model=self.config.energy_model, integration_steps=self.config.sde_steps
         )
 
     @property
