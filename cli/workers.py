@@ -73,8 +73,9 @@ def add_parsers(sub: Any) -> None:
         description=(
             "Adjoint Sampling with energies from `worker energy` processes: the torsional conformer model "
             "(--config torsional, energy workers serving its energy model, e.g. `worker energy --model mmff`) or "
-            "DW-4/LJ-13 (--system, torchrun-ready). Each checkpoint is announced under --run for `serve "
-            "--watch-run RUN` and `worker sample --watch-run RUN`."
+            "DW-4/LJ-13 (--system). Both run data-parallel under torchrun "
+            "(`torchrun --nproc-per-node 2 -m cli.main worker train --config torsional --run-name RUN ...`). "
+            "Each checkpoint is announced under --run for `serve --watch-run RUN` and `worker sample --watch-run RUN`."
         ),
     )
     what = t.add_mutually_exclusive_group(required=True)
@@ -85,7 +86,12 @@ def add_parsers(sub: Any) -> None:
     )
     what.add_argument("--system", choices=["dw4", "lj13"], help="a synthetic system")
     t.add_argument(
-        "--run", default=None, help="run name: buffer, job ids, checkpoint key (default: the system, or 'conformers')"
+        "--run",
+        "--run-name",
+        dest="run",
+        default=None,
+        help="run name: buffer, job ids, checkpoint key (default: the system, or 'conformers'); under torchrun "
+        "write --run-name (torchrun's own parser takes --run for its --run-path)",
     )
     t.add_argument("--out", type=Path, required=True, help="checkpoint path; an existing one is resumed")
     t.add_argument("--seed", type=int, default=0)
@@ -256,6 +262,7 @@ def _run_config(args: argparse.Namespace) -> Any:
 
 
 def _worker_train_torsional(args: argparse.Namespace) -> None:
+    from training.distributed import DistributedContext, init_process_group
     from training.paths import DEFAULT_DATA
     from training.torsional_worker import load_run_config, run_torsional_worker
     from training.trainer_worker import TrainerWorkerConfig
@@ -268,8 +275,10 @@ def _worker_train_torsional(args: argparse.Namespace) -> None:
             checkpoint_every=args.checkpoint_every,
             wait_timeout_s=args.wait_timeout,
         )
+        ctx = DistributedContext.from_env()
     except ValueError as exc:
         raise CliError(str(exc)) from exc
+    init_process_group(ctx, backend="gloo")  # the torsional trainer runs on the CPU
     client, keys = _connect(args)
     with _redis_errors(args), _stop_on_signals() as stop:
         try:
@@ -285,13 +294,15 @@ def _worker_train_torsional(args: argparse.Namespace) -> None:
                 keys=keys,
                 stop=stop,
                 stop_grace_s=args.stop_grace,
+                ctx=ctx,
             )
         except (FileNotFoundError, ValueError, TimeoutError) as exc:
             raise CliError(str(exc)) from exc
-    print(
-        f"round {trainer.round}, warm-up {trainer.warmup_done}/{config.warmup_steps}, "
-        f"{trainer.energy_calls} energy calls, checkpoint {args.out} (run {worker.run!r})"
-    )
+    if ctx.is_main:
+        print(
+            f"round {trainer.round}, warm-up {trainer.warmup_done}/{config.warmup_steps}, "
+            f"{trainer.energy_calls} energy calls, checkpoint {args.out} (run {worker.run!r})"
+        )
 
 
 def _worker_train(args: argparse.Namespace) -> None:

@@ -314,11 +314,12 @@ class TorsionalTrainer:
         self.warmup_done += 1
         return self._step(loss)
 
-    def ram_step(self) -> float:
+    def ram_loss(self) -> torch.Tensor:
+        """The RAM loss of one batch drawn from the buffer (draws and bridge noise from ``self.generator``)."""
         c = self.config
         drawn = TorsionSamples.from_replay(self.buffer.sample(c.batch_size, self.generator))
         batch = self.collate(drawn.system_ids.tolist())
-        loss = torsion_ram_loss(
+        return torsion_ram_loss(
             bind_control(self.network, batch),
             drawn.phi.to(c.torch_dtype),
             drawn.adjoint.to(c.torch_dtype),
@@ -327,7 +328,9 @@ class TorsionalTrainer:
             base=self.base,
             generator=self.generator,
         ).loss
-        return self._step(loss)
+
+    def ram_step(self) -> float:
+        return self._step(self.ram_loss())
 
     def refresh(self) -> TorsionSamples:
         """Fresh samples of ``molecules_per_round`` random systems, ``copies`` each, pushed into the buffer."""

@@ -19,6 +19,14 @@ state and a reference to the buffer (the entries stay in Redis); each is announc
 (:mod:`buffer.published`) for ``serve`` / ``worker sample`` to swap in. A stop (SIGTERM) lets the round in
 flight finish (waiting at most ``stop_grace_s`` for its evaluations), checkpoints and returns; restarting with
 the same ``out`` resumes.
+
+Under ``torchrun`` (gloo; :mod:`training.distributed`) every rank builds the same molecules and network, draws
+its own share of each round's molecules with its own generator (seed ``seed + 7919 * rank``) and posts them as
+jobs ``RUN:IDENTITY:rROUND:pRANK:K``; once every rank's samples are in the shared buffer, each takes the round's
+``gradient_steps`` on its own ``batch_size`` draws with the gradients averaged across ranks (the effective batch
+is ``world_size * batch_size``; warm-up steps alike). Rank 0 writes and publishes the checkpoints, which keep
+every rank's generator state; a stop is agreed on by all ranks between steps and rounds (the round in flight
+then finishes, bounded by ``wait_timeout_s``).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from typing import Any
 
 import redis
 import torch
+import torch.distributed as dist
 
 from buffer.jobs import EvaluationQueue, JobState, JobStatus
 from buffer.keys import RedisKeys
@@ -43,6 +52,14 @@ from buffer.torsion_jobs import TorsionEvaluationJob
 from energy.protocol import EnergyResult, Structures
 from sampler.torsion_geometry import torsion_positions
 from training.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from training.distributed import (
+    DistributedContext,
+    any_rank,
+    broadcast_parameters,
+    gather_objects,
+    install_gradient_averaging,
+    parameter_digest,
+)
 from training.energy_worker import build_worker_energy
 from training.torsional_training import (
     CHECKPOINT_KIND,
@@ -52,7 +69,7 @@ from training.torsional_training import (
     config_from_dict,
     config_to_dict,
 )
-from training.trainer_worker import TrainerWorkerConfig, _slice
+from training.trainer_worker import TrainerWorkerConfig, _bind_buffer, _slice
 
 __all__ = [
     "StopDuringRound",
@@ -93,6 +110,7 @@ class TorsionalRedisRounds:
         job_prefix: str,
         stop: threading.Event | None = None,
         stop_grace_s: float = 60.0,
+        ctx: DistributedContext | None = None,
     ) -> None:
         self.trainer = trainer
         self.queue = queue
@@ -100,11 +118,17 @@ class TorsionalRedisRounds:
         self.job_prefix = job_prefix
         self.stop = stop or threading.Event()
         self.stop_grace_s = stop_grace_s
+        self.ctx = ctx or DistributedContext()
+
+    def _job_id(self, k: int) -> str:
+        rank = f":p{self.ctx.rank}" if self.ctx.is_distributed else ""
+        return f"{self.job_prefix}:r{self.trainer.round}{rank}:{k}"
 
     def enqueue(self) -> list[str]:
-        """Sample this round's conformers with the current control and post them; returns the job ids."""
+        """Sample this round's conformers (this rank's share of them) with the current control and post them;
+        returns the job ids."""
         t, c = self.trainer, self.trainer.config
-        drawn = torch.randint(len(t.systems), (c.molecules_per_round,), generator=t.generator)
+        drawn = torch.randint(len(t.systems), (self.ctx.share(c.molecules_per_round),), generator=t.generator)
         system_ids = drawn.repeat_interleave(c.copies).tolist()
         batch, phi = t.sample(system_ids)
         with torch.no_grad():
@@ -117,7 +141,7 @@ class TorsionalRedisRounds:
             stop = min(start + self.config.job_size, len(system_ids))
             systems = [t.systems[i] for i in system_ids[start:stop]]
             job = TorsionEvaluationJob(
-                job_id=f"{self.job_prefix}:r{t.round}:{k}",
+                job_id=self._job_id(k),
                 buffer=self.config.run,
                 structures=_slice(structures, start, stop),
                 system_ids=batch.system_ids[start:stop],
@@ -133,7 +157,7 @@ class TorsionalRedisRounds:
             if not self.queue.enqueue(job):
                 log.info("job %s is already known (posted before a restart); not posted again", job.job_id)
             ids.append(job.job_id)
-        t.energy_calls += len(system_ids)
+        t.energy_calls += c.molecules_per_round * c.copies  # every rank's share: the counter stays rank-independent
         return ids
 
     def wait(self, job_ids: list[str]) -> list[JobStatus]:
@@ -168,13 +192,18 @@ class TorsionalRedisRounds:
     def run_round(self) -> dict[str, float]:
         t = self.trainer
         start = time.perf_counter()
-        finished = self.wait(self.enqueue())
+        job_ids = self.enqueue()
+        posted = time.perf_counter()
+        finished = self.wait(job_ids)
+        if self.ctx.is_distributed:
+            dist.barrier()  # every rank's samples are in the shared buffer before any rank draws from it
         if len(t.buffer) == 0:
             raise RuntimeError("the replay buffer is empty after evaluation: every sample was invalid")
         sampled = time.perf_counter()
         losses = [t.ram_step() for _ in range(t.config.gradient_steps)]
         t.round += 1
-        seconds = time.perf_counter() - start
+        end = time.perf_counter()
+        seconds = end - start
         t.wall_seconds += seconds
         valid = sum(s.valid for s in finished)
         stats = {
@@ -182,7 +211,10 @@ class TorsionalRedisRounds:
             "loss": float(sum(losses) / len(losses)) if losses else math.nan,
             "energy_mean_ev": sum(s.energy_sum for s in finished) / valid if valid else math.nan,
             "valid": float(valid),
-            "sample_seconds": sampled - start,
+            "sample_seconds": sampled - start,  # sampling, posting and waiting for the evaluations
+            "post_seconds": posted - start,  # sampling and posting
+            "wait_seconds": sampled - posted,  # waiting for the energy workers (and the other ranks)
+            "gradient_seconds": end - sampled,
             "seconds": seconds,
         }
         t.history.append(stats)
@@ -225,15 +257,23 @@ def run_torsional_worker(
     keys: RedisKeys | None = None,
     stop: threading.Event | None = None,
     stop_grace_s: float = 60.0,
+    ctx: DistributedContext | None = None,
 ) -> TorsionalTrainer:
     """Warm-up, then RAM rounds until ``max_rounds`` (default ``config.max_rounds``) or a stop; resumes from
     ``out`` when it exists (the same configuration apart from ``max_rounds``, else ``ValueError``).
 
     The run's replay buffer (named ``worker.run``) must be empty or this run's own; ``reset_buffer`` empties a
-    buffer another run left behind.
+    buffer another run left behind. ``ctx``: this process's place under ``torchrun`` (the process group must be
+    joined, with gloo: the torsional trainer runs on the CPU); every rank calls this function.
     """
     keys = keys or RedisKeys()
     stop = stop or threading.Event()
+    ctx = ctx or DistributedContext()
+    if ctx.world_size > config.molecules_per_round:
+        raise ValueError(
+            f"{ctx.world_size} ranks need at least as many molecules per round (molecules_per_round is "
+            f"{config.molecules_per_round})"
+        )
     payload = load_checkpoint(out) if out.exists() else None
     if payload is not None:
         if payload.get("kind") != CHECKPOINT_KIND or "resume" not in payload:
@@ -245,17 +285,29 @@ def run_torsional_worker(
     molecules, warm = build_molecules(config, data_dir, seed=seed, show_progress=False)
     energy_name = config.energy_model
     trainer = TorsionalTrainer(config, molecules, _RemoteEnergy(energy_name), seed=seed, warmup_torsions=warm)
+    if ctx.rank > 0:
+        trainer.generator.manual_seed(seed + 7919 * ctx.rank)
     buffer = ResidentRedisReplayBuffer(client, capacity=config.buffer_size, name=worker.run, keys=keys)
-    _bind_buffer(buffer, identity, reset=reset_buffer)
+    _bind_buffer(buffer, identity, reset=reset_buffer, ctx=ctx)
     trainer.buffer = buffer  # type: ignore[assignment]
     if payload is not None:
-        trainer.load_state_dict({**payload, **payload["resume"]})
-        buffer.load_state_dict(payload["resume"]["buffer"])
-        torch.set_rng_state(payload["resume"]["torch_rng"])
+        _resume(trainer, buffer, payload, ctx)
         log.info("resumed %s at round %d (warm-up steps %d)", out, trainer.round, trainer.warmup_done)
+    if ctx.is_distributed:
+        if len(set(gather_objects((trainer.round, trainer.warmup_done), ctx))) != 1:
+            raise RuntimeError(f"the ranks resumed at different points of {out}: does every rank see the same file?")
+        broadcast_parameters(trainer.network)
+        install_gradient_averaging(trainer.network)
     queue = EvaluationQueue(client, model=energy_stream_name(energy_name), keys=keys)
     rounds = TorsionalRedisRounds(
-        trainer, queue, worker, job_prefix=f"{worker.run}:{identity}", stop=stop, stop_grace_s=stop_grace_s
+        trainer,
+        queue,
+        worker,
+        job_prefix=f"{worker.run}:{identity}",
+        # under DDP a stop is agreed between rounds (a rank leaving a round alone would block the others)
+        stop=None if ctx.is_distributed else stop,
+        stop_grace_s=stop_grace_s,
+        ctx=ctx,
     )
     extra = {"seed": seed, "run": worker.run, "identity": identity}
 
@@ -265,20 +317,28 @@ def run_torsional_worker(
         if saved[0] == trainer.round and trainer.warmup_done == config.warmup_steps:
             return
         saved[0] = trainer.round
-        save_checkpoint(out, trainer, config_to_dict(config), kind=CHECKPOINT_KIND, extra=extra)
-        info = publish_checkpoint(
-            client, run=worker.run, path=str(out.absolute()), round=trainer.round, sha256=file_sha256(out), keys=keys
-        )
-        log.info("published checkpoint round %d (%s) as run %r", info.round, info.sha256[:12], worker.run)
+        _save(out, trainer, config, {**extra}, ctx)
+        if ctx.is_main:
+            info = publish_checkpoint(
+                client,
+                run=worker.run,
+                path=str(out.absolute()),
+                round=trainer.round,
+                sha256=file_sha256(out),
+                keys=keys,
+            )
+            log.info("published checkpoint round %d (%s) as run %r", info.round, info.sha256[:12], worker.run)
+        if ctx.is_distributed:
+            dist.barrier()  # no rank goes on (or reads the file) before it is written
 
     while trainer.warmup_done < config.warmup_steps:
-        if stop.is_set():
+        if any_rank(stop.is_set(), ctx):
             save()
             return trainer
         trainer.warmup_step()
     target = config.max_rounds if max_rounds is None else max_rounds
     while trainer.round < target:
-        if stop.is_set():
+        if any_rank(stop.is_set(), ctx):
             log.info("stop requested: checkpointing at round %d", trainer.round)
             break
         try:
@@ -291,7 +351,43 @@ def run_torsional_worker(
         if trainer.round % worker.checkpoint_every == 0:
             save()
     save()
+    if ctx.is_distributed:
+        log.info("rank %d parameters sha256 %s", ctx.rank, parameter_digest(trainer.network))
     return trainer
+
+
+def _save(
+    out: Path, trainer: TorsionalTrainer, config: TorsionalRunConfig, extra: dict[str, Any], ctx: DistributedContext
+) -> None:
+    """Rank 0 writes the checkpoint; under DDP every rank contributes its generator state (a collective) and the
+    ranks' parameters are checked to be identical."""
+    if ctx.is_distributed:
+        generators = gather_objects(trainer.generator.get_state(), ctx)
+        digests = gather_objects(parameter_digest(trainer.network), ctx)
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"data-parallel ranks hold different parameters: {digests}")
+        extra = {**extra, "world_size": ctx.world_size, "rank_generators": generators}
+    if ctx.is_main:
+        save_checkpoint(out, trainer, config_to_dict(config), kind=CHECKPOINT_KIND, extra=extra)
+
+
+def _resume(
+    trainer: TorsionalTrainer, buffer: ResidentRedisReplayBuffer, payload: dict[str, Any], ctx: DistributedContext
+) -> None:
+    """Weights, optimizer, counters and random state of the checkpoint; a rank > 0 takes its own generator state
+    (or, from a checkpoint of another world size, a fresh one)."""
+    trainer.load_state_dict({**payload, **payload["resume"]})
+    buffer.load_state_dict(payload["resume"]["buffer"])
+    torch.set_rng_state(payload["resume"]["torch_rng"])
+    if ctx.rank == 0:
+        return
+    generators = payload["extra"].get("rank_generators")
+    if generators is not None and len(generators) == ctx.world_size:
+        trainer.generator.set_state(generators[ctx.rank])
+    else:
+        log.warning("checkpoint written with another world size: rank %d draws a fresh generator", ctx.rank)
+        seed = int(payload["extra"].get("seed", 0))
+        trainer.generator.manual_seed(seed + 7919 * ctx.rank + trainer.round)
 
 
 def energy_stream_name(energy_model: str) -> str:
@@ -302,19 +398,6 @@ def energy_stream_name(energy_model: str) -> str:
     if callable(close):
         close()
     return name
-
-
-def _bind_buffer(buffer: ResidentRedisReplayBuffer, identity: str, *, reset: bool) -> None:
-    previous = buffer.bind_owner(identity)
-    if previous is None or previous == identity:
-        return
-    if not reset:
-        raise ValueError(
-            f"the replay buffer {buffer.name!r} in Redis belongs to another run ({previous}, this one is {identity}): "
-            "name this run with --run, or pass --reset-buffer to empty the buffer and take it over"
-        )
-    log.warning("emptying replay buffer %r of run %s (%d entries)", buffer.name, previous, len(buffer))
-    buffer.clear(owner=identity)
 
 
 def load_run_config(path: Path | None, **overrides: Any) -> TorsionalRunConfig:
