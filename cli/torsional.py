@@ -37,6 +37,8 @@ def add_train_torsional_parser(sub: Any, default_data: Path) -> None:
     t.add_argument("--sde-steps", type=int, default=None, help="integration steps (training and inference)")
     t.add_argument("--layers", type=int, default=None)
     t.add_argument("--hidden", type=int, default=None)
+    t.add_argument("--cutoff", type=float, default=None, help="message-passing cutoff, Å")
+    t.add_argument("--head-cutoff", type=float, default=None, help="cutoff of the bond-centred head, Å")
     t.add_argument("--minutes", type=float, default=None, help="stop this call after this much wall time")
     t.add_argument("--checkpoint-every", type=int, default=10, metavar="N")
     t.add_argument("--resume", type=Path, default=None, help="continue a run exactly (its stored config wins)")
@@ -68,6 +70,10 @@ def cmd_train_torsional(args: argparse.Namespace) -> None:
         network = dataclasses.replace(network, num_layers=args.layers)
     if args.hidden is not None:
         network = dataclasses.replace(network, hidden=args.hidden)
+    if args.cutoff is not None:
+        network = dataclasses.replace(network, cutoff_angstrom=args.cutoff)
+    if args.head_cutoff is not None:
+        network = dataclasses.replace(network, head_cutoff_angstrom=args.head_cutoff)
     try:
         config = dataclasses.replace(config, network=network, **changes)
         trainer = train_torsional(

@@ -31,7 +31,13 @@ from sampler.torsion_network import TorsionControlNetwork
 from sampler.torsion_sde import TorusVarianceMatchedEuler
 from sampler.torus import TorusBase
 from training.checkpoint import load_checkpoint
-from training.torsional_training import CHECKPOINT_KIND, bind_control, config_from_dict
+from training.torsional_training import (
+    CHECKPOINT_KIND,
+    MoleculeSystems,
+    TorsionalTrainer,
+    bind_control,
+    config_from_dict,
+)
 
 __all__ = ["TorsionalSampler", "uniform_torsions"]
 
@@ -102,14 +108,59 @@ class TorsionalSampler:
         other.energy = energy
         return other
 
-    def sample_positions(self, mol: Chem.Mol, count: int, *, seed: int, steps: int | None = None) -> np.ndarray:
+    def refined_network(
+        self, mol: Chem.Mol, systems: list[TorsionSystem], rounds: int, *, seed: int
+    ) -> TorsionControlNetwork:
+        """Test-time Adjoint Sampling in torsion space: a copy of the amortized network fine-tuned by ``rounds``
+        RAM rounds (the checkpoint's settings: ``molecules_per_round x copies`` samples and ``gradient_steps``
+        steps per round, at its temperature) on this molecule's seeds alone, against this sampler's energy
+        model (which may differ from the training energy: refinement adapts the model to it). The loaded
+        network is left untouched."""
+        if self.energy is None:
+            raise ValueError("refinement needs an energy model (it trains against its energies and forces)")
+        if rounds < 1:
+            raise ValueError(f"refine rounds must be at least 1, got {rounds}")
+        if not any(s.num_torsions for s in systems):
+            return self.network
+        molecule = MoleculeSystems(mol, tuple(systems), Chem.MolToMolBlock(mol, includeStereo=True))
+        trainer = TorsionalTrainer(self.config, [molecule], self.energy, seed=seed)
+        trainer.network.load_state_dict(self.network.state_dict())
+        for _ in range(rounds):
+            stats = trainer.train_round()
+            log.info(
+                "refine %d/%d: loss %.4g, median energy %.3f eV, %d valid",
+                int(stats["round"]),
+                rounds,
+                stats["loss"],
+                stats["energy_median_ev"],
+                int(stats["valid"]),
+            )
+        return trainer.network.eval()
+
+    def sample_positions(
+        self,
+        mol: Chem.Mol,
+        count: int,
+        *,
+        seed: int,
+        steps: int | None = None,
+        refine_rounds: int = 0,
+        timings: dict[str, float] | None = None,
+    ) -> np.ndarray:
         """``[count, atoms, 3]`` (Å) for ``mol`` (explicit hydrogens, atom order kept): all conformers in batched
         integrations of ``chunk`` samples, seeds round-robin. A molecule without rotatable torsions gets its
-        seeds, repeated."""
+        seeds, repeated. ``refine_rounds``: first fine-tune on this molecule (:meth:`refined_network`; its
+        seconds go to ``timings["refine"]``)."""
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}")
         dtype = self.config.torch_dtype
         systems = seed_systems(mol, self.config.num_seeds, seed, dtype)
+        network = self.network
+        if refine_rounds:
+            t0 = time.perf_counter()
+            network = self.refined_network(mol, systems, refine_rounds, seed=seed)
+            if timings is not None:
+                timings["refine"] = time.perf_counter() - t0
         integrator = TorusVarianceMatchedEuler(
             schedule=self.base.schedule, grid=UniformGrid(num_steps=steps or self.config.sde_steps)
         )
@@ -123,7 +174,7 @@ class TorsionalSampler:
                 continue
             with torch.no_grad():
                 phi = integrator.sample(
-                    bind_control(self.network, batch),
+                    bind_control(network, batch),
                     batch.torsion_batch,
                     batch.num_graphs,
                     dtype=dtype,
@@ -136,12 +187,17 @@ class TorsionalSampler:
     def sample(self, request: SamplingRequest) -> SampledConformers:
         if request.num_conformers < 1:
             raise ValueError("num_conformers must be at least 1")
-        if request.refine_rounds:
-            raise ValueError("test-time refinement (--refine) is not available for the torsional model yet")
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         mol = mol_from_smiles(request.smiles, fragments=request.fragments)
-        raw = self.sample_positions(mol, request.num_conformers, seed=request.seed, steps=request.steps)
-        timings["sample"] = time.perf_counter() - t0
+        raw = self.sample_positions(
+            mol,
+            request.num_conformers,
+            seed=request.seed,
+            steps=request.steps,
+            refine_rounds=request.refine_rounds,
+            timings=timings,
+        )
+        timings["sample"] = time.perf_counter() - t0 - timings.get("refine", 0.0)
         mmff_relax = self.mmff_relax if request.mmff_relax is None else request.mmff_relax
         return finish_samples(mol, raw, request, self.energy, timings, allow_clashes=True, mmff_relax=mmff_relax)

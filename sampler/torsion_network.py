@@ -69,10 +69,12 @@ from sampler.torsion_graph import cosine_cutoff, pairs_within_graphs, torsion_at
 
 __all__ = [
     "TORSION_NETWORK_KIND",
+    "GraphIndex",
     "TorsionControlConfig",
     "TorsionControlNetwork",
     "build_torsion_control",
     "describe_torsion_network",
+    "graph_index",
     "torsion_network_from_dict",
     "torsion_network_to_dict",
 ]
@@ -285,6 +287,31 @@ class _TorsionHead(nn.Module):
         return (gamma * odd).sum(-1)
 
 
+@dataclass(frozen=True)
+class GraphIndex:
+    """The pair lists of a batch that depend on its graphs only (not on the geometry): computed once per
+    batch and reused over the steps of an integration."""
+
+    atom_pairs: torch.Tensor  # [2, P] every ordered pair of distinct atoms of one graph
+    torsion_pairs: torch.Tensor  # [2, Q] every (torsion, atom of its graph)
+    sides: torch.Tensor  # [Q] +1 on c's side of the torsion's bond, -1 on b's
+
+
+def graph_index(
+    node_batch: torch.Tensor,
+    num_graphs: int,
+    edge_index: torch.Tensor,
+    torsion_atoms: torch.Tensor,
+    torsion_batch: torch.Tensor,
+) -> GraphIndex:
+    """The :class:`GraphIndex` of a batch (arguments as in :meth:`TorsionControlNetwork.forward`)."""
+    return GraphIndex(
+        pairs_within_graphs(node_batch, num_graphs),
+        torsion_atom_pairs(torsion_batch, node_batch, num_graphs),
+        torsion_sides(torsion_atoms, torsion_batch, edge_index, node_batch, num_graphs),
+    )
+
+
 class TorsionControlNetwork(nn.Module):
     """``v_theta(t, x) = u_theta / sigma_t``, one scalar per torsion (see the module docstring)."""
 
@@ -310,6 +337,7 @@ class TorsionControlNetwork(nn.Module):
         node_batch: torch.Tensor,
         torsion_atoms: torch.Tensor,
         torsion_batch: torch.Tensor,
+        index: GraphIndex | None = None,
     ) -> torch.Tensor:
         """``v [T]``, one per row of ``torsion_atoms``.
 
@@ -322,11 +350,15 @@ class TorsionControlNetwork(nn.Module):
             node_batch: ``[N]`` sample of each atom.
             torsion_atoms: ``[T, 4]`` global indices ``a, b, c, d`` of each torsion (rotation about ``b-c``).
             torsion_batch: ``[T]`` sample of each torsion.
+            index: :func:`graph_index` of these tensors, when the caller reuses one batch over many calls (an
+                integration); computed here otherwise. It depends only on the graph, never on ``positions``.
         """
         self._check(t, positions, node_attr, edge_index, edge_attr, node_batch, torsion_atoms, torsion_batch)
         dtype, num_graphs = positions.dtype, t.shape[0]
         h = self.embed(torch.cat([node_attr.to(dtype), self.time(t[node_batch], dtype)], dim=-1))
-        space = pairs_within_graphs(node_batch, num_graphs)
+        if index is None:
+            index = graph_index(node_batch, num_graphs, edge_index, torsion_atoms, torsion_batch)
+        space = index.atom_pairs
         diff = positions[space[0]] - positions[space[1]]
         dist = torch.sqrt((diff * diff).sum(-1) + 1e-12)
         keep = dist < self.config.cutoff_angstrom
@@ -337,9 +369,7 @@ class TorsionControlNetwork(nn.Module):
         bond_in = (edge_index, torch.cat([self.basis(bond_len), edge_attr.to(dtype)], dim=-1))
         for layer in self.layers:
             h = layer(h, space_in, bond_in)
-        pairs = torsion_atom_pairs(torsion_batch, node_batch, num_graphs)
-        sides = torsion_sides(torsion_atoms, torsion_batch, edge_index, node_batch, num_graphs)
-        v = self.head(h, positions, torsion_atoms, pairs, sides, self.time(t[torsion_batch], dtype))
+        v = self.head(h, positions, torsion_atoms, index.torsion_pairs, index.sides, self.time(t[torsion_batch], dtype))
         return v * self.log_scale.exp()
 
     def _check(self, t: torch.Tensor, positions: torch.Tensor, *rest: torch.Tensor) -> None:
