@@ -72,8 +72,9 @@ def add_parsers(sub: Any) -> None:
         help="the training loop against Redis (energy workers evaluate); resumes from --out",
         description=(
             "Adjoint Sampling with energies from `worker energy` processes: the torsional conformer model "
-            "(--config torsional, energy workers serving its energy model, e.g. `worker energy --model mmff`) or "
-            "DW-4/LJ-13 (--system). Both run data-parallel under torchrun "
+            "(--config torsional, energy workers serving its energy model, e.g. `worker energy --model mmff`), the "
+            "Cartesian conformer model (--config conformers: train-conformers' configuration and checkpoint kind) or "
+            "DW-4/LJ-13 (--system). The torsional model and DW-4/LJ-13 run data-parallel under torchrun "
             "(`torchrun --nproc-per-node 2 -m cli.main worker train --config torsional --run-name RUN ...`). "
             "Each checkpoint is announced under --run for `serve --watch-run RUN` and `worker sample --watch-run RUN`."
         ),
@@ -81,8 +82,9 @@ def add_parsers(sub: Any) -> None:
     what = t.add_mutually_exclusive_group(required=True)
     what.add_argument(
         "--config",
-        choices=["torsional", "dw4", "lj13"],
-        help="torsional: the conformer run configuration (the product's model); dw4, lj13: as --system",
+        choices=["torsional", "conformers", "dw4", "lj13"],
+        help="torsional: the conformer run configuration (the product's model); conformers: the Cartesian conformer "
+        "model (as train-conformers); dw4, lj13: as --system",
     )
     what.add_argument("--system", choices=["dw4", "lj13"], help="a synthetic system")
     t.add_argument(
@@ -90,7 +92,8 @@ def add_parsers(sub: Any) -> None:
         "--run-name",
         dest="run",
         default=None,
-        help="run name: buffer, job ids, checkpoint key (default: the system, or 'conformers'); under torchrun "
+        help="run name: buffer, job ids, checkpoint key (default: the system; 'conformers' for --config torsional, "
+        "'cartesian-conformers' for --config conformers); under torchrun "
         "write --run-name (torchrun's own parser takes --run for its --run-path)",
     )
     t.add_argument("--out", type=Path, required=True, help="checkpoint path; an existing one is resumed")
@@ -102,16 +105,19 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--wait-timeout", type=float, default=600.0, metavar="S", help="error if jobs stay unfinished")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.add_argument("--reset-buffer", action="store_true", help="empty a replay buffer another run left under --run")
-    c = t.add_argument_group("conformer run configuration (--config torsional; stored in the checkpoint)")
+    c = t.add_argument_group("conformer run configuration (--config torsional or conformers; stored in the checkpoint)")
     c.add_argument(
         "--config-file",
         type=lambda text: Path(text) if text else None,
         default=None,
-        help="JSON of run-configuration fields over the product's defaults (empty: none)",
+        help="JSON of run-configuration fields over the product's defaults (empty: none); for --config conformers "
+        "the fields of train-conformers' checkpoints (`config`)",
     )
     c.add_argument("--energy-model", default=None, help="training energy (default mmff); serve it with worker energy")
     c.add_argument("--molecules", type=int, default=None, help="number of training molecules")
+    c.add_argument("--warmup-steps", type=int, default=None, help="bridge-matching warm-up steps")
     c.add_argument("--data-dir", type=Path, default=None, help="the shared data (default: ../shared/data)")
+    c.add_argument("--cache-dir", type=Path, default=None, help="--config conformers: ETKDG cache (default: .cache)")
     c.add_argument(
         "--stop-grace", type=float, default=60.0, metavar="S", help="on SIGTERM, wait S for the round's evaluations"
     )
@@ -268,7 +274,12 @@ def _worker_train_torsional(args: argparse.Namespace) -> None:
     from training.trainer_worker import TrainerWorkerConfig
 
     try:
-        config = load_run_config(args.config_file, energy_model=args.energy_model, num_molecules=args.molecules)
+        config = load_run_config(
+            args.config_file,
+            energy_model=args.energy_model,
+            num_molecules=args.molecules,
+            warmup_steps=args.warmup_steps,
+        )
         worker = TrainerWorkerConfig(
             run=args.run or "conformers",
             job_size=args.job_size,
@@ -305,9 +316,58 @@ def _worker_train_torsional(args: argparse.Namespace) -> None:
         )
 
 
+def _worker_train_conformers(args: argparse.Namespace) -> None:
+    from training.conformer_worker import load_conformer_run_config, run_conformer_worker
+    from training.distributed import DistributedContext
+    from training.paths import DEFAULT_DATA, REPO_ROOT
+    from training.trainer_worker import TrainerWorkerConfig
+
+    if DistributedContext.from_env().is_distributed:
+        raise CliError("--config conformers trains in one process; torchrun is for --config torsional and DW-4/LJ-13")
+    try:
+        config = load_conformer_run_config(
+            args.config_file,
+            energy_model=args.energy_model,
+            num_molecules=args.molecules,
+            warmup_steps=args.warmup_steps,
+        )
+        worker = TrainerWorkerConfig(
+            run=args.run or "cartesian-conformers",
+            job_size=args.job_size,
+            max_lag_rounds=args.max_lag,
+            checkpoint_every=args.checkpoint_every,
+            wait_timeout_s=args.wait_timeout,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    client, keys = _connect(args)
+    with _redis_errors(args), _stop_on_signals() as stop:
+        try:
+            trainer = run_conformer_worker(
+                config,
+                worker,
+                client=client,
+                out=args.out,
+                data_dir=args.data_dir or DEFAULT_DATA,
+                cache_dir=args.cache_dir or REPO_ROOT / ".cache",
+                seed=args.seed,
+                max_rounds=args.rounds,
+                reset_buffer=args.reset_buffer,
+                keys=keys,
+                stop=stop,
+                stop_grace_s=args.stop_grace,
+            )
+        except (FileNotFoundError, ValueError, TimeoutError) as exc:
+            raise CliError(str(exc)) from exc
+    print(f"round {trainer.round}, {trainer.energy_calls} energy calls, checkpoint {args.out} (run {worker.run!r})")
+
+
 def _worker_train(args: argparse.Namespace) -> None:
     if args.config == "torsional":
         _worker_train_torsional(args)
+        return
+    if args.config == "conformers":
+        _worker_train_conformers(args)
         return
     args.system = args.system or args.config
     if args.config_file is not None:

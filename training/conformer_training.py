@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from buffer.memory import InMemoryReplayBuffer
+from energy.protocol import EnergyModel
 from energy.registry import build_energy_model
 from energy.target import EnergyTarget
 from molecules.dataset import MoleculeFilter, load_training_molecules
@@ -34,10 +36,13 @@ from training.checkpoint import load_checkpoint, restore_trainer, save_checkpoin
 from training.synthetic import GridConfig
 
 __all__ = [
+    "CHECKPOINT_KIND",
     "ConformerRunConfig",
     "build_conformer_trainer",
     "tensor_product_network",
     "train_conformers",
+    "training_systems",
+    "warm_up",
     "warmup_batches",
 ]
 
@@ -139,13 +144,17 @@ def build_conformer_trainer(
     seed: int,
     *,
     energy_options: dict[str, Any] | None = None,
+    energy: EnergyModel | None = None,
 ) -> AdjointSamplingTrainer:
+    """The trainer of a run (initial weights from ``seed``); ``energy`` replaces the configuration's energy model
+    (e.g. the Redis trainer's stand-in, whose evaluations happen in ``worker energy`` processes)."""
     torch.manual_seed(seed)
-    options = {"workers": config.energy_workers} if config.energy_model in ("xtb", "gfn1-xtb") else {}
-    model = build_energy_model(config.energy_model, **{**options, **(energy_options or {})})
+    if energy is None:
+        options = {"workers": config.energy_workers} if config.energy_model in ("xtb", "gfn1-xtb") else {}
+        energy = build_energy_model(config.energy_model, **{**options, **(energy_options or {})})
     return AdjointSamplingTrainer(
         control=build_control(config.network),
-        target=EnergyTarget(model=model, chemistry={s.system_id: s.chemistry for s in systems}),
+        target=EnergyTarget(model=energy, chemistry={s.system_id: s.chemistry for s in systems}),
         buffer=InMemoryReplayBuffer(config.buffer_capacity),
         schedule=config.schedule,
         integrator=config.train_grid.build_integrator(config.schedule),
@@ -210,7 +219,7 @@ def train_conformers(
         if init_from is not None:
             _load_control(trainer, config, init_from, extra)
         if config.warmup_steps > 0:
-            _warm_up(
+            warm_up(
                 trainer,
                 config,
                 systems,
@@ -259,7 +268,7 @@ def _load_control(
     log.info("control initialised from %s", path)
 
 
-def _warm_up(
+def warm_up(
     trainer: AdjointSamplingTrainer,
     config: ConformerRunConfig,
     systems: list[MolecularSystem],
@@ -270,8 +279,17 @@ def _warm_up(
     out: Path | None,
     checkpoint_every: int,
     show_progress: bool,
-) -> None:
-    """Bridge matching on cached ETKDG conformers, in chunks of 50 steps; a snapshot every ``50 N`` steps."""
+    stop: Callable[[], bool] | None = None,
+) -> bool:
+    """Bridge matching on cached ETKDG conformers, in chunks of 50 steps; a snapshot every ``50 N`` steps.
+
+    Continues from ``extra["warmup_steps_done"]`` (a multiple of 50, as snapshots record it; 0 when absent);
+    ``stop`` is asked before each chunk. Returns whether the warm-up is complete (``False``: stopped, with
+    ``extra`` recording how far it got)."""
+    chunk = 50
+    first = int(extra.get("warmup_steps_done") or 0)
+    if first >= config.warmup_steps:
+        return True
     confs = embed_many(
         [s.mol for s in systems],
         config.warmup_conformers,
@@ -281,11 +299,16 @@ def _warm_up(
         show_progress=show_progress,
     )
     batches = warmup_batches(systems, confs, config.warmup_batch, seed)
-    t0 = time.perf_counter()
-    losses: list[float] = []
-    bar = tqdm(total=config.warmup_steps, desc="warm-up (bridge matching)", disable=not show_progress)
-    chunk = 50
-    for done in range(0, config.warmup_steps, chunk):
+    t0 = time.perf_counter() - (float(extra.get("warmup_seconds") or 0.0) if first else 0.0)
+    losses: list[float] = list(extra.get("warmup_loss") or []) if first else []
+    bar = tqdm(total=config.warmup_steps, initial=first, desc="warm-up (bridge matching)", disable=not show_progress)
+    for done in range(first, config.warmup_steps, chunk):
+        if stop is not None and stop():
+            bar.close()
+            extra["warmup_loss"], extra["warmup_steps_done"] = losses, done
+            extra["warmup_seconds"] = time.perf_counter() - t0
+            log.info("warm-up stopped after %d of %d steps", done, config.warmup_steps)
+            return False
         n = min(chunk, config.warmup_steps - done)
         offset = done % len(batches)  # continue the cycle where the previous chunk stopped
         rotated = batches[offset:] + batches[:offset]
@@ -307,3 +330,4 @@ def _warm_up(
         losses[0],
         losses[-1],
     )
+    return True

@@ -41,7 +41,9 @@ __all__ = [
     "WorkerStats",
     "build_worker_energy",
     "default_consumer_name",
+    "energy_stream_name",
     "evaluate_job",
+    "evaluate_job_entries",
 ]
 
 log = logging.getLogger(__name__)
@@ -111,6 +113,16 @@ def build_worker_energy(name: str) -> EnergyModel:
     return build_energy_model(name)
 
 
+def energy_stream_name(energy_model: str) -> str:
+    """The job stream ``worker energy --model NAME`` serves: the model's own name (built once to ask it)."""
+    model = build_worker_energy(energy_model)
+    name = model.name
+    close = getattr(model, "close", None)
+    if callable(close):
+        close()
+    return name
+
+
 def _system_batch(structures: Structures, system_ids: torch.Tensor) -> SystemBatch:
     """The part of a sampler batch that the adjoint target needs (positions and graph membership)."""
     counts = structures.num_atoms
@@ -128,6 +140,22 @@ def _system_batch(structures: Structures, system_ids: torch.Tensor) -> SystemBat
 
 def evaluate_job(model: EnergyModel, job: EvaluationJob) -> tuple[ReplaySamples | None, JobStatus]:
     """Evaluate once and build the buffer entries of the valid structures (``None`` if none is valid)."""
+    samples, status, _ = _evaluate_cartesian(model, job)
+    return samples, status
+
+
+def evaluate_job_entries(model: EnergyModel, job: EvaluationJob) -> tuple[list[bytes], JobStatus]:
+    """:func:`evaluate_job`'s valid entries encoded for the buffer, each tagged with its sample id ``JOB_ID:K``
+    (``K``: the structure's index in the job), so a buffer can be audited for losses and duplicates."""
+    samples, status, valid = _evaluate_cartesian(model, job)
+    if samples is None:
+        return [], status
+    ids = [f"{job.job_id}:{k}" for k in torch.nonzero(valid).flatten().tolist()]
+    return encode_replay_entries(samples, sample_ids=ids), status
+
+
+def _evaluate_cartesian(model: EnergyModel, job: EvaluationJob) -> tuple[ReplaySamples | None, JobStatus, torch.Tensor]:
+    """The valid structures' entries (``None`` if none), the status, and the validity mask ``[G]``."""
     s = job.structures
     result = model.evaluate(s)
     dtype = s.positions.dtype
@@ -149,7 +177,7 @@ def evaluate_job(model: EnergyModel, job: EvaluationJob) -> tuple[ReplaySamples 
         energy_sum=float(energies[valid].sum()) if bool(valid.any()) else 0.0,
     )
     if not bool(valid.any()):
-        return None, status
+        return None, status, valid
     keep = valid[batch.batch]
     samples = ReplaySamples(
         system_ids=job.system_ids[valid],
@@ -159,7 +187,7 @@ def evaluate_job(model: EnergyModel, job: EvaluationJob) -> tuple[ReplaySamples 
         energies=energies[valid],
         model_version=torch.full((int(valid.sum()),), job.model_version, dtype=torch.long),
     )
-    return samples, status
+    return samples, status, valid
 
 
 @contextmanager
@@ -226,8 +254,7 @@ class EnergyWorker:
         """The job's encoded replay entries (valid samples only) and its status."""
         if isinstance(job, TorsionEvaluationJob):  # the torsional conformer model's samples
             return evaluate_torsion_job(self.model, job)
-        samples, status = evaluate_job(self.model, job)
-        return (encode_replay_entries(samples) if samples is not None else []), status
+        return evaluate_job_entries(self.model, job)
 
     def process(self, claimed: ClaimedJob) -> None:
         """Evaluate one job and commit it; an error requeues it (or parks it after too many attempts)."""

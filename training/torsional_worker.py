@@ -60,7 +60,7 @@ from training.distributed import (
     install_gradient_averaging,
     parameter_digest,
 )
-from training.energy_worker import build_worker_energy
+from training.energy_worker import energy_stream_name
 from training.torsional_training import (
     CHECKPOINT_KIND,
     TorsionalRunConfig,
@@ -388,16 +388,6 @@ def _resume(
         log.warning("checkpoint written with another world size: rank %d draws a fresh generator", ctx.rank)
         seed = int(payload["extra"].get("seed", 0))
         trainer.generator.manual_seed(seed + 7919 * ctx.rank + trainer.round)
-
-
-def energy_stream_name(energy_model: str) -> str:
-    """The job stream ``worker energy --model NAME`` serves (the model's own name, as the synthetic trainer)."""
-    model = build_worker_energy(energy_model)
-    name = model.name
-    close = getattr(model, "close", None)
-    if callable(close):
-        close()
-    return name
 
 
 def load_run_config(path: Path | None, **overrides: Any) -> TorsionalRunConfig:

@@ -112,8 +112,10 @@ class RedisAlternation:
         job_prefix: str | None = None,
         ctx: DistributedContext | None = None,
         stop: threading.Event | None = None,
+        stop_grace_s: float = 0.0,
     ) -> None:
         self.job_prefix = job_prefix or config.run
+        self.stop_grace_s = stop_grace_s
         self.trainer = trainer
         self.queue = queue
         self.structures_of = structures_of
@@ -150,9 +152,10 @@ class RedisAlternation:
         return ids
 
     def wait(self, job_ids: list[str]) -> list[JobStatus]:
-        """Block until every job is done or parked; raises on timeout or on a stop request."""
+        """Block until every job is done or parked; raises on timeout, or ``stop_grace_s`` after a stop request."""
         start = time.monotonic()
         last_report = start
+        stop_seen: float | None = None
         while True:
             statuses = self.queue.statuses(job_ids)
             missing = [j for j, s in zip(job_ids, statuses, strict=True) if s is None]
@@ -163,9 +166,11 @@ class RedisAlternation:
                     if s is not None and s.state is JobState.PARKED:
                         log.warning("job %s was parked, its samples are lost: %s", job_id, s.error)
                 return [s for s in statuses if s is not None]
-            if self.stop.is_set():
-                raise StopRequested
             now = time.monotonic()
+            if self.stop.is_set():
+                stop_seen = now if stop_seen is None else stop_seen
+                if now - stop_seen >= self.stop_grace_s:
+                    raise StopRequested
             if now - start > self.config.wait_timeout_s:
                 left = sum(1 for s in statuses if s is not None and not s.state.finished)
                 raise TimeoutError(
