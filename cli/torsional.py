@@ -39,6 +39,11 @@ def add_train_torsional_parser(sub: Any, default_data: Path) -> None:
     t.add_argument("--hidden", type=int, default=None)
     t.add_argument("--cutoff", type=float, default=None, help="message-passing cutoff, Å")
     t.add_argument("--head-cutoff", type=float, default=None, help="cutoff of the bond-centred head, Å")
+    t.add_argument(
+        "--heavy-space",
+        action="store_true",
+        help="through-space messages between heavy atoms only (hydrogens over their bond): ~3.5x cheaper steps",
+    )
     t.add_argument("--minutes", type=float, default=None, help="stop this call after this much wall time")
     t.add_argument("--checkpoint-every", type=int, default=10, metavar="N")
     t.add_argument("--resume", type=Path, default=None, help="continue a run exactly (its stored config wins)")
@@ -74,6 +79,10 @@ def cmd_train_torsional(args: argparse.Namespace) -> None:
         network = dataclasses.replace(network, cutoff_angstrom=args.cutoff)
     if args.head_cutoff is not None:
         network = dataclasses.replace(network, head_cutoff_angstrom=args.head_cutoff)
+    if args.heavy_space:
+        from molecules.features import ELEMENTS
+
+        network = dataclasses.replace(network, hydrogen_feature=ELEMENTS.index(1))
     try:
         config = dataclasses.replace(config, network=network, **changes)
         trainer = train_torsional(

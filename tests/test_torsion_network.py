@@ -11,7 +11,7 @@ import torch
 from rdkit import Chem
 
 from molecules.etkdg import embed
-from molecules.features import ATOM_FEATURES, PAIR_FEATURES, atom_features, pair_features
+from molecules.features import ATOM_FEATURES, ELEMENTS, PAIR_FEATURES, atom_features, pair_features
 from molecules.smiles import mol_from_smiles
 from sampler.torsion_graph import pairs_within_graphs, torsion_atom_pairs, torsion_sides
 from sampler.torsion_network import (
@@ -104,10 +104,15 @@ def batch(dtype: torch.dtype = torch.float64) -> Inputs:
     return concat([molecule(SMILES[0], 1, dtype), molecule(SMILES[1], 2, dtype), molecule(SMILES[0], 3, dtype)])
 
 
-def network(dtype: torch.dtype = torch.float64) -> TorsionControlNetwork:
+def network(dtype: torch.dtype = torch.float64, *, heavy_space: bool = False) -> TorsionControlNetwork:
     torch.manual_seed(0)
     config = TorsionControlConfig(
-        node_features=ATOM_FEATURES, edge_features=PAIR_FEATURES, num_layers=2, hidden=16, head_channels=4
+        node_features=ATOM_FEATURES,
+        edge_features=PAIR_FEATURES,
+        num_layers=2,
+        hidden=16,
+        head_channels=4,
+        hydrogen_feature=ELEMENTS.index(1) if heavy_space else None,
     )
     net = build_torsion_control(config).to(dtype)
     with torch.no_grad():  # the gate's last layer starts at zero; make the output non-trivial
@@ -120,12 +125,13 @@ def times(num_graphs: int, dtype: torch.dtype) -> torch.Tensor:
     return torch.linspace(0.1, 0.9, num_graphs, dtype=dtype)
 
 
+@pytest.mark.parametrize("heavy_space", [False, True])
 @pytest.mark.parametrize("dtype,atol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
 def test_rotations_and_translations_leave_the_output_unchanged_and_reflections_flip_it(
-    dtype: torch.dtype, atol: float
+    dtype: torch.dtype, atol: float, heavy_space: bool
 ) -> None:
     g = torch.Generator().manual_seed(0)
-    x, net = batch(dtype), network(dtype)
+    x, net = batch(dtype), network(dtype, heavy_space=heavy_space)
     t = times(3, dtype)
     out = net(t, *x.args())
     assert out.shape == (x.torsion_atoms.shape[0],)
@@ -139,9 +145,10 @@ def test_rotations_and_translations_leave_the_output_unchanged_and_reflections_f
     torch.testing.assert_close(net(t, *mirrored.args()), -out, atol=atol, rtol=0)
 
 
-def test_renumbering_atoms_and_torsions_permutes_the_output() -> None:
+@pytest.mark.parametrize("heavy_space", [False, True])
+def test_renumbering_atoms_and_torsions_permutes_the_output(heavy_space: bool) -> None:
     g = torch.Generator().manual_seed(1)
-    x, net = batch(), network()
+    x, net = batch(), network(heavy_space=heavy_space)
     t = times(3, torch.float64)
     out = net(t, *x.args())
     n, num_torsions = x.positions.shape[0], x.torsion_atoms.shape[0]
@@ -237,6 +244,21 @@ def test_pair_helpers_stay_inside_each_sample() -> None:
     torsion_batch = torch.tensor([1, 0])
     tp = torsion_atom_pairs(torsion_batch, node_batch, 2)
     assert sorted(tp[1, tp[0] == 0].tolist()) == [0, 2, 3] and sorted(tp[1, tp[0] == 1].tolist()) == [1, 4]
+
+
+def test_heavy_space_graph_joins_heavy_atoms_only_and_a_passed_index_changes_nothing() -> None:
+    x = batch()
+    t = times(3, torch.float64)
+    for heavy_space in (False, True):
+        net = network(heavy_space=heavy_space)
+        index = net.graph_index(x.node_attr, x.node_batch, 3, x.edge_index, x.torsion_atoms, x.torsion_batch)
+        heavy = x.node_attr[:, ELEMENTS.index(1)] == 0
+        per_graph = torch.bincount(x.node_batch[heavy] if heavy_space else x.node_batch, minlength=3)
+        assert index.atom_pairs.shape[1] == int((per_graph * (per_graph - 1)).sum())
+        assert bool(heavy[index.atom_pairs].all()) == heavy_space
+        torch.testing.assert_close(net(t, *x.args(), index), net(t, *x.args()), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="hydrogen_feature"):
+        TorsionControlConfig(node_features=4, hydrogen_feature=4)
 
 
 def test_sides_are_the_fragments_left_when_the_bond_is_cut() -> None:

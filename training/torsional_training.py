@@ -53,7 +53,6 @@ from sampler.torsion_loss import torsion_adjoint_target, torsion_bridge_matching
 from sampler.torsion_network import (
     TorsionControlConfig,
     TorsionControlNetwork,
-    graph_index,
     torsion_network_from_dict,
     torsion_network_to_dict,
 )
@@ -176,7 +175,9 @@ def molecule_systems(
 def bind_control(network: TorsionControlNetwork, batch: TorsionBatch) -> TorsionControl:
     """The :class:`sampler.torsion_sde.TorsionControl` of ``batch``: ``v(t, phi) = net(t, x(phi), graph)``."""
 
-    index = graph_index(batch.node_batch, batch.num_graphs, batch.edge_index, batch.torsion_atoms, batch.torsion_batch)
+    index = network.graph_index(
+        batch.node_attr, batch.node_batch, batch.num_graphs, batch.edge_index, batch.torsion_atoms, batch.torsion_batch
+    )
 
     def control(t: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
         x = torsion_positions(batch, phi)
