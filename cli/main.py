@@ -402,15 +402,25 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(f"wrote {args.out_dir / 'synthetic.md'}\nreproduce: {command}")
 
 
+def _one_process(command: str, hint: str) -> None:
+    """In-process trainers are single-process: under torchrun every rank would write the same checkpoint."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise CliError(f"{command} trains in one process; {hint}")
+
+
 def _train_torsional(args: argparse.Namespace) -> None:
     from cli.torsional import cmd_train_torsional
 
+    _one_process("train-torsional", "data-parallel: torchrun ... -m cli.main worker train --config torsional")
     cmd_train_torsional(args)
 
 
 def _train_conformers(args: argparse.Namespace) -> None:
     from cli.conformers import cmd_train_conformers
 
+    _one_process("train-conformers", "start it without torchrun (the Cartesian model has no data-parallel trainer)")
     cmd_train_conformers(args)
 
 

@@ -80,6 +80,15 @@ def test_commands_are_valid_cli_invocations(compose: dict[str, Any]) -> None:
             assert args.worker == "sample"  # the api leaves its queued jobs to these
 
 
+def test_trainer_command_passes_through_torchrun(compose: dict[str, Any]) -> None:
+    """With the documented torchrun entrypoint, torchrun's parser must leave the trainer's command whole."""
+    from torch.distributed.run import get_args_parser
+
+    command = [_defaults(str(a)) for a in compose["services"]["trainer"]["command"]]
+    args = get_args_parser().parse_args(["--nproc-per-node", "2", "-m", "cli.main", *command])
+    assert args.module and args.training_script == "cli.main" and args.training_script_args == command
+
+
 def test_dockerfile_cpu_default_and_pinned_install() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, re.M)
