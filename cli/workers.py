@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -267,33 +267,43 @@ def _run_config(args: argparse.Namespace) -> Any:
     return dataclasses.replace(cfg, **changes)
 
 
-def _worker_train_torsional(args: argparse.Namespace) -> None:
-    from training.distributed import DistributedContext, init_process_group
-    from training.paths import DEFAULT_DATA
-    from training.torsional_worker import load_run_config, run_torsional_worker
+def _conformer_configs(
+    args: argparse.Namespace, load_config: Callable[..., Any], default_run: str, **worker_fields: Any
+) -> tuple[Any, Any]:
+    """The run configuration (``load_config``: the ``--config-file`` with the flags over it) and the
+    ``TrainerWorkerConfig`` of a conformer model's ``worker train``; a bad value is a :class:`CliError`."""
     from training.trainer_worker import TrainerWorkerConfig
 
     try:
-        config = load_run_config(
+        config = load_config(
             args.config_file,
             energy_model=args.energy_model,
             num_molecules=args.molecules,
             warmup_steps=args.warmup_steps,
         )
         worker = TrainerWorkerConfig(
-            run=args.run or "conformers",
+            run=args.run or default_run,
             job_size=args.job_size,
             checkpoint_every=args.checkpoint_every,
             wait_timeout_s=args.wait_timeout,
+            **worker_fields,
         )
-        ctx = DistributedContext.from_env()
     except ValueError as exc:
         raise CliError(str(exc)) from exc
-    init_process_group(ctx, backend="gloo")  # the torsional trainer runs on the CPU
+    return config, worker
+
+
+def _run_conformer_trainer(
+    args: argparse.Namespace, run: Callable[..., Any], config: Any, worker: Any, **options: Any
+) -> Any:
+    """``run`` (a conformer model's Redis trainer) against ``--redis-url`` with the common flags, SIGTERM/SIGINT
+    as a graceful stop; returns its trainer."""
+    from training.paths import DEFAULT_DATA
+
     client, keys = _connect(args)
     with _redis_errors(args), _stop_on_signals() as stop:
         try:
-            trainer = run_torsional_worker(
+            return run(
                 config,
                 worker,
                 client=client,
@@ -305,10 +315,23 @@ def _worker_train_torsional(args: argparse.Namespace) -> None:
                 keys=keys,
                 stop=stop,
                 stop_grace_s=args.stop_grace,
-                ctx=ctx,
+                **options,
             )
         except (FileNotFoundError, ValueError, TimeoutError) as exc:
             raise CliError(str(exc)) from exc
+
+
+def _worker_train_torsional(args: argparse.Namespace) -> None:
+    from training.distributed import DistributedContext, init_process_group
+    from training.torsional_worker import load_run_config, run_torsional_worker
+
+    config, worker = _conformer_configs(args, load_run_config, "conformers")
+    try:
+        ctx = DistributedContext.from_env()
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    init_process_group(ctx, backend="gloo")  # the torsional trainer runs on the CPU
+    trainer = _run_conformer_trainer(args, run_torsional_worker, config, worker, ctx=ctx)
     if ctx.is_main:
         print(
             f"round {trainer.round}, warm-up {trainer.warmup_done}/{config.warmup_steps}, "
@@ -319,46 +342,16 @@ def _worker_train_torsional(args: argparse.Namespace) -> None:
 def _worker_train_conformers(args: argparse.Namespace) -> None:
     from training.conformer_worker import load_conformer_run_config, run_conformer_worker
     from training.distributed import DistributedContext
-    from training.paths import DEFAULT_DATA, REPO_ROOT
-    from training.trainer_worker import TrainerWorkerConfig
+    from training.paths import REPO_ROOT
 
     if DistributedContext.from_env().is_distributed:
         raise CliError("--config conformers trains in one process; torchrun is for --config torsional and DW-4/LJ-13")
-    try:
-        config = load_conformer_run_config(
-            args.config_file,
-            energy_model=args.energy_model,
-            num_molecules=args.molecules,
-            warmup_steps=args.warmup_steps,
-        )
-        worker = TrainerWorkerConfig(
-            run=args.run or "cartesian-conformers",
-            job_size=args.job_size,
-            max_lag_rounds=args.max_lag,
-            checkpoint_every=args.checkpoint_every,
-            wait_timeout_s=args.wait_timeout,
-        )
-    except ValueError as exc:
-        raise CliError(str(exc)) from exc
-    client, keys = _connect(args)
-    with _redis_errors(args), _stop_on_signals() as stop:
-        try:
-            trainer = run_conformer_worker(
-                config,
-                worker,
-                client=client,
-                out=args.out,
-                data_dir=args.data_dir or DEFAULT_DATA,
-                cache_dir=args.cache_dir or REPO_ROOT / ".cache",
-                seed=args.seed,
-                max_rounds=args.rounds,
-                reset_buffer=args.reset_buffer,
-                keys=keys,
-                stop=stop,
-                stop_grace_s=args.stop_grace,
-            )
-        except (FileNotFoundError, ValueError, TimeoutError) as exc:
-            raise CliError(str(exc)) from exc
+    config, worker = _conformer_configs(
+        args, load_conformer_run_config, "cartesian-conformers", max_lag_rounds=args.max_lag
+    )
+    trainer = _run_conformer_trainer(
+        args, run_conformer_worker, config, worker, cache_dir=args.cache_dir or REPO_ROOT / ".cache"
+    )
     print(f"round {trainer.round}, {trainer.energy_calls} energy calls, checkpoint {args.out} (run {worker.run!r})")
 
 

@@ -1,7 +1,10 @@
-"""Reusable test helpers (equivariance checks in the e3nn style, a tiny conformer checkpoint, a live server)."""
+"""Reusable test helpers (equivariance checks in the e3nn style, a tiny conformer checkpoint, a live server, the
+environment of a torchrun process)."""
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -105,3 +108,18 @@ def live_server(settings: Any, *, timeout_s: float = 60.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout_s)
+
+
+def free_port() -> int:
+    """A localhost TCP port free right now (e.g. for a process group's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def torchrun_env(rank: int, port: int, world: int) -> None:
+    """The variables torchrun sets for each of ``world`` processes."""
+    os.environ.update(
+        {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    )  # fmt: skip

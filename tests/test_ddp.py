@@ -3,8 +3,6 @@ identical across ranks and equal a single process stepping on the concatenated b
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -23,6 +21,7 @@ from buffer.redis_server import EmbeddedRedis, EmbeddedRedisConfig
 from energy.synthetic import DoubleWell
 from sampler.egnn import EGNNConfig, EGNNControl
 from sampler.state import SystemBatch, SystemGraph, collate
+from tests.helpers import free_port, torchrun_env
 from training.checkpoint import load_checkpoint
 from training.distributed import (
     DistributedContext,
@@ -34,20 +33,6 @@ from training.energy_worker import EnergyWorker, EnergyWorkerConfig
 
 WORLD = 2
 STEPS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def torchrun_env(rank: int, port: int) -> None:
-    """The variables torchrun sets for each process."""
-    os.environ.update(
-        {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(WORLD),
-         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-    )  # fmt: skip
 
 
 def problem() -> tuple[nn.Module, torch.Tensor, SystemBatch, torch.Tensor]:
@@ -111,7 +96,7 @@ def _trainer_worker(ctx: DistributedContext, url: str, prefix: str, out: Path) -
 
 def _rank(rank: int, port: int, url: str, prefix: str, out: str) -> None:
     """One process of the group, as torchrun would start it; runs both scenarios (one spawn is cheaper)."""
-    torchrun_env(rank, port)
+    torchrun_env(rank, port, WORLD)
     ctx = DistributedContext.from_env()
     init_process_group(ctx)
     torch.set_num_threads(1)

@@ -13,8 +13,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import socket
 import threading
 import time
 import uuid
@@ -28,6 +26,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from tests.helpers import free_port, torchrun_env
 from training.paths import DEFAULT_DATA
 
 pytestmark = [
@@ -48,20 +47,6 @@ def tiny_config() -> Any:
     return dataclasses.replace(
         config, num_molecules=3, molecules_per_round=2, copies=2, gradient_steps=2, batch_size=4, max_rounds=50
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def torchrun_env(rank: int, port: int) -> None:
-    """The variables torchrun sets for each process."""
-    os.environ.update(
-        {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(WORLD),
-         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-    )  # fmt: skip
 
 
 def known_answer_trainer() -> Any:
@@ -124,7 +109,7 @@ def _rank(rank: int, port: int, url: str, prefix: str, out: str) -> None:
     from training.distributed import DistributedContext, init_process_group
 
     torch.set_num_threads(1)
-    torchrun_env(rank, port)
+    torchrun_env(rank, port, WORLD)
     ctx = DistributedContext.from_env()
     init_process_group(ctx, backend="gloo")
     _known_answer(rank, Path(out))

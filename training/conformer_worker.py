@@ -26,8 +26,6 @@ configuration's, as in ``train-conformers``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 import time
@@ -38,12 +36,10 @@ import redis
 
 from buffer.jobs import EvaluationQueue
 from buffer.keys import RedisKeys
-from buffer.published import publish_checkpoint
 from buffer.redis import ResidentRedisReplayBuffer
-from energy.protocol import EnergyResult, Structures
 from energy.target import EnergyTarget
 from sampler.trainer import AdjointSamplingTrainer
-from training.checkpoint import file_sha256, load_checkpoint, restore_trainer, save_checkpoint
+from training.checkpoint import restore_trainer, save_checkpoint
 from training.conformer_training import (
     CHECKPOINT_KIND,
     ConformerRunConfig,
@@ -53,23 +49,23 @@ from training.conformer_training import (
 )
 from training.distributed import DistributedContext
 from training.energy_worker import energy_stream_name
-from training.trainer_worker import RedisAlternation, StopRequested, TrainerWorkerConfig, _bind_buffer
+from training.trainer_worker import (
+    RedisAlternation,
+    TrainerWorkerConfig,
+    _bind_buffer,
+    _config_fields,
+    _identity,
+    _load_resumable,
+    _publish,
+    _RemoteEnergy,
+    _train_rounds,
+)
 
 __all__ = ["load_conformer_run_config", "run_conformer_worker", "run_identity"]
 
 log = logging.getLogger(__name__)
 
 _BUDGET = ("max_rounds", "max_minutes")  # what a restart may change
-
-
-class _RemoteEnergy:
-    """The trainer's energy model: evaluations happen in the energy workers, never here."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def evaluate(self, structures: Structures) -> EnergyResult:
-        raise RuntimeError(f"the {self.name} energies of this run are evaluated by `worker energy` processes")
 
 
 def _comparable(config: ConformerRunConfig) -> dict[str, Any]:
@@ -80,8 +76,7 @@ def _comparable(config: ConformerRunConfig) -> dict[str, Any]:
 def run_identity(config: ConformerRunConfig, seed: int, out: Path) -> str:
     """A deterministic name of one run (configuration without its budget, seed, checkpoint path): prefixes its job
     ids and owns its replay buffer, so a restart finds both again and another run touches neither."""
-    blob = json.dumps([_comparable(config), seed, str(out.absolute())], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return _identity(_comparable(config), seed, out)
 
 
 def run_conformer_worker(
@@ -110,12 +105,10 @@ def run_conformer_worker(
     started = time.monotonic()
     keys = keys or RedisKeys()
     stop = stop or threading.Event()
-    payload = load_checkpoint(out) if out.exists() else None
+    payload = _load_resumable(
+        out, CHECKPOINT_KIND, lambda d: _comparable(ConformerRunConfig.from_dict(d)) == _comparable(config)
+    )
     if payload is not None:
-        if payload.get("kind") != CHECKPOINT_KIND or "resume" not in payload:
-            raise ValueError(f"{out} is not a resumable {CHECKPOINT_KIND!r} checkpoint; choose another --out")
-        if _comparable(ConformerRunConfig.from_dict(payload["config"])) != _comparable(config):
-            raise ValueError(f"{out} was trained with a different configuration; refusing to resume (use a new --out)")
         seed = int(payload["extra"].get("seed", seed))
     # a train-conformers checkpoint (no identity; its in-memory buffer copied into Redis) continues here too
     identity = (payload["extra"].get("identity") if payload is not None else None) or run_identity(config, seed, out)
@@ -150,9 +143,7 @@ def run_conformer_worker(
 
     def save() -> None:
         save_checkpoint(out, trainer, config.to_dict(), kind=CHECKPOINT_KIND, extra=extra)
-        info = publish_checkpoint(
-            client, run=worker.run, path=str(out.absolute()), round=trainer.round, sha256=file_sha256(out), keys=keys
-        )
+        info = _publish(client, out, run=worker.run, round=trainer.round, keys=keys)
         log.info("published checkpoint round %d (%s) as run %r", info.round, info.sha256[:12], worker.run)
 
     if trainer.round == 0 and config.warmup_steps > 0:
@@ -171,25 +162,21 @@ def run_conformer_worker(
         if not done:
             save()
             return trainer
-    target = config.max_rounds if max_rounds is None else max_rounds
-    last_saved = -1
-    while trainer.round < target and time.monotonic() - started < 60.0 * config.max_minutes:
-        if stop.is_set():
-            log.info("stop requested: checkpointing at round %d", trainer.round)
-            break
+
+    def run_round() -> None:
         trainer.set_progress(trainer.round / config.max_rounds)
-        try:
-            alternation.run_round()
-        except StopRequested:
-            log.info(
-                "stopped while waiting for evaluations in round %d; checkpointing the last full round", trainer.round
-            )
-            break
-        if trainer.round % worker.checkpoint_every == 0:
-            save()
-            last_saved = trainer.round
-    if last_saved != trainer.round:
-        save()
+        alternation.run_round()
+
+    _train_rounds(
+        trainer,
+        run_round,
+        target=config.max_rounds if max_rounds is None else max_rounds,
+        checkpoint_every=worker.checkpoint_every,
+        save=save,
+        stop_requested=stop.is_set,
+        logger=log,
+        in_budget=lambda: time.monotonic() - started < 60.0 * config.max_minutes,
+    )
     return trainer
 
 
@@ -198,22 +185,13 @@ def load_conformer_run_config(path: Path | None, **overrides: Any) -> ConformerR
     ``train-conformers``), with the fields of a JSON file (any subset of :meth:`ConformerRunConfig.to_dict`'s, nested
     ones merged field by field, except a ``network`` naming its ``kind``, which replaces the default EGNN) and then
     ``overrides`` (``None`` values ignored) on top."""
-    d = ConformerRunConfig().to_dict()
-    if path is not None:
-        try:
-            given = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot read the run configuration {path}: {exc}") from exc
-        if not isinstance(given, dict):
-            raise ValueError(f"{path} must hold a JSON object of run-configuration fields")
-        unknown = sorted(set(given) - set(d))
-        if unknown:
-            raise ValueError(f"{path}: unknown run-configuration fields {unknown}; known: {sorted(d)}")
-        for key, value in given.items():
-            other_kind = key == "network" and isinstance(value, dict) and "kind" in value
-            merge = isinstance(d[key], dict) and isinstance(value, dict) and not other_kind
-            d[key] = {**d[key], **value} if merge else value  # a network with its "kind" replaces the EGNN
-    d.update({k: v for k, v in overrides.items() if v is not None})
+    d = _config_fields(
+        ConformerRunConfig().to_dict(),
+        path,
+        overrides,
+        # a network with its "kind" replaces the EGNN
+        replaces=lambda key, value: key == "network" and isinstance(value, dict) and "kind" in value,
+    )
     try:
         return ConformerRunConfig.from_dict(d)
     except (TypeError, KeyError) as exc:

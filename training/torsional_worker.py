@@ -31,8 +31,6 @@ then finishes, bounded by ``wait_timeout_s``).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import threading
@@ -46,20 +44,11 @@ import torch.distributed as dist
 
 from buffer.jobs import EvaluationQueue, JobState, JobStatus
 from buffer.keys import RedisKeys
-from buffer.published import publish_checkpoint
 from buffer.redis import ResidentRedisReplayBuffer
 from buffer.torsion_jobs import TorsionEvaluationJob
-from energy.protocol import EnergyResult, Structures
 from sampler.torsion_geometry import torsion_positions
-from training.checkpoint import file_sha256, load_checkpoint, save_checkpoint
-from training.distributed import (
-    DistributedContext,
-    any_rank,
-    broadcast_parameters,
-    gather_objects,
-    install_gradient_averaging,
-    parameter_digest,
-)
+from training.checkpoint import save_checkpoint
+from training.distributed import DistributedContext, any_rank, gather_objects, parameter_digest
 from training.energy_worker import energy_stream_name
 from training.torsional_training import (
     CHECKPOINT_KIND,
@@ -69,7 +58,21 @@ from training.torsional_training import (
     config_from_dict,
     config_to_dict,
 )
-from training.trainer_worker import TrainerWorkerConfig, _bind_buffer, _slice
+from training.trainer_worker import (
+    StopRequested,
+    TrainerWorkerConfig,
+    _bind_buffer,
+    _config_fields,
+    _identity,
+    _join_ranks,
+    _load_resumable,
+    _publish,
+    _rank_state,
+    _RemoteEnergy,
+    _resume_rank_generator,
+    _slice,
+    _train_rounds,
+)
 
 __all__ = [
     "StopDuringRound",
@@ -84,18 +87,8 @@ log = logging.getLogger(__name__)
 
 
 # -- the trainer's side -------------------------------------------------------------------------------------
-class StopDuringRound(Exception):
+class StopDuringRound(StopRequested):
     """The stop grace ran out while the round's evaluations were outstanding."""
-
-
-class _RemoteEnergy:
-    """The trainer's energy model: evaluations happen in the energy workers, never here."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def evaluate(self, structures: Structures) -> EnergyResult:
-        raise RuntimeError(f"the {self.name} energies of this run are evaluated by `worker energy` processes")
 
 
 class TorsionalRedisRounds:
@@ -240,8 +233,7 @@ def _comparable(config: TorsionalRunConfig) -> dict[str, Any]:
 def run_identity(config: TorsionalRunConfig, seed: int, out: Path) -> str:
     """A deterministic name of one run (configuration, seed, checkpoint path): prefixes its job ids and owns
     its replay buffer, so a restart finds both again and another run touches neither."""
-    blob = json.dumps([_comparable(config), seed, str(out.absolute())], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return _identity(_comparable(config), seed, out)
 
 
 def run_torsional_worker(
@@ -274,12 +266,8 @@ def run_torsional_worker(
             f"{ctx.world_size} ranks need at least as many molecules per round (molecules_per_round is "
             f"{config.molecules_per_round})"
         )
-    payload = load_checkpoint(out) if out.exists() else None
+    payload = _load_resumable(out, CHECKPOINT_KIND, lambda d: _comparable(config_from_dict(d)) == _comparable(config))
     if payload is not None:
-        if payload.get("kind") != CHECKPOINT_KIND or "resume" not in payload:
-            raise ValueError(f"{out} is not a resumable {CHECKPOINT_KIND!r} checkpoint; choose another --out")
-        if _comparable(config_from_dict(payload["config"])) != _comparable(config):
-            raise ValueError(f"{out} was trained with a different configuration; refusing to resume (use a new --out)")
         seed = int(payload["extra"].get("seed", seed))
     identity = payload["extra"]["identity"] if payload is not None else run_identity(config, seed, out)
     molecules, warm = build_molecules(config, data_dir, seed=seed, show_progress=False)
@@ -296,8 +284,7 @@ def run_torsional_worker(
     if ctx.is_distributed:
         if len(set(gather_objects((trainer.round, trainer.warmup_done), ctx))) != 1:
             raise RuntimeError(f"the ranks resumed at different points of {out}: does every rank see the same file?")
-        broadcast_parameters(trainer.network)
-        install_gradient_averaging(trainer.network)
+    _join_ranks(trainer.network, ctx)
     queue = EvaluationQueue(client, model=energy_stream_name(energy_name), keys=keys)
     rounds = TorsionalRedisRounds(
         trainer,
@@ -311,22 +298,10 @@ def run_torsional_worker(
     )
     extra = {"seed": seed, "run": worker.run, "identity": identity}
 
-    saved = [-1]  # the round last checkpointed: a stop right after a checkpoint writes no second one
-
     def save() -> None:
-        if saved[0] == trainer.round and trainer.warmup_done == config.warmup_steps:
-            return
-        saved[0] = trainer.round
         _save(out, trainer, config, {**extra}, ctx)
         if ctx.is_main:
-            info = publish_checkpoint(
-                client,
-                run=worker.run,
-                path=str(out.absolute()),
-                round=trainer.round,
-                sha256=file_sha256(out),
-                keys=keys,
-            )
+            info = _publish(client, out, run=worker.run, round=trainer.round, keys=keys)
             log.info("published checkpoint round %d (%s) as run %r", info.round, info.sha256[:12], worker.run)
         if ctx.is_distributed:
             dist.barrier()  # no rank goes on (or reads the file) before it is written
@@ -336,21 +311,15 @@ def run_torsional_worker(
             save()
             return trainer
         trainer.warmup_step()
-    target = config.max_rounds if max_rounds is None else max_rounds
-    while trainer.round < target:
-        if any_rank(stop.is_set(), ctx):
-            log.info("stop requested: checkpointing at round %d", trainer.round)
-            break
-        try:
-            rounds.run_round()
-        except StopDuringRound:
-            log.info(
-                "stopped while waiting for evaluations in round %d; checkpointing the last full round", trainer.round
-            )
-            break
-        if trainer.round % worker.checkpoint_every == 0:
-            save()
-    save()
+    _train_rounds(
+        trainer,
+        rounds.run_round,
+        target=config.max_rounds if max_rounds is None else max_rounds,
+        checkpoint_every=worker.checkpoint_every,
+        save=save,  # a stop right after a checkpoint writes no second one
+        stop_requested=lambda: any_rank(stop.is_set(), ctx),
+        logger=log,
+    )
     if ctx.is_distributed:
         log.info("rank %d parameters sha256 %s", ctx.rank, parameter_digest(trainer.network))
     return trainer
@@ -362,11 +331,7 @@ def _save(
     """Rank 0 writes the checkpoint; under DDP every rank contributes its generator state (a collective) and the
     ranks' parameters are checked to be identical."""
     if ctx.is_distributed:
-        generators = gather_objects(trainer.generator.get_state(), ctx)
-        digests = gather_objects(parameter_digest(trainer.network), ctx)
-        if len(set(digests)) != 1:
-            raise RuntimeError(f"data-parallel ranks hold different parameters: {digests}")
-        extra = {**extra, "world_size": ctx.world_size, "rank_generators": generators}
+        extra = {**extra, **_rank_state(trainer.generator, trainer.network, ctx)}
     if ctx.is_main:
         save_checkpoint(out, trainer, config_to_dict(config), kind=CHECKPOINT_KIND, extra=extra)
 
@@ -379,35 +344,14 @@ def _resume(
     trainer.load_state_dict({**payload, **payload["resume"]})
     buffer.load_state_dict(payload["resume"]["buffer"])
     torch.set_rng_state(payload["resume"]["torch_rng"])
-    if ctx.rank == 0:
-        return
-    generators = payload["extra"].get("rank_generators")
-    if generators is not None and len(generators) == ctx.world_size:
-        trainer.generator.set_state(generators[ctx.rank])
-    else:
-        log.warning("checkpoint written with another world size: rank %d draws a fresh generator", ctx.rank)
-        seed = int(payload["extra"].get("seed", 0))
-        trainer.generator.manual_seed(seed + 7919 * ctx.rank + trainer.round)
+    _resume_rank_generator(trainer.generator, payload, ctx, round=trainer.round, logger=log)
 
 
 def load_run_config(path: Path | None, **overrides: Any) -> TorsionalRunConfig:
     """The product's torsional run configuration, with the fields of a JSON file (any subset of
     :func:`training.torsional_training.config_to_dict`'s, ``network`` merged field by field) and then
     ``overrides`` (``None`` values ignored) on top."""
-    d = config_to_dict(TorsionalRunConfig())
-    if path is not None:
-        try:
-            given = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot read the run configuration {path}: {exc}") from exc
-        if not isinstance(given, dict):
-            raise ValueError(f"{path} must hold a JSON object of run-configuration fields")
-        unknown = sorted(set(given) - set(d))
-        if unknown:
-            raise ValueError(f"{path}: unknown run-configuration fields {unknown}; known: {sorted(d)}")
-        for key, value in given.items():
-            d[key] = {**d[key], **value} if isinstance(d[key], dict) and isinstance(value, dict) else value
-    d.update({k: v for k, v in overrides.items() if v is not None})
+    d = _config_fields(config_to_dict(TorsionalRunConfig()), path, overrides)
     try:
         return config_from_dict(d)
     except TypeError as exc:

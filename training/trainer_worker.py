@@ -26,16 +26,17 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 import torch
+from torch import nn
 
 from buffer.jobs import AdjointSpec, EvaluationJob, EvaluationQueue, JobState, JobStatus
 from buffer.keys import RedisKeys, validate_name
-from buffer.published import publish_checkpoint
+from buffer.published import PublishedCheckpoint, publish_checkpoint
 from buffer.redis import ResidentRedisReplayBuffer
-from energy.protocol import Structures
+from energy.protocol import EnergyResult, Structures
 from energy.target import EnergyTarget
 from sampler.state import SystemBatch
 from sampler.trainer import AdjointSamplingTrainer, RoundStats
@@ -57,6 +58,16 @@ log = logging.getLogger(__name__)
 
 class StopRequested(Exception):
     """A stop (SIGTERM) arrived while the round was waiting for energy workers."""
+
+
+class _RemoteEnergy:
+    """The trainer's energy model: evaluations happen in the energy workers, never here."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def evaluate(self, structures: Structures) -> EnergyResult:
+        raise RuntimeError(f"the {self.name} energies of this run are evaluated by `worker energy` processes")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -224,8 +235,138 @@ class RedisAlternation:
 def run_identity(run_config: SyntheticRunConfig, seed: int, out: Path) -> str:
     """A deterministic name for one training run (configuration, seed, checkpoint path): prefixes its
     job ids and owns its replay buffer, so a restart finds both again and another run touches neither."""
-    blob = json.dumps([run_config.to_dict(), seed, str(out.absolute())], sort_keys=True, default=str)
+    return _identity(run_config.to_dict(), seed, out)
+
+
+def _identity(config: dict[str, Any], seed: int, out: Path) -> str:
+    """The hash behind every Redis trainer's ``run_identity``: ``config`` (the fields that name the run), seed and
+    the absolute checkpoint path."""
+    blob = json.dumps([config, seed, str(out.absolute())], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# -- shared by the Redis trainers (this one, training.conformer_worker, training.torsional_worker) ----------
+def _config_fields(
+    defaults: dict[str, Any],
+    path: Path | None,
+    overrides: dict[str, Any],
+    *,
+    replaces: Callable[[str, Any], bool] = lambda key, value: False,
+) -> dict[str, Any]:
+    """``defaults`` (a run configuration's fields) with the fields of the JSON file at ``path`` on top (nested
+    objects merged field by field, unless ``replaces(key, value)``), then ``overrides`` (``None`` values ignored).
+    ``ValueError`` for a file that cannot be read, holds no JSON object, or names unknown fields."""
+    d = dict(defaults)
+    if path is not None:
+        try:
+            given = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read the run configuration {path}: {exc}") from exc
+        if not isinstance(given, dict):
+            raise ValueError(f"{path} must hold a JSON object of run-configuration fields")
+        unknown = sorted(set(given) - set(d))
+        if unknown:
+            raise ValueError(f"{path}: unknown run-configuration fields {unknown}; known: {sorted(d)}")
+        for key, value in given.items():
+            merge = isinstance(d[key], dict) and isinstance(value, dict) and not replaces(key, value)
+            d[key] = {**d[key], **value} if merge else value
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    return d
+
+
+def _load_resumable(out: Path, kind: str, same_config: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    """The checkpoint at ``out`` to resume from (``None`` when there is none yet); ``ValueError`` unless it is a
+    resumable ``kind`` checkpoint whose configuration ``same_config`` accepts."""
+    if not out.exists():
+        return None
+    payload = load_checkpoint(out)
+    if payload.get("kind") != kind or "resume" not in payload:
+        raise ValueError(f"{out} is not a resumable {kind!r} checkpoint; choose another --out")
+    if not same_config(payload["config"]):
+        raise ValueError(f"{out} was trained with a different configuration; refusing to resume (use a new --out)")
+    return payload
+
+
+def _publish(client: redis.Redis, out: Path, *, run: str, round: int, keys: RedisKeys) -> PublishedCheckpoint:
+    """Announce the checkpoint just written to ``out`` under ``run``'s key (:mod:`buffer.published`)."""
+    return publish_checkpoint(
+        client,
+        run=run,
+        path=str(out.absolute()),
+        round=round,
+        sha256=file_sha256(out),
+        keys=keys,
+    )
+
+
+def _join_ranks(network: nn.Module, ctx: DistributedContext) -> None:
+    """Under DDP (every rank, after resuming): rank 0's parameters everywhere, gradients averaged across ranks."""
+    if ctx.is_distributed:
+        broadcast_parameters(network)
+        install_gradient_averaging(network)
+
+
+def _rank_state(generator: torch.Generator, network: nn.Module, ctx: DistributedContext) -> dict[str, Any]:
+    """A collective: every rank's generator state for the checkpoint's ``extra``, once the ranks' parameters are
+    checked to be identical."""
+    generators = gather_objects(generator.get_state(), ctx)
+    digests = gather_objects(parameter_digest(network), ctx)
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"data-parallel ranks hold different parameters: {digests}")
+    return {"world_size": ctx.world_size, "rank_generators": generators}
+
+
+def _resume_rank_generator(
+    generator: torch.Generator, payload: dict[str, Any], ctx: DistributedContext, *, round: int, logger: logging.Logger
+) -> None:
+    """A rank > 0 takes its own generator state from the checkpoint (or, from one of another world size, a fresh
+    one); rank 0's came with the trainer's state."""
+    if ctx.rank == 0:
+        return
+    generators = payload["extra"].get("rank_generators")
+    if generators is not None and len(generators) == ctx.world_size:
+        generator.set_state(generators[ctx.rank])
+    else:
+        logger.warning("checkpoint written with another world size: rank %d draws a fresh generator", ctx.rank)
+        generator.manual_seed(int(payload["extra"].get("seed", 0)) + 7919 * ctx.rank + round)
+
+
+class _Rounds(Protocol):
+    round: int
+
+
+def _train_rounds(
+    trainer: _Rounds,
+    run_round: Callable[[], object],
+    *,
+    target: int,
+    checkpoint_every: int,
+    save: Callable[[], None],
+    stop_requested: Callable[[], bool],
+    logger: logging.Logger,
+    in_budget: Callable[[], bool] = lambda: True,
+) -> None:
+    """Rounds until ``trainer.round`` reaches ``target`` (or ``in_budget`` says no more), with ``save`` every
+    ``checkpoint_every`` rounds and at the end (not twice for one round). A stop (``stop_requested``, asked
+    before each round) checkpoints the round reached; a :class:`StopRequested` from a round waiting for its
+    evaluations checkpoints the last full round."""
+    last_saved = -1
+    while trainer.round < target and in_budget():
+        if stop_requested():
+            logger.info("stop requested: checkpointing at round %d", trainer.round)
+            break
+        try:
+            run_round()
+        except StopRequested:
+            logger.info(
+                "stopped while waiting for evaluations in round %d; checkpointing the last full round", trainer.round
+            )
+            break
+        if trainer.round % checkpoint_every == 0:
+            save()
+            last_saved = trainer.round
+    if last_saved != trainer.round:
+        save()
 
 
 def _save(
@@ -238,34 +379,17 @@ def _save(
 ) -> None:
     """Rank 0 writes and publishes; every rank contributes its generator state (a collective)."""
     trainer, ctx = alternation.trainer, alternation.ctx
-    generators = gather_objects(trainer.generator.get_state(), ctx)
-    digests = gather_objects(parameter_digest(trainer.control), ctx)
-    if len(set(digests)) != 1:
-        raise RuntimeError(f"data-parallel ranks hold different parameters: {digests}")
+    ranks = _rank_state(trainer.generator, trainer.control, ctx)
     if not ctx.is_main:
         return
-    extra = {**extra, "world_size": ctx.world_size, "rank_generators": generators}
-    save_checkpoint(out, trainer, run_config.to_dict(), kind="synthetic", extra=extra)
-    info = publish_checkpoint(
-        client,
-        run=alternation.config.run,
-        path=str(out.absolute()),
-        round=trainer.round,
-        sha256=file_sha256(out),
-        keys=keys,
-    )
+    save_checkpoint(out, trainer, run_config.to_dict(), kind="synthetic", extra={**extra, **ranks})
+    info = _publish(client, out, run=alternation.config.run, round=trainer.round, keys=keys)
     log.info("published checkpoint round %d (%s)", info.round, info.sha256[:12])
 
 
 def _resume(trainer: AdjointSamplingTrainer, payload: dict[str, Any], ctx: DistributedContext) -> None:
     restore_trainer(trainer, payload)
-    generators = payload["extra"].get("rank_generators")
-    if ctx.rank > 0:
-        if generators is not None and len(generators) == ctx.world_size:
-            trainer.generator.set_state(generators[ctx.rank])
-        else:
-            log.warning("checkpoint written with another world size: rank %d draws a fresh generator", ctx.rank)
-            trainer.generator.manual_seed(int(payload["extra"].get("seed", 0)) + 7919 * ctx.rank + trainer.round)
+    _resume_rank_generator(trainer.generator, payload, ctx, round=trainer.round, logger=log)
     log.info("resumed at round %d", trainer.round)
 
 
@@ -322,9 +446,7 @@ def run_trainer_worker(
     trainer.buffer = buffer
     if payload is not None:
         _resume(trainer, payload, ctx)
-    if ctx.is_distributed:
-        broadcast_parameters(trainer.control)
-        install_gradient_averaging(trainer.control)
+    _join_ranks(trainer.control, ctx)
     energy = build_energy(run_config.system)
     queue = EvaluationQueue(client, model=energy.name, keys=keys)
     # under DDP a stop is honoured only between rounds, where all ranks agree on it
