@@ -19,6 +19,9 @@ radius 12 Å), with width 64, with width 64 and a 5 Å head radius, and with ``k
 the Torsional-Diffusion design, benchmark-only: e3nn gated interaction blocks, then a bond-centred tensor
 product of the node irreps with ``Y(r_i) x Y^2(e)`` onto parity-odd scalars.
 
+Variants with a heavy-atom space graph join only heavy atoms through space (hydrogens over their bond). The
+inference column is a forward pass without gradient, with the graph index built once, as the sampler calls it.
+
 Reproduce: ``nice -n 10 python -m benchmarks.torsion_network`` (writes ``benchmarks/results/torsion_network.md``
 and ``.json``)
 """
@@ -43,7 +46,7 @@ from rdkit import Chem
 from torch import nn
 
 from molecules.etkdg import embed
-from molecules.features import ATOM_FEATURES, PAIR_FEATURES, atom_features, pair_features
+from molecules.features import ATOM_FEATURES, ELEMENTS, PAIR_FEATURES, atom_features, pair_features
 from molecules.smiles import mol_from_smiles
 from sampler.tensor_product import TensorProductConfig, TensorProductControl
 from sampler.torsion_graph import cosine_cutoff, pairs_within_graphs, torsion_atom_pairs
@@ -209,6 +212,18 @@ def variants() -> dict[str, tuple[Callable[[], nn.Module], bool]]:
         "harmonic (a): k<=3, width 64, head 12 Å": (harmonic(harmonics=3, hidden=64), True),
         "harmonic (a): k<=3, width 64, head 5 Å": (harmonic(hidden=64, head_cutoff_angstrom=5.0), True),
         "harmonic (a): k=1, width 32, head 12 Å": (harmonic(harmonics=1, hidden=32), True),
+        "harmonic (a): k<=3, width 32, 2 layers, head 5 Å (tors_a)": (
+            harmonic(num_layers=2, head_cutoff_angstrom=5.0),
+            True,
+        ),
+        "harmonic (a): k<=3, width 32, 2 layers, head 5 Å, heavy-atom space graph": (
+            harmonic(num_layers=2, head_cutoff_angstrom=5.0, hydrogen_feature=ELEMENTS.index(1)),
+            True,
+        ),
+        "harmonic (a): k<=3, width 32, head 12 Å, heavy-atom space graph": (
+            harmonic(hydrogen_feature=ELEMENTS.index(1)),
+            True,
+        ),
         "e3nn bond conv (b)": (BondConvTP, False),
     }
 
@@ -251,6 +266,26 @@ def timing(make: Callable[[], nn.Module], mol: Molecule, x: torch.Tensor, y: tor
         loss.backward()
         if k >= 2:
             ms.append(1e3 * (time.process_time() - start))
+    return statistics.median(ms)
+
+
+def inference_timing(make: Callable[[], nn.Module], mol: Molecule, x: torch.Tensor, repeats: int) -> float:
+    """Forward only, no gradient, float32, the graph index built once (as an integration reuses it)."""
+    torch.manual_seed(0)
+    net = _prepare(make()).float()
+    t, pos, node_attr, edges, edge_attr, node_batch, tors, tors_batch = _inputs(
+        mol, x, torch.full((x.shape[0],), 0.5), torch.float32
+    )
+    extra: tuple[Any, ...] = ()
+    if isinstance(net, TorsionControlNetwork):
+        extra = (net.graph_index(node_attr, node_batch, x.shape[0], edges, tors, tors_batch),)
+    ms = []
+    with torch.no_grad():
+        for k in range(repeats + 2):
+            start = time.process_time()
+            net(t, pos, node_attr, edges, edge_attr, node_batch, tors, tors_batch, *extra)
+            if k >= 2:
+                ms.append(1e3 * (time.process_time() - start))
     return statistics.median(ms)
 
 
@@ -301,8 +336,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "x_test": x[args.train :].float(), "y_test": y[args.train :].float()}  # fmt: skip
     rows: dict[str, dict[str, float]] = {}
     for name, (make, cheap) in variants().items():
+        if args.variants and not any(v in name for v in args.variants):
+            continue
         row = {f"step_ms_{d}": timing(make, mol, x[:64], y[:64], getattr(torch, d), args.repeats)
                for d in ("float32", "float64")}  # fmt: skip
+        row["inference_ms"] = inference_timing(make, mol, x[:64], args.repeats)
         row["parameters"] = float(sum(p.numel() for p in make().parameters()))
         checkpoints = (args.steps, args.long_steps) if cheap else (args.steps,)
         row.update(fit(make, mol, data, checkpoints, args.batch, args.lr))
@@ -323,15 +361,16 @@ def report(result: dict[str, object]) -> str:
         "",
         f"Settings: {settings}; target std {result['target_std']:.3g}. Times are CPU time, one thread.",
         "",
-        f"| network | parameters | fwd+bwd ms (64 samples, f32) | (f64) | held-out MSE / var after {short} steps "
-        f"| after {long} | train CPU s ({short} steps) |",
-        "|---|---|---|---|---|---|---|",
+        f"| network | parameters | fwd+bwd ms (64 samples, f32) | (f64) | inference fwd ms (64, f32) "
+        f"| held-out MSE / var after {short} steps | after {long} | train CPU s ({short} steps) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
         longer = f"{r[f'relative_mse_{long}']:.3f}" if f"relative_mse_{long}" in r else "-"
         lines.append(
             f"| {name} | {int(r['parameters'])} | {r['step_ms_float32']:.0f} | {r['step_ms_float64']:.0f} "
-            f"| {r[f'relative_mse_{short}']:.3f} | {longer} | {r[f'train_cpu_s_{short}']:.0f} |"
+            f"| {r['inference_ms']:.0f} | {r[f'relative_mse_{short}']:.3f} | {longer} "
+            f"| {r[f'train_cpu_s_{short}']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -346,6 +385,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "torsion_network")
+    parser.add_argument("--variants", nargs="*", default=None, help="only the variants whose name contains one")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     result = run(args)

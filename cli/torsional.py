@@ -42,7 +42,7 @@ def add_train_torsional_parser(sub: Any, default_data: Path) -> None:
     t.add_argument(
         "--heavy-space",
         action="store_true",
-        help="through-space messages between heavy atoms only (hydrogens over their bond): ~3.5x cheaper steps",
+        help="through-space messages between heavy atoms only (hydrogens over their bond): ~1.7x cheaper steps",
     )
     t.add_argument("--minutes", type=float, default=None, help="stop this call after this much wall time")
     t.add_argument("--checkpoint-every", type=int, default=10, metavar="N")
