@@ -49,3 +49,26 @@ def tiny_conformer_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not (DEFAULT_DATA / "spice").is_dir():
         pytest.skip("needs ../shared/data")
     return train_tiny_conformer_checkpoint(tmp_path_factory.mktemp("tiny-conformers") / "tiny.pt")
+
+
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave without running the C++ static destructors: in this torch build each registered library's
+    teardown recomputes dispatch tables for every operator, and after a full run (e3nn, torch-geometric,
+    fairchem, torchani, gloo loaded) the interpreter's exit took minutes of CPU after the last test had
+    passed. Everything pytest reports is written by now; only the process's own teardown is skipped."""
+    import os
+    import sys
+
+    if not _EXIT_STATUS or os.environ.get("ADJOINT_SAMPLING_SLOW_EXIT"):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_EXIT_STATUS[-1])
