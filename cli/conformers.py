@@ -12,13 +12,15 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rdkit import Chem
 
-from inference.api import Ensemble
 from inference.options import DEFAULT_ENERGY_MODEL, DEFAULT_NUM_CONFORMERS, DEFAULTS, STEREO_POLICIES, PostProcessing
 from molecules.ensemble import DEFAULT_TEMPERATURE_K
+
+if TYPE_CHECKING:  # the CLI's startup (help, argument errors) does not pay for torch
+    from inference.api import Ensemble
 
 __all__ = [
     "add_sample_arguments",
