@@ -148,7 +148,6 @@ def pick_molecules(smiles_file: Path, count: int) -> list[tuple[str, int]]:
 
 def conformer_batch(molecules: list[tuple[str, int]], per_molecule: int, seed: int) -> tuple[Any, list[dict[str, Any]]]:
     """ETKDG conformers of each molecule, concatenated into one :class:`~energy.protocol.Structures`."""
-    import torch
     from rdkit import Chem
     from rdkit.Chem import rdDistGeom
 
@@ -165,15 +164,7 @@ def conformer_batch(molecules: list[tuple[str, int]], per_molecule: int, seed: i
             raise RuntimeError(f"ETKDG embedded {len(ids)} of {per_molecule} conformers of {smiles}")
         parts.append(conformer_structures(mol, ids))
         described.append({"smiles": smiles, "rotatable_bonds": rot, "atoms": mol.GetNumAtoms(), "conformers": len(ids)})
-    tables = tuple(t for p in parts for t in (p.connection_tables or (None,) * p.num_structures))
-    batch = Structures(
-        positions=torch.cat([p.positions for p in parts]),
-        num_atoms=torch.cat([p.num_atoms for p in parts]),
-        atomic_numbers=torch.cat([p.atomic_numbers for p in parts]),
-        total_charge=torch.cat([p.total_charge for p in parts]),
-        multiplicity=torch.cat([p.multiplicity for p in parts]),
-        connection_tables=tables,
-    )
+    batch = Structures.concat(parts)
     return batch, described
 
 

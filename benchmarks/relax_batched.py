@@ -79,7 +79,6 @@ def pick_smiles(data_dir: Path, count: int) -> list[str]:
 
 
 def conformer_batch(smiles: list[str], conformers: int, seed: int) -> Any:
-    import torch
     from rdkit import Chem
     from rdkit.Chem import rdDistGeom
 
@@ -92,13 +91,7 @@ def conformer_batch(smiles: list[str], conformers: int, seed: int) -> Any:
         if len(rdDistGeom.EmbedMultipleConfs(mol, numConfs=conformers, randomSeed=seed)) != conformers:
             raise RuntimeError(f"ETKDG embedded fewer than {conformers} conformers of {smi}")
         parts.append(conformer_structures(mol))
-    return Structures(
-        positions=torch.cat([p.positions for p in parts]),
-        num_atoms=torch.cat([p.num_atoms for p in parts]),
-        atomic_numbers=torch.cat([p.atomic_numbers for p in parts]),
-        total_charge=torch.cat([p.total_charge for p in parts]),
-        multiplicity=torch.cat([p.multiplicity for p in parts]),
-    )
+    return Structures.concat(parts)
 
 
 def _batched(model: Any, batch: Any, config: Any) -> Outcome:

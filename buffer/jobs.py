@@ -24,7 +24,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -33,7 +33,7 @@ import numpy as np
 import redis
 import torch
 
-from buffer.codec import decode_record, encode_record
+from buffer.codec import Record, decode_record, encode_record
 from buffer.keys import RedisKeys, validate_name
 from buffer.redis import LUA_PUSH_ENTRIES
 from energy.protocol import Structures
@@ -47,8 +47,9 @@ __all__ = [
     "JobState",
     "JobStatus",
     "PostableJob",
-    "structure_arrays",
-    "structures_from_arrays",
+    "encode_job",
+    "job_fields",
+    "record_tensor",
 ]
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,7 @@ class JobState(StrEnum):
         return self in (JobState.DONE, JobState.PARKED)
 
 
-def structure_arrays(s: Structures) -> dict[str, np.ndarray]:
-    """The arrays of a job record that carry ``s`` (its connection tables travel in the record's meta)."""
+def _structure_arrays(s: Structures) -> dict[str, np.ndarray]:
     return {
         "positions": s.positions.detach().cpu().numpy(),
         "num_atoms": s.num_atoms.cpu().numpy(),
@@ -79,20 +79,45 @@ def structure_arrays(s: Structures) -> dict[str, np.ndarray]:
     }
 
 
-def structures_from_arrays(arrays: Any, tables: Sequence[str] | None) -> Structures:
-    """Inverse of :func:`structure_arrays` (arrays copied out of the record's buffer)."""
+def record_tensor(record: Record, name: str) -> torch.Tensor:
+    """One array of a decoded record as a tensor (copied out of the record's buffer)."""
+    return torch.from_numpy(np.array(record.arrays[name]))
 
-    def tensor(name: str) -> torch.Tensor:
-        return torch.from_numpy(np.array(arrays[name]))
 
-    return Structures(
-        positions=tensor("positions"),
-        num_atoms=tensor("num_atoms"),
-        atomic_numbers=tensor("atomic_numbers"),
-        total_charge=tensor("total_charge"),
-        multiplicity=tensor("multiplicity"),
+def encode_job(kind: str, job: Any, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> bytes:
+    """A job record of ``kind``: the fields every evaluation job has (``job_id``, ``buffer``, ``model_version``,
+    ``structures`` with their connection tables, ``system_ids``) plus the kind's own ``meta`` and ``arrays``."""
+    s: Structures = job.structures
+    common = {
+        "job_id": job.job_id,
+        "buffer": job.buffer,
+        "model_version": job.model_version,
+        "connection_tables": list(s.connection_tables) if s.connection_tables is not None else None,
+    }
+    return encode_record(
+        kind, {**common, **meta}, {**_structure_arrays(s), "system_ids": job.system_ids.cpu().numpy(), **arrays}
+    )
+
+
+def job_fields(record: Record) -> dict[str, Any]:
+    """Inverse of :func:`encode_job` for the common fields: keyword arguments of the job's constructor."""
+    m = record.meta
+    tables = m["connection_tables"]
+    structures = Structures(
+        positions=record_tensor(record, "positions"),
+        num_atoms=record_tensor(record, "num_atoms"),
+        atomic_numbers=record_tensor(record, "atomic_numbers"),
+        total_charge=record_tensor(record, "total_charge"),
+        multiplicity=record_tensor(record, "multiplicity"),
         connection_tables=tuple(tables) if tables is not None else None,
     )
+    return {
+        "job_id": m["job_id"],
+        "buffer": m["buffer"],
+        "structures": structures,
+        "system_ids": record_tensor(record, "system_ids"),
+        "model_version": int(m["model_version"]),
+    }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,33 +180,19 @@ class EvaluationJob:
             raise ValueError(f"system_ids must be [{g}], got {tuple(self.system_ids.shape)}")
 
     def encode(self) -> bytes:
-        s = self.structures
         meta = {
-            "job_id": self.job_id,
-            "buffer": self.buffer,
-            "model_version": self.model_version,
             "tau": self.adjoint.tau,
             "max_grad_norm": self.adjoint.max_grad_norm,
             "schedule": dataclasses.asdict(self.adjoint.schedule),
-            "connection_tables": list(s.connection_tables) if s.connection_tables is not None else None,
         }
-        arrays = {**structure_arrays(s), "system_ids": self.system_ids.cpu().numpy()}
-        return encode_record(EVALUATION_JOB, meta, arrays)
+        return encode_job(EVALUATION_JOB, self, meta, {})
 
     @classmethod
     def decode(cls, blob: bytes) -> EvaluationJob:
         record = decode_record(blob, EVALUATION_JOB)
-        m, a = record.meta, record.arrays
-
-        def tensor(name: str) -> torch.Tensor:
-            return torch.from_numpy(np.array(a[name]))
-
+        m = record.meta
         return cls(
-            job_id=m["job_id"],
-            buffer=m["buffer"],
-            structures=structures_from_arrays(a, m["connection_tables"]),
-            system_ids=tensor("system_ids"),
-            model_version=int(m["model_version"]),
+            **job_fields(record),
             adjoint=AdjointSpec(
                 tau=float(m["tau"]),
                 max_grad_norm=float(m["max_grad_norm"]),

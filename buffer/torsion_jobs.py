@@ -19,11 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from buffer.codec import RecordFormatError, decode_record, encode_record, record_kind
-from buffer.jobs import EVALUATION_JOB, EvaluationJob, structure_arrays, structures_from_arrays
+from buffer.codec import RecordFormatError, decode_record, record_kind
+from buffer.jobs import EVALUATION_JOB, EvaluationJob, encode_job, job_fields, record_tensor
 from buffer.keys import validate_name
 from energy.protocol import Structures
 
@@ -80,47 +79,27 @@ class TorsionEvaluationJob:
             raise ValueError("every sample needs its mol block (structures.connection_tables)")
 
     def encode(self) -> bytes:
-        s = self.structures
-        meta = {
-            "job_id": self.job_id,
-            "buffer": self.buffer,
-            "model_version": self.model_version,
-            "tau_ev": self.tau_ev,
-            "max_grad": self.max_grad,
-            "connection_tables": list(s.connection_tables or ()),
-        }
         arrays = {
-            **structure_arrays(s),
-            "system_ids": self.system_ids.cpu().numpy(),
             "phi": self.phi.detach().cpu().numpy(),
             "num_torsions": self.num_torsions.cpu().numpy(),
             "torsion_atoms": self.torsion_atoms.cpu().numpy(),
             "moving_counts": self.moving_counts.cpu().numpy(),
             "moving_atoms": self.moving_atoms.cpu().numpy(),
         }
-        return encode_record(TORSION_EVALUATION_JOB, meta, arrays)
+        return encode_job(TORSION_EVALUATION_JOB, self, {"tau_ev": self.tau_ev, "max_grad": self.max_grad}, arrays)
 
     @classmethod
     def decode(cls, blob: bytes) -> TorsionEvaluationJob:
         record = decode_record(blob, TORSION_EVALUATION_JOB)
-        m, a = record.meta, record.arrays
-
-        def tensor(name: str) -> torch.Tensor:
-            return torch.from_numpy(np.array(a[name]))
-
         return cls(
-            job_id=m["job_id"],
-            buffer=m["buffer"],
-            structures=structures_from_arrays(a, m["connection_tables"]),
-            system_ids=tensor("system_ids"),
-            model_version=int(m["model_version"]),
-            phi=tensor("phi"),
-            num_torsions=tensor("num_torsions"),
-            torsion_atoms=tensor("torsion_atoms"),
-            moving_counts=tensor("moving_counts"),
-            moving_atoms=tensor("moving_atoms"),
-            tau_ev=float(m["tau_ev"]),
-            max_grad=float(m["max_grad"]),
+            **job_fields(record),
+            phi=record_tensor(record, "phi"),
+            num_torsions=record_tensor(record, "num_torsions"),
+            torsion_atoms=record_tensor(record, "torsion_atoms"),
+            moving_counts=record_tensor(record, "moving_counts"),
+            moving_atoms=record_tensor(record, "moving_atoms"),
+            tau_ev=float(record.meta["tau_ev"]),
+            max_grad=float(record.meta["max_grad"]),
         )
 
 

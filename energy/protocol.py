@@ -7,6 +7,7 @@ cannot evaluate is marked invalid with a reason; the rest of the batch is unaffe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -54,6 +55,31 @@ class Structures:
     @property
     def num_structures(self) -> int:
         return int(self.num_atoms.shape[0])
+
+    @classmethod
+    def concat(cls, parts: Sequence[Structures], *, dtype: torch.dtype = torch.float64) -> Structures:
+        """One batch of ``parts``' structures, in order (empty: no structures, ``[0, 3]`` positions of
+        ``dtype``). Connection tables are kept where any part has them (``None`` for a part without)."""
+        if not parts:
+            return cls(
+                positions=torch.zeros(0, 3, dtype=dtype),
+                num_atoms=torch.zeros(0, dtype=torch.long),
+                atomic_numbers=torch.zeros(0, dtype=torch.long),
+                total_charge=torch.zeros(0, dtype=torch.long),
+                multiplicity=torch.zeros(0, dtype=torch.long),
+                connection_tables=(),
+            )
+        tables = None
+        if any(p.connection_tables is not None for p in parts):
+            tables = tuple(t for p in parts for t in (p.connection_tables or (None,) * p.num_structures))
+        return cls(
+            positions=torch.cat([p.positions for p in parts]),
+            num_atoms=torch.cat([p.num_atoms for p in parts]),
+            atomic_numbers=torch.cat([p.atomic_numbers for p in parts]),
+            total_charge=torch.cat([p.total_charge for p in parts]),
+            multiplicity=torch.cat([p.multiplicity for p in parts]),
+            connection_tables=tables,
+        )
 
     @classmethod
     def uniform(cls, positions: torch.Tensor) -> Structures:

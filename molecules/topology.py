@@ -107,28 +107,7 @@ def molecule_from_xyz(symbols: Sequence[str], positions: np.ndarray, *, charge: 
 
 def molecules_structures(mols: Sequence[Chem.Mol], *, dtype: torch.dtype = torch.float64) -> Structures:
     """One structure per conformer of each molecule, in order, each with its own connection table."""
-    return _concat([conformer_structures(m, dtype=dtype) for m in mols], dtype)
-
-
-def _concat(parts: Sequence[Structures], dtype: torch.dtype) -> Structures:
-    if not parts:
-        return Structures(
-            positions=torch.zeros(0, 3, dtype=dtype),
-            num_atoms=torch.zeros(0, dtype=torch.long),
-            atomic_numbers=torch.zeros(0, dtype=torch.long),
-            total_charge=torch.zeros(0, dtype=torch.long),
-            multiplicity=torch.zeros(0, dtype=torch.long),
-            connection_tables=(),
-        )
-    tables: tuple[str | None, ...] = tuple(t for p in parts for t in (p.connection_tables or ()))
-    return Structures(
-        positions=torch.cat([p.positions for p in parts]),
-        num_atoms=torch.cat([p.num_atoms for p in parts]),
-        atomic_numbers=torch.cat([p.atomic_numbers for p in parts]),
-        total_charge=torch.cat([p.total_charge for p in parts]),
-        multiplicity=torch.cat([p.multiplicity for p in parts]),
-        connection_tables=tables,
-    )
+    return Structures.concat([conformer_structures(m, dtype=dtype) for m in mols], dtype=dtype)
 
 
 @dataclass(frozen=True)
@@ -183,7 +162,7 @@ def perceive_frames(
             parts.append(conformer_structures(mol, dtype=dtype))
         mols.append(mol)
     names = tuple(f.comment.strip() for f in frames)
-    return ConformerFile(_concat(parts, dtype), tuple(mols), names, tuple(problems))
+    return ConformerFile(Structures.concat(parts, dtype=dtype), tuple(mols), names, tuple(problems))
 
 
 def conformer_format(path: str | Path) -> str:

@@ -44,16 +44,6 @@ def embedded(smiles: str, conformers: int = 1, seed: int = 7) -> Structures:
     return conformer_structures(mol)
 
 
-def concat(*parts: Structures) -> Structures:
-    return Structures(
-        positions=torch.cat([p.positions for p in parts]),
-        num_atoms=torch.cat([p.num_atoms for p in parts]),
-        atomic_numbers=torch.cat([p.atomic_numbers for p in parts]),
-        total_charge=torch.cat([p.total_charge for p in parts]),
-        multiplicity=torch.cat([p.multiplicity for p in parts]),
-    )
-
-
 def with_multiplicity(s: Structures, multiplicity: int) -> Structures:
     return Structures(
         positions=s.positions,
@@ -93,7 +83,7 @@ def test_energies_equal_auto3d_reference_module(ani64: Ani2xtEnergy) -> None:
     reference = ANI2xt(torch.device("cpu")).double().eval()
     network_index = {z: i for i, z in enumerate(ANI2XT_ELEMENTS)}
     molecules = [embedded(smi, conformers=2) for smi in (ALL_ELEMENTS, "OCC(N)C(=O)O", "c1ccsc1CCl")]
-    ours = ani64.evaluate(concat(*molecules))  # all molecules in one call
+    ours = ani64.evaluate(Structures.concat(molecules))  # all molecules in one call
     assert bool(ours.valid.all())
     expected = []
     for s in molecules:
@@ -117,7 +107,7 @@ def test_invalid_structures_spare_the_rest(ani64: Ani2xtEnergy) -> None:
     ammonium = embedded("C[NH3+]")
     bromide = embedded("CBr")
     radical = with_multiplicity(embedded("CCO"), 3)
-    batch = concat(ethanol, ammonium, bromide, radical, ethanol)
+    batch = Structures.concat([ethanol, ammonium, bromide, radical, ethanol])
     result = ani64.evaluate(batch)
     assert result.valid.tolist() == [True, False, False, False, True]
     assert "charge +1" in str(result.reasons[1])
@@ -146,7 +136,7 @@ def test_empty_batch(ani64: Ani2xtEnergy) -> None:
 
 
 def test_small_passes_and_inference_mode_give_the_same_answer(ani64: Ani2xtEnergy) -> None:
-    batch = concat(embedded("CCO", conformers=2), embedded(ALL_ELEMENTS, conformers=2))
+    batch = Structures.concat([embedded("CCO", conformers=2), embedded(ALL_ELEMENTS, conformers=2)])
     whole = ani64.evaluate(batch)
     split = Ani2xtEnergy(dtype="float64", max_atoms_per_batch=10).evaluate(batch)  # one structure per pass
     torch.testing.assert_close(split.energies, whole.energies, rtol=0, atol=1e-9)
@@ -180,7 +170,7 @@ def test_auto_chooser() -> None:
 
 def test_auto_model_dispatches_per_structure(ani64: Ani2xtEnergy) -> None:
     ethanol, bromide, ammonium = embedded("CCO", conformers=2), embedded("CBr"), embedded("C[NH3+]")
-    batch = concat(ethanol, bromide, ammonium, ethanol)
+    batch = Structures.concat([ethanol, bromide, ammonium, ethanol])
     auto = build_energy_model("auto", ani2xt_options={"dtype": "float64"}, xtb_options={"workers": 0})
     assert isinstance(auto, AutoEnergy)
     with auto:
@@ -188,7 +178,7 @@ def test_auto_model_dispatches_per_structure(ani64: Ani2xtEnergy) -> None:
         result = auto.evaluate(batch)
     assert bool(result.valid.all())
     ani = ani64.evaluate(ethanol)
-    xtb = XtbEnergy(workers=0).evaluate(concat(bromide, ammonium))
+    xtb = XtbEnergy(workers=0).evaluate(Structures.concat([bromide, ammonium]))
     torch.testing.assert_close(result.energies, torch.cat([ani.energies, xtb.energies, ani.energies]))
     n_eth, n_x = ethanol.positions.shape[0], int(bromide.num_atoms.sum() + ammonium.num_atoms.sum())
     torch.testing.assert_close(result.forces, torch.cat([ani.forces, xtb.forces, ani.forces]))
@@ -203,7 +193,7 @@ def test_registry_builds_ani2xt() -> None:
 
 @pytest.mark.gpu
 def test_cuda_matches_cpu(ani64: Ani2xtEnergy) -> None:
-    s = concat(embedded(ALL_ELEMENTS, conformers=4), embedded("CCO", conformers=3))
+    s = Structures.concat([embedded(ALL_ELEMENTS, conformers=4), embedded("CCO", conformers=3)])
     cpu = ani64.evaluate(s)
     on_gpu = Ani2xtEnergy(device="cuda", dtype="float64").evaluate(s)  # positions on the CPU: results too
     torch.testing.assert_close(on_gpu.energies, cpu.energies, rtol=0, atol=1e-6)

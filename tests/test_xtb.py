@@ -51,16 +51,6 @@ def embedded(smiles: str, conformers: int = 1, seed: int = 42) -> Structures:
     return conformer_structures(mol)
 
 
-def concat(*parts: Structures) -> Structures:
-    return Structures(
-        positions=torch.cat([p.positions for p in parts]),
-        num_atoms=torch.cat([p.num_atoms for p in parts]),
-        atomic_numbers=torch.cat([p.atomic_numbers for p in parts]),
-        total_charge=torch.cat([p.total_charge for p in parts]),
-        multiplicity=torch.cat([p.multiplicity for p in parts]),
-    )
-
-
 def with_changes(s: Structures, **changes: Any) -> Structures:
     return dataclasses.replace(s, **changes)
 
@@ -156,7 +146,7 @@ def test_forces_are_minus_the_energy_gradient(method: str, smiles: str) -> None:
                 x[i, d] += sign * h
                 displaced.append(with_changes(s, positions=x))
     model = XtbEnergy(method=method, accuracy=0.01, workers=0)
-    result = model.evaluate(concat(s, *displaced))
+    result = model.evaluate(Structures.concat([s, *displaced]))
     assert result.valid.all()
     e = result.energies[1:].reshape(n, 3, 2)
     fd_forces = -(e[..., 0] - e[..., 1]) / (2 * h)
@@ -277,15 +267,17 @@ def test_bad_structures_are_invalid_with_reasons_and_the_rest_survives() -> None
         numbers[0] = z
         return with_changes(first, atomic_numbers=numbers)
 
-    batch = concat(
-        first,
-        moved(3, torch.tensor([math.nan, 0.0, 0.0], dtype=torch.float64)),
-        moved(4, torch.tensor([0.0, math.inf, 0.0], dtype=torch.float64)),
-        moved(5, first.positions[4] + 0.01),
-        element(92),
-        element(118),
-        with_changes(first, total_charge=torch.tensor([1])),  # 25 electrons as a singlet
-        second,
+    batch = Structures.concat(
+        [
+            first,
+            moved(3, torch.tensor([math.nan, 0.0, 0.0], dtype=torch.float64)),
+            moved(4, torch.tensor([0.0, math.inf, 0.0], dtype=torch.float64)),
+            moved(5, first.positions[4] + 0.01),
+            element(92),
+            element(118),
+            with_changes(first, total_charge=torch.tensor([1])),  # 25 electrons as a singlet
+            second,
+        ]
     )
     result = XtbEnergy(workers=0).evaluate(batch)
     assert result.valid.tolist() == [True, False, False, False, False, False, False, True]
@@ -297,7 +289,7 @@ def test_bad_structures_are_invalid_with_reasons_and_the_rest_survives() -> None
     assert reasons[5] == "unsupported element(s) Og (Z=118) for GFN2-xTB: supported are Z in 1-86"
     assert reasons[6] is not None and "25 electrons (odd) need an even multiplicity" in reasons[6]
     assert torch.isnan(result.energies[1:7]).all() and (result.forces[9:63] == 0).all()
-    alone = XtbEnergy(workers=0).evaluate(concat(first, second))
+    alone = XtbEnergy(workers=0).evaluate(Structures.concat([first, second]))
     torch.testing.assert_close(result.energies[[0, 7]], alone.energies, atol=1e-6, rtol=0)
 
 
@@ -305,7 +297,7 @@ def test_an_scf_that_does_not_converge_is_invalid_and_the_rest_survives() -> Non
     ethanol = embedded("CCO")  # converges in 9 cycles
     benzene = embedded("c1ccccc1")
     stretched = with_changes(benzene, positions=benzene.positions * 1.6)  # needs ~31 cycles
-    result = XtbEnergy(workers=0, max_iterations=15).evaluate(concat(ethanol, stretched, ethanol))
+    result = XtbEnergy(workers=0, max_iterations=15).evaluate(Structures.concat([ethanol, stretched, ethanol]))
     assert result.valid.tolist() == [True, False, True]
     assert result.reasons[1] == "GFN2-xTB: TBLiteRuntimeError: SCF not converged in 15 cycles"
     energy, _ = direct_tblite(ethanol, 0)
@@ -329,7 +321,7 @@ def test_an_empty_batch_gives_an_empty_result() -> None:
 def test_tblite_prints_nothing(capfd: pytest.CaptureFixture[str]) -> None:
     benzene = embedded("c1ccccc1")
     stretched = with_changes(benzene, positions=benzene.positions * 1.6)
-    result = XtbEnergy(workers=0, max_iterations=15).evaluate(concat(embedded("CCO"), stretched))
+    result = XtbEnergy(workers=0, max_iterations=15).evaluate(Structures.concat([embedded("CCO"), stretched]))
     assert result.valid.tolist() == [True, False]
     out, err = capfd.readouterr()
     assert out == "" and err == ""
@@ -351,7 +343,7 @@ def long_alkene(dimensions: int) -> Structures:
 def test_max_atoms_rejects_a_300_atom_molecule_with_a_reason() -> None:
     big = long_alkene(2)
     assert big.num_atoms.tolist() == [300]
-    result = XtbEnergy(workers=0, max_atoms=250).evaluate(concat(embedded("CCO"), big))
+    result = XtbEnergy(workers=0, max_atoms=250).evaluate(Structures.concat([embedded("CCO"), big]))
     assert result.valid.tolist() == [True, False]
     assert result.reasons[1] == "300 atoms exceed the limit of 250 atoms for GFN2-xTB (max_atoms)"
 
@@ -371,7 +363,7 @@ def test_a_300_atom_molecule_is_evaluated_without_a_limit() -> None:
 @pytest.mark.slow
 def test_worker_processes_give_the_in_process_answers_and_time_out_per_structure() -> None:
     conformers = embedded("CC(=O)Nc1ccc(O)cc1", conformers=4)
-    batch = concat(conformers, long_alkene(2), conformers)
+    batch = Structures.concat([conformers, long_alkene(2), conformers])
     with XtbEnergy(workers=2, timeout_s=2.0) as model:
         result = model.evaluate(batch)  # the 300-atom single point takes longer than 2 s
         again = model.evaluate(conformers)  # calculators reused inside the workers
