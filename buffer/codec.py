@@ -73,9 +73,8 @@ def encode_record(kind: str, meta: Mapping[str, Any], arrays: Mapping[str, np.nd
     return b"".join([_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)), header, *chunks])
 
 
-def decode_record(data: bytes, kind: str) -> Record:
-    """Decode a record and check it is a ``kind``; a foreign, newer or truncated blob raises
-    :class:`RecordFormatError` saying which."""
+def _header_length(data: bytes) -> int:
+    """Check a record's prefix (length, magic bytes, format version); the length of its JSON header."""
     if len(data) < _PREFIX.size:
         raise RecordFormatError(f"truncated record ({len(data)} bytes)")
     magic, version, header_len = _PREFIX.unpack_from(data)
@@ -86,6 +85,13 @@ def decode_record(data: bytes, kind: str) -> Record:
             f"record format version {version}, but this code reads version {FORMAT_VERSION}: "
             "run the same adjoint-sampling version in every trainer and energy worker"
         )
+    return int(header_len)
+
+
+def decode_record(data: bytes, kind: str) -> Record:
+    """Decode a record and check it is a ``kind``; a foreign, newer or truncated blob raises
+    :class:`RecordFormatError` saying which."""
+    header_len = _header_length(data)
     start = _PREFIX.size
     try:
         header = json.loads(data[start : start + header_len])
@@ -111,13 +117,7 @@ def decode_record(data: bytes, kind: str) -> Record:
 
 def record_kind(data: bytes) -> str:
     """The ``kind`` a record declares (to pick its decoder), without decoding its arrays."""
-    if len(data) < _PREFIX.size:
-        raise RecordFormatError(f"truncated record ({len(data)} bytes)")
-    magic, version, header_len = _PREFIX.unpack_from(data)
-    if magic != MAGIC:
-        raise RecordFormatError("not an adjoint-sampling record (bad magic bytes)")
-    if version != FORMAT_VERSION:
-        raise RecordFormatError(f"record format version {version}, this build reads {FORMAT_VERSION}")
+    header_len = _header_length(data)
     try:
         return str(json.loads(data[_PREFIX.size : _PREFIX.size + header_len])["kind"])
     except (ValueError, KeyError, TypeError) as exc:
