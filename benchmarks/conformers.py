@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from benchmarks.coverage import THRESHOLDS, EnsembleScore, failed_score, score_matrix
 from benchmarks.methods import Method, MethodSettings, build_methods
+from benchmarks.options import QUICK_MAX_REFS, QUICK_NUM_MOLECULES
 from molecules.references import CORPUS_FILE, DATASETS, ReferenceEnsemble, load_references, read_corpus, read_index
 from molecules.rmsd import HeavyAtomRmsd, RmsdConfig, conformer_coordinates, warm_up
 from molecules.smiles import SmilesError, mol_from_smiles
@@ -86,7 +87,7 @@ class BenchConfig:
             raise ValueError("no methods given")
 
 
-QUICK = BenchConfig(num_molecules=3, max_refs=4, rmsd_check_pairs=50, tag="quick")
+QUICK = BenchConfig(num_molecules=QUICK_NUM_MOLECULES, max_refs=QUICK_MAX_REFS, rmsd_check_pairs=50, tag="quick")
 
 
 @dataclass(frozen=True, kw_only=True)

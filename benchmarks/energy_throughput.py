@@ -48,16 +48,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.paths import DEFAULT_DATA, RESULTS_DIR
+from benchmarks.options import ENERGY_SMILES_FILE
+from benchmarks.options import add_energy_throughput_arguments as add_arguments
+from training.paths import RESULTS_DIR
 
-# Heavy imports (torch, RDKit, the energy models) happen inside functions: the CLI imports this module
-# to build its parser.
+# Heavy imports (torch, RDKit, the energy models) happen inside functions, so ``--help`` stays quick; the
+# options live in :mod:`benchmarks.options`, from which ``adjoint-sampling bench energy`` builds its parser.
 
 __all__ = ["BenchConfig", "add_arguments", "main", "pick_molecules", "run", "run_from_args"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SMILES_FILE = DEFAULT_DATA / "spice" / "spice_train.txt"
+DEFAULT_SMILES_FILE = ENERGY_SMILES_FILE
 DEFAULT_OUT_DIR = RESULTS_DIR
 ALLOWED_ELEMENTS = frozenset({"H", "C", "N", "O", "F", "S", "Cl"})
 
@@ -685,37 +687,6 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 # --- command line ------------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options, shared by ``python -m benchmarks.energy_throughput`` and ``adjoint-sampling bench energy``."""
-    parser.add_argument(
-        "--models", nargs="+", default=None, metavar="NAME", help="registry names (default: every registered model)"
-    )
-    parser.add_argument("--molecules", type=int, default=4, help="drug-like molecules (default 4)")
-    parser.add_argument("--conformers-per-molecule", type=int, default=16, help="ETKDG conformers each (default 16)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per variant (default 5)")
-    parser.add_argument(
-        "--chunk",
-        type=int,
-        default=None,
-        help="structures per task in the generic pool (default: one task per worker)",
-    )
-    parser.add_argument(
-        "--min-repeat-seconds",
-        type=float,
-        default=0.5,
-        help="each timed repeat calls the batch as often as fills this long and reports per call (default 0.5)",
-    )
-    parser.add_argument("--seed", type=int, default=1, help="ETKDG seed (default 1)")
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch/OpenMP threads of the in-process variant (default 1)"
-    )
-    parser.add_argument("--smiles-file", type=Path, default=DEFAULT_SMILES_FILE)
-    parser.add_argument(
-        "--fairchem-checkpoint", type=Path, default=None, help="local fairchem checkpoint (default: random tiny UMA)"
-    )
-    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.coverage import EnsembleScore, record_score
+from benchmarks.options import add_compare_arguments as add_arguments
 
 __all__ = [
     "PairedComparison",
@@ -194,20 +195,6 @@ def paired_lines(
             f"{r.better} / {r.equal} / {r.worse} |"
         )
     return lines
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``adjoint-sampling bench compare``."""
-    parser.add_argument("results", nargs="+", type=Path, help="conformers_<tag>.json files of benchmark runs")
-    parser.add_argument(
-        "--pairs",
-        nargs="+",
-        metavar="METHOD:BASELINE",
-        default=None,
-        help="pairs to compare (default: every non-RDKit method against every rdkit* method with the same relaxation)",
-    )
-    parser.add_argument("--delta", type=float, default=1.0, help="COV-R threshold, Å (on the 0.125 Å grid)")
-    parser.add_argument("--out", type=Path, default=None, help="also write the table to this markdown file")
 
 
 def run_from_args(args: argparse.Namespace, command: str) -> list[str]:

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.paths import DEFAULT_DATA, REPO_ROOT, RESULTS_DIR, SHIPPED_CONFORMER_CHECKPOINT
+from benchmarks.options import add_service_load_arguments as add_arguments
+from training.paths import REPO_ROOT, RESULTS_DIR, SHIPPED_CONFORMER_CHECKPOINT
 
 __all__ = ["add_arguments", "pick_smiles", "run", "run_from_args", "tiny_conformer_config"]
 
@@ -343,24 +344,6 @@ def markdown(result: dict[str, Any]) -> str:
     if r["examples_of_failures"]:
         lines += ["Examples of failures:", "", *[f"- `{x}`" for x in r["examples_of_failures"]], ""]
     return "\n".join(lines)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--clients", type=int, default=20, help="concurrent clients")
-    p.add_argument("--seconds", type=float, default=60.0, help="how long the clients send requests")
-    p.add_argument("--conformers", type=int, default=10, help="conformers per request")
-    p.add_argument("--checkpoint", type=Path, default=None, help=f"default: {SHIPPED_CHECKPOINT}")
-    p.add_argument("--tiny", action="store_true", help="train and use a tiny plumbing-only checkpoint (seconds)")
-    p.add_argument(
-        "--energy-model", default="mmff", help="scores the conformers (xtb single points are ~280x slower than mmff)"
-    )
-    p.add_argument("--sampling-threads", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1, help="torch threads per sampling thread")
-    p.add_argument("--molecules", type=int, default=50, help="distinct SMILES the clients cycle through")
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
-    p.add_argument("--tag", default="", help="write service_load_TAG.{md,json} (default: service_load.{md,json})")
-    p.add_argument("--label", default=None, help="how the report names the model (default: from the checkpoint)")
 
 
 def run_from_args(args: argparse.Namespace, command: str) -> list[str]:

@@ -17,9 +17,9 @@ __all__ = ["add_bench_conformers_parser", "cmd_bench_conformers"]
 
 
 def add_bench_conformers_parser(bsub: Any, data_dir: Path, repo_root: Path) -> None:
-    from benchmarks.conformers import QUICK
-    from benchmarks.methods import METHODS
-    from molecules.references import DATASETS
+    # light modules only: the help and argument errors must not import torch, RDKit or the benchmark code
+    from benchmarks.options import METHOD_NAMES, QUICK_MAX_REFS, QUICK_NUM_MOLECULES
+    from molecules.constants import DATASETS
 
     b = bsub.add_parser(
         "conformers",
@@ -33,11 +33,11 @@ def add_bench_conformers_parser(bsub: Any, data_dir: Path, repo_root: Path) -> N
     b.add_argument(
         "--quick",
         action="store_true",
-        help=f"the {QUICK.num_molecules} smallest molecules per dataset, --max-refs {QUICK.max_refs} (minutes)",
+        help=f"the {QUICK_NUM_MOLECULES} smallest molecules per dataset, --max-refs {QUICK_MAX_REFS} (minutes)",
     )
     b.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=["drugs_dev", "spice_test"])
     b.add_argument(
-        "--methods", nargs="+", default=["rdkit", "rdkit+mmff", "rdkit+relax"], help=f"from {sorted(METHODS)}"
+        "--methods", nargs="+", default=["rdkit", "rdkit+mmff", "rdkit+relax"], help=f"from {sorted(METHOD_NAMES)}"
     )
     b.add_argument("--max-refs", type=int, default=None, help="reference conformers per molecule (default 512)")
     b.add_argument("--num-molecules", type=int, default=None, help="the N smallest molecules per dataset")

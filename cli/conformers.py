@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rdkit import Chem
-
 from inference.options import DEFAULT_ENERGY_MODEL, DEFAULT_NUM_CONFORMERS, DEFAULTS, STEREO_POLICIES, PostProcessing
-from molecules.ensemble import DEFAULT_TEMPERATURE_K
+from molecules.constants import DEFAULT_TEMPERATURE_K
 
-if TYPE_CHECKING:  # the CLI's startup (help, argument errors) does not pay for torch
+if TYPE_CHECKING:  # the CLI's startup (help, argument errors) does not pay for torch or RDKit
+    from rdkit import Chem
+
     from inference.api import Ensemble
 
 __all__ = [

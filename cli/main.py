@@ -139,14 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     from cli.bench_conformers import add_bench_conformers_parser
 
     add_bench_conformers_parser(bsub, DEFAULT_DATA, REPO_ROOT)
-    from benchmarks.energy_throughput import add_arguments as add_bench_energy_arguments
+    from benchmarks.options import add_compare_arguments, add_energy_throughput_arguments
 
-    add_bench_energy_arguments(
+    add_energy_throughput_arguments(
         bsub.add_parser("energy", help="energy-model throughput: 1 vs 2 worker processes, calculator reuse vs fresh")
     )
-    from benchmarks.paired import add_arguments as add_bench_compare_arguments
-
-    add_bench_compare_arguments(
+    add_compare_arguments(
         bsub.add_parser(
             "compare",
             help="paired per-molecule comparison of methods in conformer-benchmark results (bootstrap CI)",

@@ -80,9 +80,9 @@ def add_worker_sample_parser(wsub: Any) -> None:
 
 
 def add_bench_service_parser(bsub: Any) -> None:
-    from benchmarks.service_load import add_arguments
+    from benchmarks.options import add_service_load_arguments
 
-    add_arguments(
+    add_service_load_arguments(
         bsub.add_parser("service", help="load test of the HTTP service on localhost (requests/s, p50/p95/p99)")
     )
 

@@ -22,10 +22,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from molecules.ensemble import DEFAULT_TEMPERATURE_K, DuplicateCriteria
-from molecules.stereo import DEFAULT_MAX_ISOMERS
+from molecules.constants import DEFAULT_MAX_ISOMERS, DEFAULT_TEMPERATURE_K
+
+if TYPE_CHECKING:  # the CLI's help shows these defaults without importing RDKit or numpy
+    from molecules.ensemble import DuplicateCriteria
 
 __all__ = [
     "DEFAULTS",
@@ -104,6 +106,8 @@ class PostProcessing:
     def duplicates(self) -> DuplicateCriteria | None:
         """The duplicate criteria, or ``None`` when duplicate removal is off (``dedup_rmsd`` or
         ``energy_tolerance`` is 0)."""
+        from molecules.ensemble import DuplicateCriteria
+
         if self.dedup_rmsd == 0 or self.energy_tolerance == 0:
             return None
         return DuplicateCriteria(

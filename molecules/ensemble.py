@@ -39,6 +39,7 @@ import numpy as np
 from rdkit import Chem
 
 from energy.units import BOLTZMANN_EV_PER_K, KCAL_PER_MOL_IN_EV
+from molecules.constants import DEFAULT_TEMPERATURE_K
 from molecules.rmsd import HeavyAtomRmsd, RmsdConfig
 
 __all__ = [
@@ -57,9 +58,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TEMPERATURE_K = 298.15
-"""Room temperature (25 °C), the temperature CREST, Auto3D and most papers report weights at."""
 
 
 def _energies(energies_ev: Sequence[float] | np.ndarray, name: str = "energies_ev") -> np.ndarray:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from rdkit import Chem
 
+from molecules.constants import DATASETS
 from molecules.smiles import SmilesError, mol_from_smiles
 from molecules.structures import with_conformers
 from molecules.xyz import XyzFrame, read_xyz
@@ -47,10 +48,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DATASETS: dict[str, tuple[str, str]] = {  # name -> (index file, conformer folder), relative to the data dir
-    "spice_test": ("spice/spice_test.txt", "spice/conformers"),
-    "drugs_dev": ("drugs/drugs_dev.txt", "drugs/conformers"),
-}
 CORPUS_FILE = "geom/DRUGS_test_smiles_corrected.csv"
 COVALENT_FACTOR = 1.3  # RDKit DetermineConnectivity's default covFactor
 _INDEX_HEADER = ["Rotatable_Bonds", "SMILES"]

@@ -37,6 +37,7 @@ from rdkit.Chem.EnumerateStereoisomers import (
     StereoEnumerationOptions,
 )
 
+from molecules.constants import DEFAULT_MAX_ISOMERS
 from molecules.smiles import mol_from_smiles
 
 __all__ = [
@@ -50,9 +51,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MAX_ISOMERS = 32
-"""At most this many stereoisomers per input (five open stereo elements); OMEGA's flipper default is similar."""
 
 _BOND_SYMBOLS = {
     Chem.BondType.SINGLE: "-",
