@@ -454,6 +454,12 @@ METHODS: dict[str, MethodFactory] = {
         RdkitMmffOptimizer(s.mmff_max_iters, s.mmff_variant, s.threads),
         f"torsional Adjoint Sampling + RDKit {s.mmff_variant} (maxIters {s.mmff_max_iters})",
     ),
+    "torsional+mmff+relax": lambda s: Method(
+        "torsional+mmff+relax",
+        _torsional(s),
+        Chained(RdkitMmffOptimizer(s.mmff_max_iters, s.mmff_variant, s.threads), relaxation(s)),
+        f"torsional Adjoint Sampling + RDKit {s.mmff_variant} (maxIters {s.mmff_max_iters}) + {_relax_label(s)}",
+    ),
     "torsion-control": lambda s: Method(
         "torsion-control", _control(s), None, f"random torsions from the product's seeds ({_control(s).num_seeds})"
     ),
