@@ -92,6 +92,9 @@ def test_method_registry() -> None:
     (both,) = build_methods(["rdkit+mmff+relax"], settings)
     assert both.generator == methods[0].generator
     assert both.refiner is not None and both.refiner.name == "mmff94+relax[xtb]"
+    product, relaxed = build_methods(["torsional+mmff", "torsional+mmff+relax"], settings)
+    assert relaxed.generator == product.generator  # the capped xTB rows relax the product's own conformers
+    assert relaxed.refiner is not None and relaxed.refiner.name == "mmff94+relax[xtb]"
     with pytest.raises(ValueError, match="unknown method"):
         build_methods(["omega"], settings)
     with pytest.raises(ValueError, match="already registered"):
