@@ -1,0 +1,206 @@
+"""Inference-time knobs of the torsional pipeline on ``drugs_dev`` at the full protocol (L <= 512, K = 2L).
+
+The cheap dev proxy used to select the shipped model (K <= 32) cannot see what limits the product on large
+ensembles, where K reaches hundreds of conformers per molecule and breadth decides recall. This benchmark scores
+variants of the default pipeline (torsional model, then RDKit MMFF94) with the conformer benchmark's own runner,
+so every number is comparable to ``bench conformers``:
+
+- ``mmff<N>``: the shipped model, MMFF94 with at most ``N`` iterations (the product and the baselines use 200);
+- ``steps<N>``: ``N`` integration steps instead of the checkpoint's;
+- ``scale<A>``: the control multiplied by ``A`` (``0`` is the untrained base process, ``1`` the model): a
+  cheap stand-in for a hotter target;
+- ``ladder<A>``: a factor drawn uniformly in ``[A, 1]`` per conformer (a mixture of temperatures, for breadth);
+- ``over<F>``: ``ceil(F K)`` draws, the ``K`` lowest in MMFF94 single-point energy kept (precision for speed);
+- ``ckpt:<PATH>``: another checkpoint (e.g. one trained at another tau), MMFF94 200.
+
+Development set only (``drugs_dev``): never ``spice_test``.
+
+Reproduce: ``python -m benchmarks.torsional_knobs --variants mmff200 mmff100 mmff400 steps6 scale0.7 ladder0.3
+over1.5 --tag knobs`` (writes ``benchmarks/results/conformers_<tag>.{md,json,png}``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rdkit import Chem
+from rdkit.Chem import rdForceFieldHelpers
+from torch import nn
+
+from benchmarks.conformers import BenchConfig, run
+from benchmarks.methods import (
+    METHODS,
+    GenerationError,
+    Method,
+    MethodSettings,
+    RdkitMmffOptimizer,
+    TorsionalGenerator,
+    register_method,
+)
+from benchmarks.report import summaries, write_report
+from molecules.structures import with_conformers
+
+__all__ = ["ScaledControl", "TunedTorsionalGenerator", "register_variant"]
+
+log = logging.getLogger(__name__)
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+class ScaledControl(nn.Module):
+    """``lambda_g * net(...)``: the control of every torsion of sample ``g`` scaled by that sample's factor.
+
+    The factors are drawn per call of the integration (one batch), uniformly in ``[low, high]``, from
+    ``generator``; the wrapped network's :meth:`graph_index` is passed through."""
+
+    def __init__(self, network: Any, low: float, high: float, generator: torch.Generator) -> None:
+        super().__init__()
+        self.network = network
+        self.low, self.high, self.generator = low, high, generator
+        self._factors: dict[int, torch.Tensor] = {}
+
+    def graph_index(self, *args: Any) -> Any:
+        num_graphs = int(args[2])
+        factors = self.low + (self.high - self.low) * torch.rand(num_graphs, generator=self.generator)
+        self._factors = {num_graphs: factors}
+        return self.network.graph_index(*args)
+
+    def forward(self, t: torch.Tensor, *args: Any) -> torch.Tensor:
+        v = self.network(t, *args)
+        factors = self._factors.get(t.shape[0])
+        if factors is None:
+            raise RuntimeError("ScaledControl needs graph_index() once per batch before its calls")
+        torsion_batch = args[6]
+        return v * factors.to(v.dtype)[torsion_batch]
+
+
+@dataclass
+class TunedTorsionalGenerator(TorsionalGenerator):
+    """:class:`TorsionalGenerator` with a scaled control (``low``..``high``) and oversampling by energy."""
+
+    low: float = 1.0
+    high: float = 1.0
+    oversample: float = 1.0
+    _tag: str = field(default="", repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"tuned-torsional[{self._tag}]"
+
+    def generate(self, mol: Chem.Mol, num_conformers: int, seed: int) -> Chem.Mol:
+        sampler = self._load()
+        count = math.ceil(self.oversample * num_conformers)
+        shipped = sampler.network
+        if (self.low, self.high) != (1.0, 1.0):
+            sampler.network = ScaledControl(shipped, self.low, self.high, torch.Generator().manual_seed(seed + 7))
+        try:
+            positions = sampler.sample_positions(mol, count, seed=seed, steps=self.steps)
+        except ValueError as exc:
+            raise GenerationError(str(exc)) from exc
+        finally:
+            sampler.network = shipped
+        if count > num_conformers:
+            positions = positions[_lowest_mmff(mol, positions, num_conformers)]
+        return with_conformers(mol, positions)
+
+
+def _lowest_mmff(mol: Chem.Mol, positions: np.ndarray, keep: int) -> np.ndarray:
+    """Indices (ascending) of the ``keep`` conformers lowest in MMFF94 single-point energy."""
+    m = with_conformers(mol, positions)
+    props = rdForceFieldHelpers.MMFFGetMoleculeProperties(m)
+    if props is None:
+        raise GenerationError("no MMFF94 parameters for the energy ranking")
+    energies = np.array(
+        [rdForceFieldHelpers.MMFFGetMoleculeForceField(m, props, confId=c).CalcEnergy() for c in range(len(positions))]
+    )
+    return np.sort(np.argsort(energies, kind="stable")[:keep])
+
+
+def register_variant(variant: str, checkpoint: Path) -> str:
+    """Register the method of one ``--variants`` word (module docstring); returns its method name."""
+    name = f"knob:{variant}"
+    if name in METHODS:
+        return name
+    ck = str(checkpoint)
+    iters, steps, low, high, over = 200, None, 1.0, 1.0, 1.0
+    try:
+        if variant.startswith("mmff"):
+            iters = int(variant[4:])
+        elif variant.startswith("steps"):
+            steps = int(variant[5:])
+        elif variant.startswith("scale"):
+            low = high = float(variant[5:])
+        elif variant.startswith("ladder"):
+            low = float(variant[6:])
+        elif variant.startswith("over"):
+            over = float(variant[4:])
+        elif variant.startswith("ckpt:"):
+            ck = variant[5:]
+        else:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"unknown variant {variant!r}: mmffN, stepsN, scaleA, ladderA, overF or ckpt:PATH") from None
+    if over < 1 or iters < 1 or (steps is not None and steps < 1) or not 0 <= low <= high:
+        raise ValueError(f"variant {variant!r} out of range")
+    tuned = (low, high, over) != (1.0, 1.0, 1.0)
+    generator: TorsionalGenerator = (
+        TunedTorsionalGenerator(ck, steps, low=low, high=high, oversample=over, _tag=variant)
+        if tuned
+        else TorsionalGenerator(ck, steps)
+    )
+    refiner = RdkitMmffOptimizer(iters, "MMFF94", 1)
+    description = f"torsional pipeline, {variant} ({ck}; MMFF94 maxIters {iters})"
+    register_method(name, lambda s: Method(name, generator, refiner, description))
+    return name
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--variants", nargs="+", required=True, help="mmffN stepsN scaleA ladderA overF ckpt:PATH")
+    p.add_argument("--checkpoint", type=Path, default=_REPO / "checkpoints" / "torsional.pt")
+    p.add_argument("--max-refs", type=int, default=512)
+    p.add_argument("--num-molecules", type=int, default=None, help="the N smallest molecules (smoke runs)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--tag", default="knobs")
+    p.add_argument("--data-dir", type=Path, default=_REPO.parent / "shared" / "data")
+    p.add_argument("--out-dir", type=Path, default=_REPO / "benchmarks" / "results")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(1)
+    names = [register_variant(v, args.checkpoint) for v in args.variants]
+    config = BenchConfig(
+        datasets=("drugs_dev",),
+        methods=tuple(names),
+        max_refs=args.max_refs,
+        num_molecules=args.num_molecules,
+        seed=args.seed,
+        settings=MethodSettings(threads=1, torsional_checkpoint=str(args.checkpoint)),
+        tag=args.tag,
+    )
+    command = "python -m benchmarks.torsional_knobs " + shlex.join(sys.argv[1:] if argv is None else argv)
+    results = run(config, args.data_dir)
+    paths = write_report(results, args.out_dir, args.tag, command)
+    for per_method in summaries(results).values():
+        for name, s in per_method.items():
+            log.info(
+                "%-22s COV-R@1.0 %5.1f%%  AMR-R %.3f Å  COV-P@1.0 %5.1f%%  AMR-P %.3f Å",
+                name,
+                100 * s.at("cov_r_mean", 1.0),
+                s.amr_r_mean,
+                100 * s.at("cov_p_mean", 1.0),
+                s.amr_p_mean,
+            )
+    log.info("wrote %s; reproduce: %s", ", ".join(str(p) for p in paths), command)
+
+
+if __name__ == "__main__":
+    main()

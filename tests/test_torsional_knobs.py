@@ -1,0 +1,69 @@
+"""The inference knobs of benchmarks.torsional_knobs: a scaled control is the model at 1 and the base process at 0;
+oversampling keeps the lowest-energy draws; variant words are checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.torsional_knobs import ScaledControl, TunedTorsionalGenerator, _lowest_mmff, register_variant
+from molecules.smiles import mol_from_smiles
+
+SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "torsional.pt"
+
+
+class _Zero(torch.nn.Module):
+    """A control that is zero everywhere: the untrained base process."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def graph_index(self, *args: object) -> object:
+        return self.inner.graph_index(*args)  # type: ignore[operator]
+
+    def forward(self, t: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(args[5].shape[0], dtype=args[0].dtype)
+
+
+def test_scaled_control_is_the_model_at_one_and_the_base_process_at_zero() -> None:
+    torch.set_num_threads(1)
+    from inference.torsional_sampling import TorsionalSampler
+
+    sampler = TorsionalSampler(SHIPPED)
+    mol = mol_from_smiles("CCOC(=O)c1ccc(OCCN)cc1")
+    shipped = sampler.network
+    model = sampler.sample_positions(mol, 6, seed=5)
+    sampler.network = ScaledControl(shipped, 1.0, 1.0, torch.Generator().manual_seed(0))  # type: ignore[assignment]
+    np.testing.assert_array_equal(sampler.sample_positions(mol, 6, seed=5), model)
+    sampler.network = ScaledControl(shipped, 0.0, 0.0, torch.Generator().manual_seed(0))  # type: ignore[assignment]
+    scaled0 = sampler.sample_positions(mol, 6, seed=5)
+    sampler.network = _Zero(shipped)  # type: ignore[assignment]
+    np.testing.assert_allclose(sampler.sample_positions(mol, 6, seed=5), scaled0, atol=1e-9)
+    assert not np.allclose(scaled0, model, atol=1e-3)
+    sampler.network = shipped
+
+
+def test_oversampling_keeps_the_lowest_energy_draws() -> None:
+    mol = mol_from_smiles("CCCCO")
+    from molecules.etkdg import embed
+
+    good = embed(mol, 3, seed=1)
+    bad = good[0].copy()
+    bad[1] = bad[0] + np.array([0.3, 0.0, 0.0])  # two carbons 0.3 Å apart: a huge MMFF94 energy
+    positions = np.stack([bad, good[0], good[1], good[2]])
+    np.testing.assert_array_equal(_lowest_mmff(mol, positions, 3), [1, 2, 3])
+    gen = TunedTorsionalGenerator(str(SHIPPED), oversample=2.0, _tag="over2")
+    out = gen.generate(mol_from_smiles("CCOCCN"), 4, seed=3)
+    assert out.GetNumConformers() == 4
+
+
+def test_variant_words_are_checked() -> None:
+    assert register_variant("mmff150", SHIPPED) == "knob:mmff150"
+    assert register_variant("mmff150", SHIPPED) == "knob:mmff150"  # registering twice is harmless
+    for bad in ("mmff", "warp9", "over0.5", "ladder2"):
+        with pytest.raises(ValueError, match="variant"):
+            register_variant(bad, SHIPPED)
