@@ -54,6 +54,7 @@ from rdkit.Chem import rdForceFieldHelpers
 from molecules.etkdg import embed
 from molecules.features import atom_features
 from molecules.rmsd import kabsch_rmsd
+from molecules.stereo import UnassignedStereo, find_unassigned_stereo
 from molecules.structures import with_conformers
 from sampler.torsion_geometry import TorsionSystem
 
@@ -333,12 +334,18 @@ def embed_seeds(
     ring_rmsd_threshold: float = 0.3,
     mmff_relax: bool = False,
 ) -> np.ndarray:
-    """``[S, n, 3]`` seed conformers (``1 <= S <= num_seeds``): ``num_seeds`` ETKDGv3 embeddings, each kept
-    only if one of its ring systems (:func:`ring_rmsd`) lies more than ``ring_rmsd_threshold`` Å from the
-    same system in every seed kept before it. A molecule without rings, or with only aromatic rings, gets one
-    seed (ETKDG varies aromatic systems by at most 0.28 Å on the SPICE test set; aliphatic ones by up to
-    1.6 Å). ``mmff_relax`` first MMFF94-optimizes every embedding
-    (bond lengths and angles are then the force field's; they stay frozen in the torsional model).
+    """``[S, n, 3]`` seed conformers (``1 <= S <= num_seeds`` per stereoisomer): ``num_seeds`` ETKDGv3
+    embeddings, each kept only if one of its ring systems (:func:`ring_rmsd`) lies more than
+    ``ring_rmsd_threshold`` Å from the same system in every seed kept before it. A molecule without rings, or
+    with only aromatic rings, gets one seed (ETKDG varies aromatic systems by at most 0.28 Å on the SPICE test
+    set; aliphatic ones by up to 1.6 Å). ``mmff_relax`` first MMFF94-optimizes every embedding (bond lengths
+    and angles are then the force field's; they stay frozen in the torsional model).
+
+    A molecule whose stereocentres or stereo double bonds are not all assigned (a SMILES without ``@``/``/``)
+    is sampled as ETKDG samples it, with a random configuration per embedding: ``num_seeds × min(2^u, 4)``
+    embeddings for ``u`` unassigned elements; the ring-shape rule then applies among the seeds of each
+    configuration (read from the 3D geometry), at most ``num_seeds`` each, so that conformers drawn round-robin
+    over the seeds do not all share one stereoisomer.
 
     Raises:
         ValueError: ETKDG could not embed the molecule.
@@ -346,17 +353,37 @@ def embed_seeds(
     if num_seeds < 1:
         raise ValueError(f"num_seeds must be >= 1, got {num_seeds}")
     _require_explicit_hydrogens(mol)
-    confs = embed(mol, num_seeds, seed=seed)
+    unassigned = find_unassigned_stereo(mol)
+    open_elements = len(unassigned.centres) + len(unassigned.bonds)
+    confs = embed(mol, num_seeds * min(2**open_elements, 4), seed=seed)
     if len(confs) == 0:
         raise ValueError(f"ETKDG could not embed {Chem.MolToSmiles(Chem.RemoveHs(mol))} in 3D")
     if mmff_relax:
         confs = _mmff_relaxed(mol, confs)
     rmsd = ring_rmsd(mol, confs)
+    keys = configurations(mol, confs, unassigned)
     kept: list[int] = []
     for k in range(len(confs)):
-        if all(rmsd[k, j] > ring_rmsd_threshold for j in kept):
+        same = [j for j in kept if keys[j] == keys[k]]
+        if len(same) < num_seeds and all(rmsd[k, j] > ring_rmsd_threshold for j in same):
             kept.append(k)
     return confs[kept]
+
+
+def configurations(mol: Chem.Mol, confs: np.ndarray, elements: UnassignedStereo) -> list[tuple[str, ...]]:
+    """The configuration each conformer ``[S, n, 3]`` gives the stereo ``elements`` (perceived from 3D: the
+    chiral tag of each centre, then the stereo of each double bond); ``()`` for every conformer when there are
+    none."""
+    if not elements:
+        return [()] * len(confs)
+    keys = []
+    for positions in confs:
+        work = with_conformers(mol, [positions])
+        Chem.AssignStereochemistryFrom3D(work, confId=0, replaceExistingTags=True)
+        centres = tuple(str(work.GetAtomWithIdx(i).GetChiralTag()) for i in elements.centres)
+        bonds = tuple(str(work.GetBondBetweenAtoms(i, j).GetStereo()) for i, j in elements.bonds)
+        keys.append(centres + bonds)
+    return keys
 
 
 def _mmff_relaxed(mol: Chem.Mol, confs: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ from rdkit import Chem
 
 from energy.mmff import MmffEnergy
 from molecules.smiles import mol_from_smiles
+from molecules.stereo import find_unassigned_stereo
 from molecules.structures import conformer_structures, with_conformers
 from molecules.torsions import (
     BOND_FEATURES,
@@ -19,6 +20,7 @@ from molecules.torsions import (
     HydrogenRotors,
     RotorKind,
     TorsionRules,
+    configurations,
     embed_seeds,
     find_torsions,
     torsion_system,
@@ -369,11 +371,29 @@ def test_torsion_system_fields_and_validation() -> None:
 def test_seeds_are_deduplicated_by_ring_shape() -> None:
     aromatic = mol_from_smiles("CCOc1ccccc1")
     assert embed_seeds(aromatic, 5, seed=3).shape == (1, aromatic.GetNumAtoms(), 3)
-    puckered = mol_from_smiles("CC1CCC(N)CC1")
+    puckered = mol_from_smiles("C[C@H]1CC[C@@H](N)CC1")  # trans: the ring's stereo is given
     assert embed_seeds(puckered, 8, seed=3, ring_rmsd_threshold=0.0).shape[0] == 8
     seeds = embed_seeds(puckered, 8, seed=3)
     assert 1 < seeds.shape[0] <= 8
     assert np.isfinite(seeds).all()
+
+
+def test_unassigned_stereo_gets_seeds_of_each_configuration_as_etkdg_samples_it() -> None:
+    """Without ``@`` in the SMILES, ETKDG draws a configuration per conformer: the seeds must not all share one."""
+    open_centre = mol_from_smiles("CCC(O)CCN")
+    elements = find_unassigned_stereo(open_centre)
+    seeds = embed_seeds(open_centre, 4, seed=1, mmff_relax=True)  # the product's seed count
+    # no ring: one seed per configuration, where the SMILES-given case has one seed in all
+    assert sorted(configurations(open_centre, seeds, elements)) == [
+        ("CHI_TETRAHEDRAL_CCW",),
+        ("CHI_TETRAHEDRAL_CW",),
+    ]
+    given = mol_from_smiles("CC[C@H](O)CCN")
+    assert embed_seeds(given, 4, seed=1).shape[0] == 1  # no ring, stereo given: one seed, as before
+    double_bond = mol_from_smiles("CCC=CCC")
+    keys = configurations(double_bond, embed_seeds(double_bond, 2, seed=2), find_unassigned_stereo(double_bond))
+    assert set(keys) == {("STEREOE",), ("STEREOZ",)}
+    assert 2 <= len(keys) <= 4  # at most num_seeds per configuration
 
 
 def test_molecules_without_torsions_batch_with_others() -> None:
