@@ -237,13 +237,6 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    import numpy as np
-    import torch
-
-    from sampler.egnn import EGNNControl
-    from sampler.state import collate
-    from training.synthetic import SyntheticRunConfig, build_energy, build_system
-
     if args.smiles is not None and args.input is not None:
         raise CliError("give a SMILES or an input file (-i), not both")
     if args.input is not None:
@@ -260,6 +253,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
     args.num_samples = 1000 if args.num_samples is None else args.num_samples
     if args.num_samples < 1:
         raise CliError("--num-samples must be at least 1")
+    import numpy as np  # after the argument checks: a bad argument is reported without loading torch
+    import torch
+
+    from sampler.egnn import EGNNControl
+    from sampler.state import collate
+    from training.synthetic import SyntheticRunConfig, build_energy, build_system
+
     payload = _read_checkpoint(args.checkpoint)
     config = SyntheticRunConfig.from_dict(payload["config"])
     control = EGNNControl(config.network)
@@ -371,7 +371,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
             raise CliError(str(exc)) from exc
         print("\n".join(lines))
         return None
-    from benchmarks.synthetic import run, summarize
+    from benchmarks.synthetic import run
+    from benchmarks.synthetic_report import summarize
 
     command = reproduce_command()
     results = run(

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, NoReturn, Protocol, TypeVar, cast
 
 __all__ = ["Executor", "InProcess", "PoolConfig", "ProcessPool", "TaskFailure", "WorkerStartupError", "call_evaluator"]
 
@@ -366,6 +366,15 @@ def _loaded_libraries(fragment: str) -> list[str]:
     return sorted(paths)
 
 
+def _leave() -> NoReturn:
+    """A worker told to stop exits at once, without the interpreter's teardown: with torch loaded that teardown
+    (its C++ static destructors) outlasts the 2 s :func:`_shutdown` waits, after which the worker was killed anyway;
+    a worker holds nothing that needs it (results went back through the pipe)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def _worker_main(conn: Connection, payload: bytes, threads: int) -> None:
     """A worker's life: load the evaluator, then answer ``(index, task)`` messages until ``None``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -382,7 +391,7 @@ def _worker_main(conn: Connection, payload: bytes, threads: int) -> None:
         except (EOFError, OSError):
             return
         if message is None:
-            return
+            _leave()
         index, task = message
         outcome = call_evaluator(evaluator, task)
         try:

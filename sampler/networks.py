@@ -15,10 +15,13 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from sampler.egnn import EGNNConfig, EGNNControl
-from sampler.tensor_product import TensorProductConfig, TensorProductControl
+from sampler.tensor_product_config import TensorProductConfig
+
+if TYPE_CHECKING:
+    from sampler.tensor_product import TensorProductControl
 
 __all__ = [
     "NETWORK_KINDS",
@@ -32,7 +35,7 @@ __all__ = [
 ]
 
 ControlConfig = EGNNConfig | TensorProductConfig
-ControlNetwork = EGNNControl | TensorProductControl
+ControlNetwork: TypeAlias = "EGNNControl | TensorProductControl"
 
 #: the ``kind`` tag of each network config type (EGNN is the default when a stored dict has no tag)
 NETWORK_KINDS: dict[str, type[EGNNConfig] | type[TensorProductConfig]] = {
@@ -46,6 +49,8 @@ def build_control(config: ControlConfig) -> ControlNetwork:
     if isinstance(config, EGNNConfig):
         return EGNNControl(config)
     if isinstance(config, TensorProductConfig):
+        from sampler.tensor_product import TensorProductControl  # e3nn: imported only for this network
+
         return TensorProductControl(config)
     raise TypeError(f"unknown control-network config {type(config).__name__}")
 

@@ -1,4 +1,6 @@
-"""The console script, run as a user would (a subprocess), with its errors."""
+"""The console script and its errors. Exit statuses and messages of a real process are checked through
+``python -m cli.main`` (a subprocess, as a user runs it); the train -> sample -> files round trip and the energy
+command's checks run in-process through ``cli.main.main`` (each process would pay the torch import again)."""
 
 import subprocess
 import sys
@@ -6,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,33 +35,48 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     assert "checkpoint not found" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_train_then_sample_to_npy_and_xyz(tmp_path: Path) -> None:
+def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``adjoint-sampling ARGS`` through ``cli.main.main``: exit status, stdout, stderr."""
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_train_then_sample_to_npy_and_xyz(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ck = tmp_path / "dw4.pt"
-    run("train", "--system", "dw4", "--out", str(ck), "--rounds", "1", "--weights-only")
+    code, _, err = in_process(capsys, "train", "--system", "dw4", "--out", str(ck), "--rounds", "1", "--weights-only")
+    assert code == 0, err
     assert ck.is_file()
-    out = run("sample", "--checkpoint", str(ck), "-n", "7", "--steps", "10", "--out", str(tmp_path / "s.npy"))
-    assert "DW4: 7 samples" in out.stdout
+    code, out, err = in_process(
+        capsys, "sample", "--checkpoint", str(ck), "-n", "7", "--steps", "10", "--out", str(tmp_path / "s.npy")
+    )
+    assert code == 0, err
+    assert "DW4: 7 samples" in out
     x = np.load(tmp_path / "s.npy")
     assert x.shape == (7, 8) and np.isfinite(x).all()
-    run("sample", "--checkpoint", str(ck), "-n", "2", "--steps", "5", "--out", str(tmp_path / "s.xyz"))
+    code, _, err = in_process(
+        capsys, "sample", "--checkpoint", str(ck), "-n", "2", "--steps", "5", "--out", str(tmp_path / "s.xyz")
+    )
+    assert code == 0, err
     lines = (tmp_path / "s.xyz").read_text().splitlines()
     assert lines[0] == "4" and len(lines) == 2 * 6
-    bad = run(
-        "sample", "--checkpoint", str(ck), "-n", "2", "--steps", "5", "--out", str(tmp_path / "s.csv"), check=False
+    code, _, err = in_process(
+        capsys, "sample", "--checkpoint", str(ck), "-n", "2", "--steps", "5", "--out", str(tmp_path / "s.csv")
     )
-    assert bad.returncode == 2 and ".npy or .xyz" in bad.stderr
-    resume = run(
-        "train", "--system", "dw4", "--out", str(tmp_path / "r.pt"), "--rounds", "2", "--resume", str(ck), check=False
+    assert code == 2 and ".npy or .xyz" in err
+    code, _, err = in_process(
+        capsys, "train", "--system", "dw4", "--out", str(tmp_path / "r.pt"), "--rounds", "2", "--resume", str(ck)
     )
-    assert resume.returncode == 2 and "cannot be resumed" in resume.stderr
+    assert code == 2 and "cannot be resumed" in err
 
 
-def test_energy_command_validates_shape(tmp_path: Path) -> None:
+def test_energy_command_validates_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     np.save(tmp_path / "bad.npy", np.zeros((3, 5)))
-    proc = run("energy", "--system", "lj13", str(tmp_path / "bad.npy"), check=False)
-    assert proc.returncode == 2 and "[n, 39]" in proc.stderr
+    code, _, err = in_process(capsys, "energy", "--system", "lj13", str(tmp_path / "bad.npy"))
+    assert code == 2 and "[n, 39]" in err
     np.save(tmp_path / "ok.npy", np.random.default_rng(0).normal(size=(3, 8)) * 2)
-    assert "3 samples" in run("energy", "--system", "dw4", str(tmp_path / "ok.npy")).stdout
+    code, out, err = in_process(capsys, "energy", "--system", "dw4", str(tmp_path / "ok.npy"))
+    assert code == 0 and "3 samples" in out, err
 
 
 @pytest.mark.parametrize("args", [["sample", "-n", "0"], ["train", "--system", "lj99", "--out", "x.pt"]])

@@ -37,9 +37,10 @@ def test_serve_refuses_an_energy_model_it_does_not_know(
     assert "unknown energy models ['dft']" in capsys.readouterr().err
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def served(tiny_conformer_checkpoint: Path, redis_url: str) -> Iterator[tuple[str, list[str]]]:
-    """``adjoint-sampling serve`` in a subprocess (port 0), without in-process workers; yields URL and output."""
+    """``adjoint-sampling serve`` in a subprocess (port 0), without in-process workers; yields URL and output.
+    One server for the module's tests (each start pays the torch import): none of them changes what it serves."""
     argv = [
         sys.executable, "-m", "cli.main", "serve", "--port", "0", "--checkpoint", str(tiny_conformer_checkpoint),
         "--redis-url", redis_url, "--redis-prefix", "cli", "--energy-model", "mmff", "--threads", "1",

@@ -1,4 +1,5 @@
-"""benchmarks.synthetic's report: seeds run as separate processes all land in one results file."""
+"""benchmarks.synthetic's report (:mod:`benchmarks.synthetic_report`, what ``benchmarks.synthetic.run`` writes
+through): seeds run as separate processes all land in one results file."""
 
 from __future__ import annotations
 
@@ -28,12 +29,12 @@ def _row(seed: int) -> dict[str, Any]:
 
 
 def _write_one(out_dir: str, seed: int, barrier: Any) -> None:
-    from benchmarks.synthetic import _write
+    from benchmarks.synthetic_report import write_results
 
     results = {"command": _row(seed)["command"], "versions": {}, "runs": [_row(seed)], "floors": {}}
     barrier.wait()  # all writers merge at the same moment
     for _ in range(20):
-        _write(results, Path(out_dir))
+        write_results(results, Path(out_dir))
 
 
 def test_seeds_written_at_the_same_moment_all_land_in_the_results(tmp_path: Path) -> None:

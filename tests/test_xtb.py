@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import pickle
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import ase.units
@@ -32,6 +35,8 @@ from energy.units import (
 )
 from energy.xtb import TbliteEvaluator, XtbEnergy, XtbSettings, XtbTask
 from molecules.structures import conformer_structures
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -358,6 +363,27 @@ def test_a_300_atom_molecule_is_evaluated_without_a_limit() -> None:
 
 
 # --- worker processes ---------------------------------------------------------------------------------------------
+
+
+def test_a_worker_loads_the_evaluator_without_torch() -> None:
+    """What a worker process unpickles (the evaluator, its tasks) needs numpy and tblite, not torch: each worker
+    starts in a fraction of a second instead of paying the torch import (and its slow teardown)."""
+    h2 = XtbTask(
+        numbers=np.array([1, 1], dtype=np.int32),
+        positions_bohr=np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 1.4]]),
+        charge=0,
+        uhf=0,
+    )
+    payload = pickle.dumps((TbliteEvaluator(XtbSettings()), h2)).hex()
+    script = (
+        "import pickle, sys; evaluator, task = pickle.loads(bytes.fromhex(sys.argv[1])); point = evaluator(task); "
+        "print(type(point).__name__, sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'rdkit', 'scipy'}))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, payload], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["XtbSinglePoint", "[]"]
 
 
 @pytest.mark.slow

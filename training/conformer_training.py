@@ -30,7 +30,7 @@ from sampler.egnn import EGNNConfig
 from sampler.networks import ControlConfig, build_control, network_from_dict, network_to_dict
 from sampler.schedule import GeometricNoiseSchedule
 from sampler.state import SystemBatch, collate
-from sampler.tensor_product import TensorProductConfig
+from sampler.tensor_product_config import TensorProductConfig
 from sampler.trainer import AdjointSamplingTrainer, TrainerConfig
 from training.checkpoint import load_checkpoint, restore_trainer, save_checkpoint
 from training.synthetic import GridConfig
