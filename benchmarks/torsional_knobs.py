@@ -47,6 +47,7 @@ from benchmarks.methods import (
     register_method,
 )
 from benchmarks.report import summaries, write_report
+from energy.mmff import mmff_properties
 from molecules.structures import with_conformers
 
 __all__ = ["ScaledControl", "TunedTorsionalGenerator", "register_variant"]
@@ -66,18 +67,17 @@ class ScaledControl(nn.Module):
         super().__init__()
         self.network = network
         self.low, self.high, self.generator = low, high, generator
-        self._factors: dict[int, torch.Tensor] = {}
+        self._factors: torch.Tensor | None = None
 
     def graph_index(self, *args: Any) -> Any:
         num_graphs = int(args[2])
-        factors = self.low + (self.high - self.low) * torch.rand(num_graphs, generator=self.generator)
-        self._factors = {num_graphs: factors}
+        self._factors = self.low + (self.high - self.low) * torch.rand(num_graphs, generator=self.generator)
         return self.network.graph_index(*args)
 
     def forward(self, t: torch.Tensor, *args: Any) -> torch.Tensor:
         v = self.network(t, *args)
-        factors = self._factors.get(t.shape[0])
-        if factors is None:
+        factors = self._factors
+        if factors is None or factors.shape[0] != t.shape[0]:
             raise RuntimeError("ScaledControl needs graph_index() once per batch before its calls")
         torsion_batch = args[6]
         return v * factors.to(v.dtype)[torsion_batch]
@@ -115,13 +115,13 @@ class TunedTorsionalGenerator(TorsionalGenerator):
 
 def _lowest_mmff(mol: Chem.Mol, positions: np.ndarray, keep: int) -> np.ndarray:
     """Indices (ascending) of the ``keep`` conformers lowest in MMFF94 single-point energy."""
-    m = with_conformers(mol, positions)
-    props = rdForceFieldHelpers.MMFFGetMoleculeProperties(m)
-    if props is None:
-        raise GenerationError("no MMFF94 parameters for the energy ranking")
-    energies = np.array(
-        [rdForceFieldHelpers.MMFFGetMoleculeForceField(m, props, confId=c).CalcEnergy() for c in range(len(positions))]
-    )
+    m = with_conformers(mol, positions[:1])
+    try:
+        props = mmff_properties(m)
+    except ValueError as exc:
+        raise GenerationError(f"energy ranking: {exc}") from exc
+    field = rdForceFieldHelpers.MMFFGetMoleculeForceField(m, props, confId=0)  # one field, every conformer's positions
+    energies = np.array([field.CalcEnergy(p.ravel().tolist()) for p in positions])
     return np.sort(np.argsort(energies, kind="stable")[:keep])
 
 
