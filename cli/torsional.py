@@ -44,6 +44,14 @@ def add_train_torsional_parser(sub: Any, default_data: Path) -> None:
         action="store_true",
         help="through-space messages between heavy atoms only (hydrogens over their bond): ~1.7x cheaper steps",
     )
+    t.add_argument(
+        "--relax-iterations",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train on the relaxed torsional surface: N MMFF94 steps with the rotatable dihedrals held (default 0: "
+        "rigid rotations of the seed)",
+    )
     t.add_argument("--minutes", type=float, default=None, help="stop this call after this much wall time")
     t.add_argument("--checkpoint-every", type=int, default=10, metavar="N")
     t.add_argument("--resume", type=Path, default=None, help="continue a run exactly (its stored config wins)")
@@ -67,6 +75,7 @@ def cmd_train_torsional(args: argparse.Namespace) -> None:
         ("warmup_steps", "warmup_steps"),
         ("rounds", "max_rounds"),
         ("sde_steps", "sde_steps"),
+        ("relax_iterations", "relax_iterations"),
     ):
         if getattr(args, flag) is not None:
             changes[name] = getattr(args, flag)

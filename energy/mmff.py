@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from rdkit import Chem, rdBase
 from rdkit.Chem import rdForceFieldHelpers
@@ -43,6 +44,7 @@ __all__ = [
     "MmffEnergy",
     "mmff_optimize",
     "mmff_properties",
+    "mmff_torsion_relax",
     "mmff_typing_problem",
 ]
 
@@ -283,3 +285,68 @@ def mmff_optimize(
             mol, numThreads=threads, maxIters=max_iters, mmffVariant=variant
         )
     return [(flag == 0, float(energy)) for flag, energy in results]
+
+
+def mmff_torsion_relax(
+    mol: Chem.Mol,
+    positions: npt.ArrayLike,
+    dihedrals: npt.ArrayLike,
+    *,
+    max_iters: int = 100,
+    properties: Any = None,
+    force_constant: float = 1.0e3,
+) -> np.ndarray:
+    """Minimize MMFF94 over everything but the listed dihedrals: the relaxed torsional surface
+    ``E_relax(phi) = min { E(x) : the dihedrals of x are phi }``, approximated by ``max_iters`` steps of
+    RDKit's minimizer with each dihedral held at its starting value by a stiff harmonic restraint
+    (``force_constant`` kcal/mol/rad²: a torque of 10 kcal/mol/rad moves the dihedral by 0.6°; at 1e4 RDKit's
+    BFGS often stops at its first step, the Hessian being too ill-conditioned).
+
+    At a constrained minimum, ``dE_relax/dphi`` is the torque of the unrestrained force field's gradient
+    about each bond at the relaxed geometry (the envelope theorem), so a caller evaluates the energy model
+    there. Bond lengths, angles and ring shapes give way a little where rigid rotation makes two atoms
+    clash, as they do in a relaxed torsion scan.
+
+    Args:
+        mol: the molecule, explicit hydrogens (its conformers are not touched).
+        positions: ``[G, n, 3]`` Å (or ``[n, 3]``), one structure per row.
+        dihedrals: ``[T, 4]`` atom indices of the dihedrals to hold (``T`` may be 0).
+        max_iters: minimizer iterations per structure.
+        properties: :func:`mmff_properties` of ``mol``, reused when given.
+
+    Returns:
+        ``[G, n, 3]`` (or ``[n, 3]``) relaxed positions, float64.
+
+    Raises:
+        ValueError: shapes that do not fit ``mol``, non-finite positions, or atoms MMFF cannot type.
+    """
+    x = np.asarray(positions, dtype=np.float64)
+    single = x.ndim == 2
+    x = x[None] if single else x
+    n = mol.GetNumAtoms()
+    if x.ndim != 3 or x.shape[1:] != (n, 3):
+        raise ValueError(f"positions must be [G, {n}, 3] for this molecule, got {tuple(np.shape(positions))}")
+    if not np.isfinite(x).all():
+        raise ValueError("positions contain NaN or infinite coordinates")
+    d = np.asarray(dihedrals, dtype=np.int64).reshape(-1, 4)
+    if d.size and (d.min() < 0 or d.max() >= n):
+        raise ValueError(f"a dihedral refers to an atom outside 0..{n - 1}")
+    if max_iters < 1:
+        raise ValueError(f"max_iters must be at least 1, got {max_iters}")
+    props = mmff_properties(mol) if properties is None else properties
+    work = Chem.Mol(mol)
+    work.RemoveAllConformers()
+    conf = Chem.Conformer(n)
+    work.AddConformer(conf, assignId=True)
+    out = np.empty_like(x)
+    with rdBase.BlockLogs():
+        for g in range(x.shape[0]):
+            work.GetConformer().SetPositions(x[g])
+            ff = rdForceFieldHelpers.MMFFGetMoleculeForceField(work, props, nonBondedThresh=_NO_CUTOFF)
+            if ff is None:
+                raise ValueError("RDKit returned no MMFF94 force field for this molecule")
+            for i, j, k, m in d.tolist():
+                ff.MMFFAddTorsionConstraint(i, j, k, m, True, 0.0, 0.0, force_constant)
+            ff.Minimize(maxIts=max_iters)
+            out[g] = np.asarray(ff.Positions(), dtype=np.float64).reshape(n, 3)
+    return out[0] if single else out

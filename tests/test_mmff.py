@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from ase import units
@@ -295,3 +296,73 @@ def test_mmff_optimize_restores_the_bond_graph_of_a_distorted_conformer() -> Non
         borane = Chem.AddHs(Chem.MolFromSmiles("CB(C)C"))  # MMFF94 has no boron types
         rdDistGeom.EmbedMolecule(borane, randomSeed=3)
         mmff_optimize(borane)
+
+
+def _pentane_at(phi_deg: float) -> tuple[Chem.Mol, np.ndarray, list[int], list[int]]:
+    """n-pentane (MMFF94-relaxed) with its C1-C2-C3-C4 dihedral set rigidly to ``phi_deg``; the dihedral and
+    the atoms on the C3 side of the C2-C3 bond."""
+    from rdkit.Chem import rdMolTransforms
+
+    mol = Chem.AddHs(Chem.MolFromSmiles("CCCCC"))
+    rdDistGeom.EmbedMolecule(mol, randomSeed=5)
+    rdForceFieldHelpers.MMFFOptimizeMolecule(mol, maxIters=2000)
+    dihedral = [0, 1, 2, 3]
+    rdMolTransforms.SetDihedralDeg(mol.GetConformer(), *dihedral, phi_deg)
+    # the atoms SetDihedralDeg moves: the C3 side of the C2-C3 bond
+    side = Chem.GetMolFrags(Chem.FragmentOnBonds(mol, [mol.GetBondBetweenAtoms(1, 2).GetIdx()], addDummies=False))
+    moving = sorted(next(f for f in side if 2 in f))
+    return mol, np.asarray(mol.GetConformer().GetPositions()), dihedral, moving
+
+
+def test_torsion_relax_holds_the_dihedrals_and_lowers_the_energy() -> None:
+    import numpy as np
+    from rdkit.Chem import rdMolTransforms
+
+    from energy.mmff import mmff_torsion_relax
+
+    mol, x, dihedral, _ = _pentane_at(20.0)  # eclipsed-ish: rigid rotation leaves strain the rest relieves
+    dihedrals = [dihedral, [1, 2, 3, 4]]
+    before = [rdMolTransforms.GetDihedralDeg(mol.GetConformer(), *d) for d in dihedrals]
+    relaxed = mmff_torsion_relax(mol, x, dihedrals, max_iters=500)
+    ff = rdForceFieldHelpers.MMFFGetMoleculeForceField(mol, rdForceFieldHelpers.MMFFGetMoleculeProperties(mol))
+    assert ff.CalcEnergy(relaxed.ravel().tolist()) < ff.CalcEnergy(x.ravel().tolist()) - 0.1
+    probe = Chem.Mol(mol)
+    probe.GetConformer().SetPositions(relaxed)
+    after = [rdMolTransforms.GetDihedralDeg(probe.GetConformer(), *d) for d in dihedrals]
+    assert np.allclose(before, after, atol=0.2)
+    assert float(np.abs(relaxed - x).max()) > 0.01  # everything else moved
+    free = mmff_torsion_relax(mol, x, np.zeros((0, 4)), max_iters=500)  # nothing held: the dihedral turns
+    probe.GetConformer().SetPositions(free)
+    assert abs(rdMolTransforms.GetDihedralDeg(probe.GetConformer(), *dihedral) - before[0]) > 5.0
+    batch = mmff_torsion_relax(mol, np.stack([x, x]), dihedrals, max_iters=500)
+    assert batch.shape == (2, *x.shape) and np.allclose(batch[0], relaxed)
+    with pytest.raises(ValueError, match="NaN"):
+        mmff_torsion_relax(mol, np.full_like(x, np.nan), dihedrals)
+    with pytest.raises(ValueError, match="outside"):
+        mmff_torsion_relax(mol, x, [[0, 1, 2, 99]])
+    with pytest.raises(ValueError, match="positions must be"):
+        mmff_torsion_relax(mol, x[:3], dihedrals)
+
+
+def test_relaxed_surface_gradient_is_the_torque_at_the_relaxed_geometry() -> None:
+    """Envelope theorem: d/dphi min{E(x) : dihedrals(x) = phi} equals the torque of dE/dx about the bond at the
+    constrained minimum, checked against central differences of the relaxed energy (both backbone dihedrals
+    held, so the relaxation cannot hop between basins). Near eclipsed, the rigid surface is another function."""
+    from energy.mmff import mmff_torsion_relax
+    from sampler.torsion_geometry import TorsionBatch, torsion_torque
+
+    held = [[0, 1, 2, 3], [1, 2, 3, 4]]
+    energies, torques = {}, {}
+    for phi in (28.0, 30.0, 32.0):
+        mol, x, dihedral, moving = _pentane_at(phi)
+        relaxed = mmff_torsion_relax(mol, x, held, max_iters=5000)
+        ff = rdForceFieldHelpers.MMFFGetMoleculeForceField(mol, rdForceFieldHelpers.MMFFGetMoleculeProperties(mol))
+        energies[phi] = ff.CalcEnergy(relaxed.ravel().tolist())
+        for name, pos in (("relaxed", relaxed), ("rigid", x)):
+            grad = torch.tensor(ff.CalcGrad(pos.ravel().tolist()), dtype=torch.float64).reshape(-1, 3)
+            batch = TorsionBatch.single(torch.from_numpy(pos), torsion_atoms=torch.tensor([dihedral]), moving=[moving])
+            torques[name, phi] = float(torsion_torque(batch, batch.positions, grad)[0])
+    finite = (energies[32.0] - energies[28.0]) / math.radians(4.0)
+    assert abs(finite) > 1.0  # kcal/mol/rad: away from a stationary point
+    assert torques["relaxed", 30.0] == pytest.approx(finite, rel=0.02)
+    assert abs(torques["rigid", 30.0] - finite) > 0.04 * abs(finite)

@@ -4,6 +4,7 @@ and what it samples is valid by construction (bonds, angles and stereo of the se
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,53 @@ def test_resume_continues_exactly(trained: Path, tmp_path: Path) -> None:
     assert a["round"] == b["round"] == 3
     for key, value in a["control"].items():
         torch.testing.assert_close(value, b["control"][key], rtol=0, atol=0)
+
+
+def test_resume_refuses_other_training_systems(trained: Path, tmp_path: Path) -> None:
+    """A checkpoint written for other seeds (the seeding code changed) is refused by name, whether it records its
+    systems or (older checkpoints) only their replay entries tell."""
+    from training.torsional_training import train_torsional
+
+    payload = torch.load(trained, weights_only=True)
+    recorded = tmp_path / "recorded.pt"
+    counts = [*payload["extra"]["torsions_per_system"], 1]
+    changed = dict(payload, extra={**payload["extra"], "torsions_per_system": counts})
+    torch.save(changed, recorded)
+    with pytest.raises(ValueError, match="other training systems"):
+        train_torsional(tiny_config(), data_dir=DEFAULT_DATA, seed=0, out=None, resume=recorded, show_progress=False)  # type: ignore[arg-type]
+    older = tmp_path / "older.pt"
+    extra = {k: v for k, v in payload["extra"].items() if k != "torsions_per_system"}
+    entries = dict(payload["resume"]["buffer"]["entries"])
+    entries["num_nodes"] = entries["num_nodes"] + 1
+    buffer = {**payload["resume"]["buffer"], "entries": entries}
+    torch.save(dict(payload, extra=extra, resume={**payload["resume"], "buffer": buffer}), older)
+    with pytest.raises(ValueError, match="other training systems"):
+        train_torsional(tiny_config(), data_dir=DEFAULT_DATA, seed=0, out=None, resume=older, show_progress=False)  # type: ignore[arg-type]
+
+
+def test_relaxed_target_holds_the_torsions_and_lowers_every_energy() -> None:
+    """``relax_iterations``: each sample's energy is taken after MMFF94 relaxation at its own torsions, so it is
+    never above the rigid one, and the relaxed geometry keeps the sampled dihedrals."""
+    from energy.mmff import MmffEnergy
+    from sampler.torsion_geometry import dihedral, torsion_positions
+    from training.torsional_training import TorsionalRunConfig, TorsionalTrainer, build_molecules
+
+    torch.set_num_threads(1)
+    config = dataclasses.replace(tiny_config(), num_molecules=3, relax_iterations=200)  # type: ignore[type-var]
+    assert isinstance(config, TorsionalRunConfig)
+    molecules, _ = build_molecules(config, DEFAULT_DATA, seed=1, show_progress=False)
+    relaxed = TorsionalTrainer(config, molecules, MmffEnergy(), seed=0)
+    rigid = TorsionalTrainer(dataclasses.replace(config, relax_iterations=0), molecules, MmffEnergy(), seed=0)
+    batch, phi = relaxed.sample(list(range(len(relaxed.systems))))
+    a, b = relaxed.evaluate(batch, phi), rigid.evaluate(batch, phi)
+    assert a.num_samples == b.num_samples == batch.num_graphs
+    assert bool((a.energies <= b.energies + 1e-4).all()) and bool((a.energies < b.energies - 1e-3).any())
+    assert bool(torch.isfinite(a.adjoint).all()) and not torch.allclose(a.adjoint, b.adjoint)
+    x = relaxed.relaxed_positions(batch.to(dtype=torch.float64), torsion_positions(batch, phi).double())
+    turn = torch.remainder(dihedral(x, batch.torsion_atoms) - phi.double() + math.pi, 2 * math.pi) - math.pi
+    assert float(turn.abs().max()) < math.radians(2.0)
+    with pytest.raises(ValueError, match="MMFF94 training energy"):
+        TorsionalRunConfig(energy_model="xtb", relax_iterations=10)
 
 
 def test_checkpoint_refuses_wrong_kind(tiny_conformer_checkpoint: Path) -> None:

@@ -32,6 +32,7 @@ from rdkit import Chem
 from tqdm import tqdm
 
 from buffer.memory import InMemoryReplayBuffer
+from energy.mmff import mmff_properties, mmff_torsion_relax
 from energy.protocol import EnergyModel, Structures
 from energy.registry import build_energy_model
 from molecules.dataset import MoleculeFilter, load_training_molecules
@@ -75,6 +76,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CHECKPOINT_KIND = "torsional-conformers"
+_RELAXABLE = ("mmff",)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,6 +99,10 @@ class TorsionalRunConfig:
         warmup_conformers, warmup_steps, warmup_batch: ETKDG + MMFF94 conformers per molecule whose torsions
             the bridge-matching warm-up regresses onto, its steps and samples per step (0 steps: no warm-up).
         max_rounds: the RAM budget.
+        relax_iterations: ``0``: the target is the energy of rigid rotations of the seed, ``E(x(phi))``.
+            ``N > 0``: the relaxed torsional surface ``min {E(x) : dihedrals(x) = phi}``, approximated by N
+            MMFF94 minimizer steps with the rotatable dihedrals held (:func:`energy.mmff.mmff_torsion_relax`),
+            its gradient the torque at the relaxed geometry (envelope theorem). MMFF94 training energy only.
         dtype: ``float32`` or ``float64`` for the network and the map ``x(phi)``.
     """
 
@@ -122,6 +128,7 @@ class TorsionalRunConfig:
     warmup_steps: int = 400
     warmup_batch: int = 32
     max_rounds: int = 300
+    relax_iterations: int = 0
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
@@ -130,6 +137,13 @@ class TorsionalRunConfig:
         for name in ("num_molecules", "num_seeds", "sde_steps", "molecules_per_round", "copies", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.relax_iterations < 0:
+            raise ValueError(f"relax_iterations must be >= 0, got {self.relax_iterations}")
+        if self.relax_iterations and self.energy_model not in _RELAXABLE:
+            raise ValueError(
+                f"relax_iterations needs an MMFF94 training energy (relaxation and energy must be one surface), "
+                f"got energy_model {self.energy_model!r}"
+            )
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
 
@@ -232,6 +246,7 @@ class TorsionalTrainer:
         self.energy_calls = 0
         self.wall_seconds = 0.0
         self.history: list[dict[str, float]] = []
+        self._properties: dict[int, Any] = {}  # MMFF94 typing per molecule, for the relaxed target
 
     # ----------------------------------------------------------------- sampling and energies
     def collate(self, system_ids: Sequence[int]) -> TorsionBatch:
@@ -262,10 +277,32 @@ class TorsionalTrainer:
             connection_tables=tuple(m.connection_table for m in mols),
         )
 
+    def relaxed_positions(self, batch: TorsionBatch, x: torch.Tensor) -> torch.Tensor:
+        """Each sample relaxed by MMFF94 with its rotatable dihedrals held (``config.relax_iterations`` steps)."""
+        out = x.clone()
+        starts = (torch.cumsum(batch.num_nodes, 0) - batch.num_nodes).tolist()
+        for g, system_id in enumerate(batch.system_ids.tolist()):
+            owner = self._owner[int(system_id)]
+            if owner not in self._properties:
+                self._properties[owner] = mmff_properties(self.molecules[owner].mol)
+            lo, n = starts[g], int(batch.num_nodes[g])
+            dihedrals = batch.torsion_atoms[batch.torsion_batch == g] - lo
+            relaxed = mmff_torsion_relax(
+                self.molecules[owner].mol,
+                x[lo : lo + n].numpy(),
+                dihedrals.numpy(),
+                max_iters=self.config.relax_iterations,
+                properties=self._properties[owner],
+            )
+            out[lo : lo + n] = torch.from_numpy(relaxed)
+        return out
+
     def evaluate(self, batch: TorsionBatch, phi: torch.Tensor) -> TorsionSamples:
         """Energies and lean adjoint targets of terminal samples; invalid ones are dropped (logged)."""
         with torch.no_grad():
             x = torsion_positions(batch, phi).to(torch.float64)
+        if self.config.relax_iterations:
+            x = self.relaxed_positions(batch, x)
         result = self.energy.evaluate(self.structures(batch, x))
         self.energy_calls += batch.num_graphs
         grad_x = -result.forces.to(torch.float64)
@@ -448,6 +485,28 @@ def build_molecules(
     return molecules, warm
 
 
+def _torsions_per_system(systems: Sequence[TorsionSystem]) -> list[int]:
+    return [int(s.torsion_atoms.shape[0]) for s in systems]
+
+
+def _check_same_systems(path: Path | None, payload: dict[str, Any], systems: Sequence[TorsionSystem]) -> None:
+    """Refuse to resume onto other training systems than the run's (the seeding code changed since the
+    checkpoint was written): its replay buffer and sample ids would not fit them."""
+    now = _torsions_per_system(systems)
+    stored = payload.get("extra", {}).get("torsions_per_system")
+    entries = payload["resume"]["buffer"].get("entries")
+    mismatch = stored is not None and list(stored) != now
+    if stored is None and entries is not None:  # older checkpoints: check the buffer's entries instead
+        ids, counts = entries["system_ids"].long(), entries["num_nodes"].long()
+        mismatch = bool(ids.numel()) and (int(ids.max()) >= len(now) or bool((torch.tensor(now)[ids] != counts).any()))
+    if mismatch:
+        before = f"{len(stored)} systems" if stored is not None else "its replay buffer's"
+        raise ValueError(
+            f"{path} was written for other training systems ({before}) than this code builds ({len(now)} systems, "
+            f"{sum(now)} torsions): the seeding changed since; start a new run, or resume with the code that wrote it"
+        )
+
+
 def train_torsional(
     config: TorsionalRunConfig,
     *,
@@ -474,6 +533,7 @@ def train_torsional(
     energy = build_energy_model(config.energy_model)
     trainer = TorsionalTrainer(config, molecules, energy, seed=seed, warmup_torsions=warm)
     if payload is not None:
+        _check_same_systems(resume, payload, trainer.systems)
         trainer.load_state_dict({**payload, **payload["resume"]})
         trainer.buffer.load_state_dict(payload["resume"]["buffer"])
         torch.set_rng_state(payload["resume"]["torch_rng"])
@@ -482,7 +542,8 @@ def train_torsional(
 
     def save() -> None:
         if out is not None:
-            save_checkpoint(out, trainer, config_to_dict(config), kind=CHECKPOINT_KIND, extra={"seed": seed})
+            extra = {"seed": seed, "torsions_per_system": _torsions_per_system(trainer.systems)}
+            save_checkpoint(out, trainer, config_to_dict(config), kind=CHECKPOINT_KIND, extra=extra)
 
     def out_of_time() -> bool:
         return deadline is not None and time.monotonic() > deadline

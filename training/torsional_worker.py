@@ -105,6 +105,11 @@ class TorsionalRedisRounds:
         stop_grace_s: float = 60.0,
         ctx: DistributedContext | None = None,
     ) -> None:
+        if trainer.config.relax_iterations:
+            raise ValueError(
+                "relax_iterations > 0 (the relaxed torsional target) runs in process only (train-torsional): "
+                "the energy workers compute the rigid-rotation target"
+            )
         self.trainer = trainer
         self.queue = queue
         self.config = config
