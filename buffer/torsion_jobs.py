@@ -48,6 +48,8 @@ class TorsionEvaluationJob:
         moving_atoms: ``[sum(moving_counts)]`` those atoms, torsion by torsion, indices within the sample.
         tau_ev: temperature of the target ``exp(-E / tau)`` (eV).
         max_grad: per-torsion clip of ``dg/dphi``.
+        relax_iterations: ``0``: the energy of ``x(phi_1)`` as it is. ``N > 0``: the relaxed torsional target
+            (MMFF94 minimized ``N`` steps with the rotatable dihedrals held; MMFF94 workers only).
     """
 
     job_id: str
@@ -62,6 +64,7 @@ class TorsionEvaluationJob:
     moving_atoms: torch.Tensor
     tau_ev: float
     max_grad: float
+    relax_iterations: int = 0
 
     def __post_init__(self) -> None:
         validate_name("job id", self.job_id, allow_colon=True)
@@ -77,6 +80,8 @@ class TorsionEvaluationJob:
         tables = self.structures.connection_tables
         if tables is None or any(table is None for table in tables):
             raise ValueError("every sample needs its mol block (structures.connection_tables)")
+        if self.relax_iterations < 0:
+            raise ValueError(f"relax_iterations must be >= 0, got {self.relax_iterations}")
 
     def encode(self) -> bytes:
         arrays = {
@@ -86,7 +91,8 @@ class TorsionEvaluationJob:
             "moving_counts": self.moving_counts.cpu().numpy(),
             "moving_atoms": self.moving_atoms.cpu().numpy(),
         }
-        return encode_job(TORSION_EVALUATION_JOB, self, {"tau_ev": self.tau_ev, "max_grad": self.max_grad}, arrays)
+        meta = {"tau_ev": self.tau_ev, "max_grad": self.max_grad, "relax_iterations": self.relax_iterations}
+        return encode_job(TORSION_EVALUATION_JOB, self, meta, arrays)
 
     @classmethod
     def decode(cls, blob: bytes) -> TorsionEvaluationJob:
@@ -100,6 +106,7 @@ class TorsionEvaluationJob:
             moving_atoms=record_tensor(record, "moving_atoms"),
             tau_ev=float(record.meta["tau_ev"]),
             max_grad=float(record.meta["max_grad"]),
+            relax_iterations=int(record.meta.get("relax_iterations", 0)),  # absent in records of older versions
         )
 
 

@@ -6,6 +6,7 @@ in-process trainer's on the same samples."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -52,7 +53,9 @@ class _Capture:
         return True
 
 
-def test_worker_target_equals_the_in_process_trainer(tmp_path: Path) -> None:
+@pytest.mark.parametrize("relax_iterations", [0, 100])
+def test_worker_target_equals_the_in_process_trainer(tmp_path: Path, relax_iterations: int) -> None:
+    """Rigid and relaxed targets alike (the relaxed one minimizes MMFF94 in the worker, with the dihedrals held)."""
     from buffer.codec import decode_record, decode_replay_entries
     from buffer.torsion_jobs import TorsionEvaluationJob
     from energy.registry import build_energy_model
@@ -63,7 +66,7 @@ def test_worker_target_equals_the_in_process_trainer(tmp_path: Path) -> None:
     from training.trainer_worker import TrainerWorkerConfig
 
     torch.set_num_threads(1)
-    config = tiny_config()
+    config = dataclasses.replace(tiny_config(), relax_iterations=relax_iterations)  # type: ignore[type-var]
     molecules, _ = build_molecules(config, DEFAULT_DATA, seed=0, show_progress=False)
     energy = build_energy_model("mmff")
     trainer = TorsionalTrainer(config, molecules, energy, seed=0)

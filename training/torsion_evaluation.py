@@ -5,6 +5,9 @@ The target is the one :meth:`training.torsional_training.TorsionalTrainer.evalua
 ``-clip(dE/dphi / tau + d log p_1^base / dphi)`` per torsion, ``dE/dphi`` the torque of ``dE/dx`` about each
 rotatable bond (:func:`sampler.torsion_geometry.torsion_torque`). Each entry carries its sample id
 ``JOB_ID:K`` (``K``: the sample's index in the job), so a buffer can be audited for losses and duplicates.
+A job with ``relax_iterations > 0`` is evaluated on the relaxed torsional surface, as the trainer does in
+process (:meth:`training.torsional_training.TorsionalTrainer.relaxed_positions`): each sample minimized by MMFF94
+with its dihedrals held, then energy and torque at the relaxed geometry.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ import torch
 from buffer.codec import encode_replay_entries
 from buffer.jobs import JobState, JobStatus
 from buffer.torsion_jobs import TorsionEvaluationJob
-from energy.protocol import EnergyModel, EnergyResult
+from energy.mmff import MmffEnergy, mmff_torsion_relax
+from energy.protocol import EnergyModel, EnergyResult, Structures
 from sampler.torsion_geometry import TorsionBatch, torsion_torque
 from sampler.torsion_loss import torsion_adjoint_target
 from sampler.torsion_replay import TorsionSamples
 from sampler.torus import TorusBase
 
-__all__ = ["evaluate_torsion_job", "torque_batch"]
+__all__ = ["evaluate_torsion_job", "relaxed_structures", "torque_batch"]
 
 
 def torque_batch(job: TorsionEvaluationJob) -> TorsionBatch:
@@ -54,16 +58,56 @@ def torque_batch(job: TorsionEvaluationJob) -> TorsionBatch:
     )
 
 
+def relaxed_structures(job: TorsionEvaluationJob, batch: TorsionBatch) -> Structures:
+    """The job's structures, each minimized ``job.relax_iterations`` MMFF94 steps with its dihedrals held."""
+    from rdkit import Chem
+
+    s = job.structures
+    tables = s.connection_tables
+    assert tables is not None  # checked by the job
+    x = batch.positions.clone()
+    starts = (torch.cumsum(s.num_atoms, 0) - s.num_atoms).tolist()
+    mols: dict[str, Chem.Mol] = {}
+    for g, table in enumerate(tables):
+        assert table is not None
+        if table not in mols:
+            mol = Chem.MolFromMolBlock(table, removeHs=False)
+            if mol is None:
+                raise ValueError(f"job {job.job_id}: sample {g}'s mol block could not be parsed")
+            mols[table] = mol
+        lo, n = starts[g], int(s.num_atoms[g])
+        dihedrals = batch.torsion_atoms[batch.torsion_batch == g] - lo
+        relaxed = mmff_torsion_relax(
+            mols[table], x[lo : lo + n].numpy(), dihedrals.numpy(), max_iters=job.relax_iterations
+        )
+        x[lo : lo + n] = torch.from_numpy(relaxed)
+    return Structures(
+        positions=x,
+        num_atoms=s.num_atoms,
+        atomic_numbers=s.atomic_numbers,
+        total_charge=s.total_charge,
+        multiplicity=s.multiplicity,
+        connection_tables=s.connection_tables,
+    )
+
+
 def evaluate_torsion_job(model: EnergyModel, job: TorsionEvaluationJob) -> tuple[list[bytes], JobStatus]:
     """Evaluate once; the encoded replay entries of the valid samples (target
     ``-clip(dE/dphi / tau + d log p_1^base / dphi)``, ``dE/dphi`` the torque of ``dE/dx`` about each bond) and
     the job's status. ``model`` reads each sample's mol block (the MMFF94 adapter caches it per molecule)."""
     s = job.structures
-    result: EnergyResult = model.evaluate(s)
     batch = torque_batch(job)
+    if job.relax_iterations:
+        if not isinstance(model, MmffEnergy):
+            raise ValueError(
+                f"job {job.job_id} asks for the relaxed torsional target (MMFF94 relaxation), but this worker's "
+                f"energy model is {model.name!r}: run MMFF94 workers for it"
+            )
+        s = relaxed_structures(job, batch)
+    result: EnergyResult = model.evaluate(s)
     grad_x = -torch.where(torch.isfinite(result.forces), result.forces, 0.0).to(torch.float64)
     phi = job.phi.to(torch.float64)
-    grad_phi = torsion_torque(batch, batch.positions, grad_x)
+    grad_phi = torsion_torque(batch, s.positions.to(torch.float64), grad_x)
     target = torsion_adjoint_target(phi, grad_phi, tau=job.tau_ev, base=TorusBase(), max_grad=job.max_grad)
     g = s.num_structures
     bad = torch.zeros(g, dtype=torch.long).index_add_(0, batch.torsion_batch, (~torch.isfinite(target)).long())

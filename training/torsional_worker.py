@@ -105,11 +105,6 @@ class TorsionalRedisRounds:
         stop_grace_s: float = 60.0,
         ctx: DistributedContext | None = None,
     ) -> None:
-        if trainer.config.relax_iterations:
-            raise ValueError(
-                "relax_iterations > 0 (the relaxed torsional target) runs in process only (train-torsional): "
-                "the energy workers compute the rigid-rotation target"
-            )
         self.trainer = trainer
         self.queue = queue
         self.config = config
@@ -151,6 +146,7 @@ class TorsionalRedisRounds:
                 moving_atoms=torch.cat([s.moving_atoms for s in systems]),
                 tau_ev=c.tau_ev,
                 max_grad=c.max_grad,
+                relax_iterations=c.relax_iterations,
             )
             if not self.queue.enqueue(job):
                 log.info("job %s is already known (posted before a restart); not posted again", job.job_id)
