@@ -83,6 +83,12 @@ def bar_region(
     return BarRegion(by_name[recall_reference].recall + recall_margin, by_name[precision_reference].precision)
 
 
+def _short(method: str) -> str:
+    """``knob:ckpt:runs/x/snap_r80.pt`` -> ``x/snap_r80``: the variant's own name."""
+    name = method.removeprefix("knob:").removeprefix("ckpt:")
+    return name.removeprefix("runs/").removesuffix(".pt")
+
+
 def plot_tradeoff(points: Mapping[str, Sequence[Point]], out: Path, title: str = "") -> Path:
     """One panel per dataset: each method a dot (labelled), the bar region shaded."""
     import matplotlib
@@ -91,10 +97,9 @@ def plot_tradeoff(points: Mapping[str, Sequence[Point]], out: Path, title: str =
     import matplotlib.pyplot as plt
 
     datasets = list(points)
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6.2 * len(datasets), 5.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(8.4 * len(datasets), 5.2), squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
         pts = points[dataset]
-        runs = sorted({p.run for p in pts})
         xs = [p.recall for p in pts]
         ys = [p.precision for p in pts]
         try:
@@ -112,11 +117,18 @@ def plot_tradeoff(points: Mapping[str, Sequence[Point]], out: Path, title: str =
                 alpha=0.15,
                 label="the bar: recall ≥ control + 3, precision ≥ ETKDG + MMFF94",
             )
+        key: list[str] = []  # points of the further runs are numbered, their names listed beside the panel
         for p in pts:
-            marker = "os^Dv<>p"[runs.index(p.run) % 8]
-            ax.plot(p.recall, p.precision, marker, color="C0" if region is None or not region.contains(p) else "C2")
-            label = p.method if p.run == pts[0].run else f"{p.method} ({p.run})"
-            ax.annotate(label, (p.recall, p.precision), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            color = "C0" if region is None or not region.contains(p) else "C2"
+            if p.run == pts[0].run:
+                ax.plot(p.recall, p.precision, "o", color=color)
+                ax.annotate(p.method, (p.recall, p.precision), fontsize=7, xytext=(4, 3), textcoords="offset points")
+                continue
+            key.append(f"{len(key) + 1}: {_short(p.method)} ({p.run})")
+            ax.plot(p.recall, p.precision, "s", color="C1" if color == "C0" else color, ms=4)
+            ax.annotate(str(len(key)), (p.recall, p.precision), fontsize=6, xytext=(3, 2), textcoords="offset points")
+        if key:
+            ax.text(1.02, 1.0, "\n".join(key), transform=ax.transAxes, fontsize=6, va="top", family="monospace")
         ax.set_xlim(lo_x, hi_x)
         ax.set_ylim(lo_y, hi_y)
         ax.set_xlabel("COV-R@1.0 Å, recall (%)")
