@@ -12,7 +12,12 @@ with its dihedrals held, then energy and torque at the relaxed geometry.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
 import torch
+from rdkit import Chem
 
 from buffer.codec import encode_replay_entries
 from buffer.jobs import JobState, JobStatus
@@ -24,7 +29,7 @@ from sampler.torsion_loss import torsion_adjoint_target
 from sampler.torsion_replay import TorsionSamples
 from sampler.torus import TorusBase
 
-__all__ = ["evaluate_torsion_job", "relaxed_structures", "torque_batch"]
+__all__ = ["evaluate_torsion_job", "relax_at_torsions", "relaxed_structures", "torque_batch"]
 
 
 def torque_batch(job: TorsionEvaluationJob) -> TorsionBatch:
@@ -58,37 +63,48 @@ def torque_batch(job: TorsionEvaluationJob) -> TorsionBatch:
     )
 
 
+def relax_at_torsions(
+    mols: Sequence[Chem.Mol],
+    batch: TorsionBatch,
+    positions: torch.Tensor,
+    max_iters: int,
+    properties: Sequence[Any] | None = None,
+) -> torch.Tensor:
+    """``[N, 3]`` positions of ``batch``'s samples (``mols[g]`` the molecule of sample ``g``), each minimized
+    ``max_iters`` MMFF94 steps with its own dihedrals held (:func:`energy.mmff.mmff_torsion_relax`);
+    ``properties[g]`` its MMFF94 typing, reused when given."""
+    x = positions.detach().to(torch.float64).clone()
+    starts = (torch.cumsum(batch.num_nodes, 0) - batch.num_nodes).tolist()
+    for g, mol in enumerate(mols):
+        lo, n = starts[g], int(batch.num_nodes[g])
+        dihedrals = batch.torsion_atoms[batch.torsion_batch == g] - lo
+        relaxed = mmff_torsion_relax(
+            mol,
+            x[lo : lo + n].numpy(),
+            dihedrals.numpy(),
+            max_iters=max_iters,
+            properties=None if properties is None else properties[g],
+        )
+        x[lo : lo + n] = torch.from_numpy(relaxed)
+    return x
+
+
 def relaxed_structures(job: TorsionEvaluationJob, batch: TorsionBatch) -> Structures:
     """The job's structures, each minimized ``job.relax_iterations`` MMFF94 steps with its dihedrals held."""
-    from rdkit import Chem
-
-    s = job.structures
-    tables = s.connection_tables
+    tables = job.structures.connection_tables
     assert tables is not None  # checked by the job
-    x = batch.positions.clone()
-    starts = (torch.cumsum(s.num_atoms, 0) - s.num_atoms).tolist()
-    mols: dict[str, Chem.Mol] = {}
+    parsed: dict[str, Chem.Mol] = {}
+    mols = []
     for g, table in enumerate(tables):
         assert table is not None
-        if table not in mols:
+        if table not in parsed:
             mol = Chem.MolFromMolBlock(table, removeHs=False)
             if mol is None:
                 raise ValueError(f"job {job.job_id}: sample {g}'s mol block could not be parsed")
-            mols[table] = mol
-        lo, n = starts[g], int(s.num_atoms[g])
-        dihedrals = batch.torsion_atoms[batch.torsion_batch == g] - lo
-        relaxed = mmff_torsion_relax(
-            mols[table], x[lo : lo + n].numpy(), dihedrals.numpy(), max_iters=job.relax_iterations
-        )
-        x[lo : lo + n] = torch.from_numpy(relaxed)
-    return Structures(
-        positions=x,
-        num_atoms=s.num_atoms,
-        atomic_numbers=s.atomic_numbers,
-        total_charge=s.total_charge,
-        multiplicity=s.multiplicity,
-        connection_tables=s.connection_tables,
-    )
+            parsed[table] = mol
+        mols.append(parsed[table])
+    x = relax_at_torsions(mols, batch, batch.positions, job.relax_iterations)
+    return dataclasses.replace(job.structures, positions=x)
 
 
 def evaluate_torsion_job(model: EnergyModel, job: TorsionEvaluationJob) -> tuple[list[bytes], JobStatus]:

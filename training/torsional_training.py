@@ -32,7 +32,7 @@ from rdkit import Chem
 from tqdm import tqdm
 
 from buffer.memory import InMemoryReplayBuffer
-from energy.mmff import mmff_properties, mmff_torsion_relax
+from energy.mmff import mmff_properties
 from energy.protocol import EnergyModel, Structures
 from energy.registry import build_energy_model
 from molecules.dataset import MoleculeFilter, load_training_molecules
@@ -61,6 +61,7 @@ from sampler.torsion_replay import TorsionSamples
 from sampler.torsion_sde import TorsionControl, TorusVarianceMatchedEuler
 from sampler.torus import TorusBase
 from training.checkpoint import load_checkpoint, save_checkpoint
+from training.torsion_evaluation import relax_at_torsions
 
 __all__ = [
     "CHECKPOINT_KIND",
@@ -279,23 +280,12 @@ class TorsionalTrainer:
 
     def relaxed_positions(self, batch: TorsionBatch, x: torch.Tensor) -> torch.Tensor:
         """Each sample relaxed by MMFF94 with its rotatable dihedrals held (``config.relax_iterations`` steps)."""
-        out = x.clone()
-        starts = (torch.cumsum(batch.num_nodes, 0) - batch.num_nodes).tolist()
-        for g, system_id in enumerate(batch.system_ids.tolist()):
-            owner = self._owner[int(system_id)]
-            if owner not in self._properties:
-                self._properties[owner] = mmff_properties(self.molecules[owner].mol)
-            lo, n = starts[g], int(batch.num_nodes[g])
-            dihedrals = batch.torsion_atoms[batch.torsion_batch == g] - lo
-            relaxed = mmff_torsion_relax(
-                self.molecules[owner].mol,
-                x[lo : lo + n].numpy(),
-                dihedrals.numpy(),
-                max_iters=self.config.relax_iterations,
-                properties=self._properties[owner],
-            )
-            out[lo : lo + n] = torch.from_numpy(relaxed)
-        return out
+        owners = [self._owner[int(i)] for i in batch.system_ids.tolist()]
+        for owner in set(owners) - set(self._properties):
+            self._properties[owner] = mmff_properties(self.molecules[owner].mol)
+        mols = [self.molecules[o].mol for o in owners]
+        props = [self._properties[o] for o in owners]
+        return relax_at_torsions(mols, batch, x, self.config.relax_iterations, props)
 
     def evaluate(self, batch: TorsionBatch, phi: torch.Tensor) -> TorsionSamples:
         """Energies and lean adjoint targets of terminal samples; invalid ones are dropped (logged)."""
