@@ -11,7 +11,9 @@ so every number is comparable to ``bench conformers``:
   cheap stand-in for a hotter target;
 - ``ladder<A>``: a factor drawn uniformly in ``[A, 1]`` per conformer (a mixture of temperatures, for breadth);
 - ``over<F>``: ``ceil(F K)`` draws, the ``K`` lowest in MMFF94 single-point energy kept (precision for speed);
-- ``ckpt:<PATH>``: another checkpoint (e.g. one trained at another tau), MMFF94 200.
+- ``ckpt:<PATH>``: another checkpoint (e.g. one trained at another tau), MMFF94 200;
+- ``seeds<N>``: up to ``N`` ETKDG seeds per configuration (ring shapes) instead of the checkpoint's;
+- ``control<N>``: the random-torsion control with ``N`` seeds, MMFF94 200 (the baseline the seeds must be fair to).
 
 Development set only (``drugs_dev``): never ``spice_test``.
 
@@ -22,6 +24,7 @@ over1.5 --tag knobs`` (writes ``benchmarks/results/conformers_<tag>.{md,json,png
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import shlex
@@ -42,6 +45,7 @@ from benchmarks.methods import (
     GenerationError,
     Method,
     MethodSettings,
+    RandomTorsionGenerator,
     RdkitMmffOptimizer,
     TorsionalGenerator,
     register_method,
@@ -90,6 +94,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
     low: float = 1.0
     high: float = 1.0
     oversample: float = 1.0
+    num_seeds_override: int | None = None
     _tag: str = field(default="", repr=False)
 
     @property
@@ -99,15 +104,17 @@ class TunedTorsionalGenerator(TorsionalGenerator):
     def generate(self, mol: Chem.Mol, num_conformers: int, seed: int) -> Chem.Mol:
         sampler = self._load()
         count = math.ceil(self.oversample * num_conformers)
-        shipped = sampler.network
+        shipped, config = sampler.network, sampler.config
         if (self.low, self.high) != (1.0, 1.0):
             sampler.network = ScaledControl(shipped, self.low, self.high, torch.Generator().manual_seed(seed + 7))
+        if self.num_seeds_override is not None:
+            sampler.config = dataclasses.replace(config, num_seeds=self.num_seeds_override)
         try:
             positions = sampler.sample_positions(mol, count, seed=seed, steps=self.steps)
         except ValueError as exc:
             raise GenerationError(str(exc)) from exc
         finally:
-            sampler.network = shipped
+            sampler.network, sampler.config = shipped, config
         if count > num_conformers:
             positions = positions[_lowest_mmff(mol, positions, num_conformers)]
         return with_conformers(mol, positions)
@@ -131,9 +138,18 @@ def register_variant(variant: str, checkpoint: Path) -> str:
     if name in METHODS:
         return name
     ck = str(checkpoint)
-    iters, steps, low, high, over = 200, None, 1.0, 1.0, 1.0
+    iters, steps, low, high, over, seeds = 200, None, 1.0, 1.0, 1.0, None
     try:
-        if variant.startswith("mmff"):
+        if variant.startswith("control"):
+            control = RandomTorsionGenerator(num_seeds=int(variant[7:]))
+            if control.num_seeds < 1:
+                raise ValueError
+            description = f"random torsions, {control.num_seeds} seeds, MMFF94 maxIters 200"
+            register_method(name, lambda s: Method(name, control, RdkitMmffOptimizer(200, "MMFF94", 1), description))
+            return name
+        if variant.startswith("seeds"):
+            seeds = int(variant[5:])
+        elif variant.startswith("mmff"):
             iters = int(variant[4:])
         elif variant.startswith("steps"):
             steps = int(variant[5:])
@@ -148,12 +164,20 @@ def register_variant(variant: str, checkpoint: Path) -> str:
         else:
             raise ValueError
     except ValueError:
-        raise ValueError(f"unknown variant {variant!r}: mmffN, stepsN, scaleA, ladderA, overF or ckpt:PATH") from None
-    if over < 1 or iters < 1 or (steps is not None and steps < 1) or not 0 <= low <= high:
+        raise ValueError(
+            f"unknown variant {variant!r}: mmffN, stepsN, scaleA, ladderA, overF, seedsN, controlN or ckpt:PATH"
+        ) from None
+    if (
+        over < 1
+        or iters < 1
+        or (steps is not None and steps < 1)
+        or not 0 <= low <= high
+        or (seeds is not None and seeds < 1)
+    ):
         raise ValueError(f"variant {variant!r} out of range")
-    tuned = (low, high, over) != (1.0, 1.0, 1.0)
+    tuned = (low, high, over, seeds) != (1.0, 1.0, 1.0, None)
     generator: TorsionalGenerator = (
-        TunedTorsionalGenerator(ck, steps, low=low, high=high, oversample=over, _tag=variant)
+        TunedTorsionalGenerator(ck, steps, low=low, high=high, oversample=over, num_seeds_override=seeds, _tag=variant)
         if tuned
         else TorsionalGenerator(ck, steps)
     )
@@ -165,7 +189,9 @@ def register_variant(variant: str, checkpoint: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--variants", nargs="+", required=True, help="mmffN stepsN scaleA ladderA overF ckpt:PATH")
+    p.add_argument(
+        "--variants", nargs="+", required=True, help="mmffN stepsN scaleA ladderA overF seedsN controlN ckpt:PATH"
+    )
     p.add_argument("--checkpoint", type=Path, default=_REPO / "checkpoints" / "torsional.pt")
     p.add_argument("--max-refs", type=int, default=512)
     p.add_argument("--num-molecules", type=int, default=None, help="the N smallest molecules (smoke runs)")

@@ -67,3 +67,31 @@ def test_variant_words_are_checked() -> None:
     for bad in ("mmff", "warp9", "over0.5", "ladder2"):
         with pytest.raises(ValueError, match="variant"):
             register_variant(bad, SHIPPED)
+
+
+def _ring_shapes(mol: object, ring: list[int]) -> int:
+    """Distinct ring geometries among the conformers (ring-atom distance matrices equal to 1e-3 Å)."""
+    shapes: list[np.ndarray] = []
+    for conf in mol.GetConformers():  # type: ignore[attr-defined]
+        x = conf.GetPositions()[ring]
+        d = np.linalg.norm(x[:, None] - x[None], axis=-1)
+        if not any(np.abs(d - s).max() < 1e-3 for s in shapes):
+            shapes.append(d)
+    return len(shapes)
+
+
+def test_seed_override_changes_the_ring_shapes_and_restores_the_sampler() -> None:
+    """Rotatable torsions never move ring atoms relative to each other, so each seed is one ring shape."""
+    mol = mol_from_smiles("OCCC1CCCCCCC1")  # cyclooctane: many ring shapes
+    ring = [a.GetIdx() for a in mol.GetAtoms() if a.IsInRing()]
+    one = TunedTorsionalGenerator(str(SHIPPED), num_seeds_override=1, _tag="seeds1")
+    many = TunedTorsionalGenerator(str(SHIPPED), num_seeds_override=8, _tag="seeds8")
+    assert _ring_shapes(one.generate(mol, 16, seed=5), ring) == 1
+    assert _ring_shapes(many.generate(mol, 16, seed=5), ring) > 1
+    stored = torch.load(SHIPPED, weights_only=True)["config"]["num_seeds"]
+    assert many._load().config.num_seeds == stored != 8  # the checkpoint's own setting is back
+    assert register_variant("seeds8", SHIPPED) == "knob:seeds8"
+    assert register_variant("control8", SHIPPED) == "knob:control8"
+    for bad in ("seeds0", "control0", "controlx"):
+        with pytest.raises(ValueError, match="variant"):
+            register_variant(bad, SHIPPED)
