@@ -210,3 +210,39 @@ def test_trainer_and_energy_workers_exactly_once_kill_and_resume(redis_url: str,
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def test_a_sample_that_cannot_be_relaxed_is_judged_by_the_energy_model_alone(tmp_path: Path) -> None:
+    """A NaN sample in a relaxed-target job is invalid (with the energy model's reason); the others are relaxed."""
+    from rdkit import Chem
+
+    from energy.mmff import MmffEnergy
+    from molecules.smiles import mol_from_smiles
+    from molecules.torsions import embed_seeds, torsion_system
+    from sampler.torsion_geometry import collate_torsion_systems, torsion_positions
+    from training.torsion_evaluation import relax_at_torsions
+
+    mol = mol_from_smiles("CCCCO")
+    system = torsion_system(mol, embed_seeds(mol, 1, seed=2, mmff_relax=True)[0])
+    batch = collate_torsion_systems([system, system])
+    phi = torch.rand(batch.torsion_atoms.shape[0], generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x = torsion_positions(batch, 6.0 * phi - 3.0)  # turned away from the seed's minimum
+    x[0, 0] = float("nan")
+    out = relax_at_torsions([mol, mol], batch, x, max_iters=50)
+    n = mol.GetNumAtoms()
+    assert bool(torch.isnan(out[:n]).any()) and bool(torch.isfinite(out[n:]).all())
+    assert not torch.allclose(out[n:], x[n:])  # the good sample was relaxed
+    energy = MmffEnergy()
+    from energy.protocol import Structures
+
+    block = Chem.MolToMolBlock(mol)
+    structures = Structures(
+        positions=out,
+        num_atoms=torch.tensor([n, n]),
+        atomic_numbers=torch.tensor([a.GetAtomicNum() for a in mol.GetAtoms()] * 2),
+        total_charge=torch.tensor([0, 0]),
+        multiplicity=torch.tensor([1, 1]),
+        connection_tables=(block, block),
+    )
+    result = energy.evaluate(structures)
+    assert result.valid.tolist() == [False, True]

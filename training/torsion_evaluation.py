@@ -13,6 +13,7 @@ with its dihedrals held, then energy and torque at the relaxed geometry.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +31,8 @@ from sampler.torsion_replay import TorsionSamples
 from sampler.torus import TorusBase
 
 __all__ = ["evaluate_torsion_job", "relax_at_torsions", "relaxed_structures", "torque_batch"]
+
+log = logging.getLogger(__name__)
 
 
 def torque_batch(job: TorsionEvaluationJob) -> TorsionBatch:
@@ -72,19 +75,25 @@ def relax_at_torsions(
 ) -> torch.Tensor:
     """``[N, 3]`` positions of ``batch``'s samples (``mols[g]`` the molecule of sample ``g``), each minimized
     ``max_iters`` MMFF94 steps with its own dihedrals held (:func:`energy.mmff.mmff_torsion_relax`);
-    ``properties[g]`` its MMFF94 typing, reused when given."""
+    ``properties[g]`` its MMFF94 typing, reused when given. A sample that cannot be relaxed (non-finite
+    positions, a molecule MMFF94 cannot type) keeps its positions, for the energy model to judge; the others are
+    unaffected."""
     x = positions.detach().to(torch.float64).clone()
     starts = (torch.cumsum(batch.num_nodes, 0) - batch.num_nodes).tolist()
     for g, mol in enumerate(mols):
         lo, n = starts[g], int(batch.num_nodes[g])
         dihedrals = batch.torsion_atoms[batch.torsion_batch == g] - lo
-        relaxed = mmff_torsion_relax(
-            mol,
-            x[lo : lo + n].numpy(),
-            dihedrals.numpy(),
-            max_iters=max_iters,
-            properties=None if properties is None else properties[g],
-        )
+        try:
+            relaxed = mmff_torsion_relax(
+                mol,
+                x[lo : lo + n].numpy(),
+                dihedrals.numpy(),
+                max_iters=max_iters,
+                properties=None if properties is None else properties[g],
+            )
+        except ValueError as exc:
+            log.warning("sample %d not relaxed (%s); evaluated as it is", g, exc)
+            continue
         x[lo : lo + n] = torch.from_numpy(relaxed)
     return x
 
