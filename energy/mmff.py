@@ -294,6 +294,7 @@ def mmff_torsion_relax(
     *,
     max_iters: int = 100,
     properties: Any = None,
+    variant: str = "MMFF94",
     force_constant: float = 1.0e3,
 ) -> np.ndarray:
     """Minimize MMFF94 over everything but the listed dihedrals: the relaxed torsional surface
@@ -312,7 +313,8 @@ def mmff_torsion_relax(
         positions: ``[G, n, 3]`` Å (or ``[n, 3]``), one structure per row.
         dihedrals: ``[T, 4]`` atom indices of the dihedrals to hold (``T`` may be 0).
         max_iters: minimizer iterations per structure.
-        properties: :func:`mmff_properties` of ``mol``, reused when given.
+        properties: :func:`mmff_properties` of ``mol``, reused when given (then ``variant`` is its own).
+        variant: ``"MMFF94"`` or ``"MMFF94s"``, the force field to relax in (the energy model's own).
 
     Returns:
         ``[G, n, 3]`` (or ``[n, 3]``) relaxed positions, float64.
@@ -333,7 +335,7 @@ def mmff_torsion_relax(
         raise ValueError(f"a dihedral refers to an atom outside 0..{n - 1}")
     if max_iters < 1:
         raise ValueError(f"max_iters must be at least 1, got {max_iters}")
-    props = mmff_properties(mol) if properties is None else properties
+    props = mmff_properties(mol, variant) if properties is None else properties
     work = Chem.Mol(mol)
     work.RemoveAllConformers()
     conf = Chem.Conformer(n)

@@ -72,6 +72,7 @@ def relax_at_torsions(
     positions: torch.Tensor,
     max_iters: int,
     properties: Sequence[Any] | None = None,
+    variant: str = "MMFF94",
 ) -> torch.Tensor:
     """``[N, 3]`` positions of ``batch``'s samples (``mols[g]`` the molecule of sample ``g``), each minimized
     ``max_iters`` MMFF94 steps with its own dihedrals held (:func:`energy.mmff.mmff_torsion_relax`);
@@ -90,6 +91,7 @@ def relax_at_torsions(
                 dihedrals.numpy(),
                 max_iters=max_iters,
                 properties=None if properties is None else properties[g],
+                variant=variant,
             )
         except ValueError as exc:
             log.warning("sample %d not relaxed (%s); evaluated as it is", g, exc)
@@ -98,8 +100,9 @@ def relax_at_torsions(
     return x
 
 
-def relaxed_structures(job: TorsionEvaluationJob, batch: TorsionBatch) -> Structures:
-    """The job's structures, each minimized ``job.relax_iterations`` MMFF94 steps with its dihedrals held."""
+def relaxed_structures(job: TorsionEvaluationJob, batch: TorsionBatch, variant: str = "MMFF94") -> Structures:
+    """The job's structures, each minimized ``job.relax_iterations`` steps of ``variant`` with its dihedrals
+    held."""
     tables = job.structures.connection_tables
     assert tables is not None  # checked by the job
     parsed: dict[str, Chem.Mol] = {}
@@ -112,7 +115,7 @@ def relaxed_structures(job: TorsionEvaluationJob, batch: TorsionBatch) -> Struct
                 raise ValueError(f"job {job.job_id}: sample {g}'s mol block could not be parsed")
             parsed[table] = mol
         mols.append(parsed[table])
-    x = relax_at_torsions(mols, batch, batch.positions, job.relax_iterations)
+    x = relax_at_torsions(mols, batch, batch.positions, job.relax_iterations, variant=variant)
     return dataclasses.replace(job.structures, positions=x)
 
 
@@ -128,7 +131,7 @@ def evaluate_torsion_job(model: EnergyModel, job: TorsionEvaluationJob) -> tuple
                 f"job {job.job_id} asks for the relaxed torsional target (MMFF94 relaxation), but this worker's "
                 f"energy model is {model.name!r}: run MMFF94 workers for it"
             )
-        s = relaxed_structures(job, batch)
+        s = relaxed_structures(job, batch, model.variant)  # relaxed on the surface the model evaluates
     result: EnergyResult = model.evaluate(s)
     grad_x = -torch.where(torch.isfinite(result.forces), result.forces, 0.0).to(torch.float64)
     phi = job.phi.to(torch.float64)
