@@ -28,6 +28,7 @@ from molecules.structures import with_conformers
 from molecules.validity import check_conformer, stereo_spec
 
 __all__ = [
+    "BUILT_IN_METHODS",
     "METHODS",
     "Chained",
     "ConforgeGenerator",
@@ -225,16 +226,20 @@ class RandomTorsionGenerator:
     where ring shapes differ), every rotatable torsion drawn uniformly."""
 
     num_seeds: int = 1
+    amide_floor: float | None = None  # an ablation: amide isomers at room temperature as the product's
 
     @property
     def name(self) -> str:
-        return f"random-torsions[{self.num_seeds} seeds]"
+        isomers = "" if self.amide_floor is None else f", amide isomers {self.amide_floor}"
+        return f"random-torsions[{self.num_seeds} seeds{isomers}]"
 
     def generate(self, mol: Chem.Mol, num_conformers: int, seed: int) -> Chem.Mol:
         from inference.torsional_sampling import uniform_torsions
 
         try:
-            positions = uniform_torsions(mol, num_conformers, seed=seed, num_seeds=self.num_seeds)
+            positions = uniform_torsions(
+                mol, num_conformers, seed=seed, num_seeds=self.num_seeds, amide_floor=self.amide_floor
+            )
         except ValueError as exc:
             raise GenerationError(str(exc)) from exc
         return with_conformers(mol, positions)
@@ -469,6 +474,13 @@ METHODS: dict[str, MethodFactory] = {
         RdkitMmffOptimizer(s.mmff_max_iters, s.mmff_variant, s.threads),
         f"random torsions from the product's seeds + RDKit {s.mmff_variant} (maxIters {s.mmff_max_iters})",
     ),
+    "torsion-control+amide+mmff": lambda s: Method(
+        "torsion-control+amide+mmff",
+        _control(s, amide_isomers=True),
+        RdkitMmffOptimizer(s.mmff_max_iters, s.mmff_variant, s.threads),
+        f"random torsions from the product's seeds, amide isomers at 298 K as the product's (an ablation) + RDKit "
+        f"{s.mmff_variant} (maxIters {s.mmff_max_iters})",
+    ),
     "conforge": lambda s: Method("conforge", ConforgeGenerator(), None, "CONFORGE (CDPKit 1.3, default settings)"),
     "adjoint": lambda s: Method("adjoint", _adjoint(s), None, f"Adjoint Sampling ({s.checkpoint})"),
     "adjoint+mmff": lambda s: Method(
@@ -497,6 +509,9 @@ METHODS: dict[str, MethodFactory] = {
     ),
 }
 
+BUILT_IN_METHODS: frozenset[str] = frozenset(METHODS)
+"""The methods defined here; :func:`register_method` adds others (e.g. ``benchmarks.torsional_knobs``'s)."""
+
 
 def _relax_label(s: MethodSettings) -> str:
     """How the shared ``+relax`` refiner is described in reports."""
@@ -516,15 +531,22 @@ def _torsional(settings: MethodSettings) -> TorsionalGenerator:
     return TorsionalGenerator(settings.torsional_checkpoint, settings.torsional_steps)
 
 
-def _control(settings: MethodSettings) -> RandomTorsionGenerator:
-    """The control gets the torsional checkpoint's seed count when one is given (same seeds as the product)."""
+def _control(settings: MethodSettings, *, amide_isomers: bool = False) -> RandomTorsionGenerator:
+    """The control gets the torsional checkpoint's seed count when one is given (same seeds as the product);
+    ``amide_isomers``: and the product's amide isomers at room temperature (an ablation: the rule without the
+    network)."""
+    floor = None
+    if amide_isomers:
+        from inference.torsional_sampling import AMIDE_FLOOR
+
+        floor = 0.0 if AMIDE_FLOOR is None else AMIDE_FLOOR
     if settings.torsional_checkpoint is None or not Path(settings.torsional_checkpoint).is_file():
-        return RandomTorsionGenerator(1)
+        return RandomTorsionGenerator(1, amide_floor=floor)
     from training.checkpoint import load_checkpoint
 
     payload = load_checkpoint(settings.torsional_checkpoint)
     seeds = int(payload["config"].get("num_seeds", 1)) if payload.get("kind") == "torsional-conformers" else 1
-    return RandomTorsionGenerator(seeds)
+    return RandomTorsionGenerator(seeds, amide_floor=floor)
 
 
 def register_method(name: str, factory: MethodFactory) -> None:

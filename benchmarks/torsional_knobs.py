@@ -13,7 +13,12 @@ so every number is comparable to ``bench conformers``:
 - ``over<F>``: ``ceil(F K)`` draws, the ``K`` lowest in MMFF94 single-point energy kept (precision for speed);
 - ``ckpt:<PATH>``: another checkpoint (e.g. one trained at another tau), MMFF94 200;
 - ``seeds<N>``: up to ``N`` ETKDG seeds per configuration (ring shapes) instead of the checkpoint's;
-- ``control<N>``: the random-torsion control with ``N`` seeds, MMFF94 200 (the baseline the seeds must be fair to).
+- ``control<N>``: the random-torsion control with ``N`` seeds, MMFF94 200 (the baseline the seeds must be fair to);
+  ``control<N>+amide<F>``: the same with amide isomers at room temperature (the rule alone, without learning);
+- ``amide<F>``: amide isomers at room temperature with floor ``F`` (:mod:`molecules.amide_isomers`);
+  ``amideoff``: the network's own isomers.
+
+``--mmff-iters N`` gives every variant but ``mmff<N>`` another MMFF94 iteration cap (method names get ``@mmffN``).
 
 Development set only (``drugs_dev``): never ``spice_test``.
 
@@ -95,6 +100,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
     high: float = 1.0
     oversample: float = 1.0
     num_seeds_override: int | None = None
+    amide_floor: float | str | None = "default"  # "default": the sampler's; None: the network's own isomers
     _tag: str = field(default="", repr=False)
 
     @property
@@ -104,7 +110,9 @@ class TunedTorsionalGenerator(TorsionalGenerator):
     def generate(self, mol: Chem.Mol, num_conformers: int, seed: int) -> Chem.Mol:
         sampler = self._load()
         count = math.ceil(self.oversample * num_conformers)
-        shipped, config = sampler.network, sampler.config
+        shipped, config, floor = sampler.network, sampler.config, sampler.amide_floor
+        if self.amide_floor != "default":
+            sampler.amide_floor = self.amide_floor
         if (self.low, self.high) != (1.0, 1.0):
             sampler.network = ScaledControl(shipped, self.low, self.high, torch.Generator().manual_seed(seed + 7))
         if self.num_seeds_override is not None:
@@ -114,7 +122,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
         except ValueError as exc:
             raise GenerationError(str(exc)) from exc
         finally:
-            sampler.network, sampler.config = shipped, config
+            sampler.network, sampler.config, sampler.amide_floor = shipped, config, floor
         if count > num_conformers:
             positions = positions[_lowest_mmff(mol, positions, num_conformers)]
         return with_conformers(mol, positions)
@@ -132,20 +140,28 @@ def _lowest_mmff(mol: Chem.Mol, positions: np.ndarray, keep: int) -> np.ndarray:
     return np.sort(np.argsort(energies, kind="stable")[:keep])
 
 
-def register_variant(variant: str, checkpoint: Path) -> str:
-    """Register the method of one ``--variants`` word (module docstring); returns its method name."""
-    name = f"knob:{variant}"
+def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> str:
+    """Register the method of one ``--variants`` word (module docstring); returns its method name.
+    ``mmff_iters``: the MMFF94 iteration cap of every variant but ``mmffN`` (which sets its own)."""
+    if mmff_iters < 1:
+        raise ValueError(f"mmff_iters must be at least 1, got {mmff_iters}")
+    name = f"knob:{variant}" if mmff_iters == 200 else f"knob:{variant}@mmff{mmff_iters}"
     if name in METHODS:
         return name
     ck = str(checkpoint)
-    iters, steps, low, high, over, seeds = 200, None, 1.0, 1.0, 1.0, None
+    iters, steps, low, high, over, seeds = mmff_iters, None, 1.0, 1.0, 1.0, None
+    amide: float | str | None = "default"
     try:
         if variant.startswith("control"):
-            control = RandomTorsionGenerator(num_seeds=int(variant[7:]))
-            if control.num_seeds < 1:
+            seeds_word, _, amide_word = variant[7:].partition("+amide")
+            control = RandomTorsionGenerator(
+                num_seeds=int(seeds_word), amide_floor=float(amide_word) if amide_word else None
+            )
+            if control.num_seeds < 1 or not 0 <= (control.amide_floor or 0) <= 0.5:
                 raise ValueError
-            description = f"random torsions, {control.num_seeds} seeds, MMFF94 maxIters 200"
-            register_method(name, lambda s: Method(name, control, RdkitMmffOptimizer(200, "MMFF94", 1), description))
+            isomers = "" if control.amide_floor is None else f", amide isomers at 298 K (floor {control.amide_floor})"
+            description = f"random torsions, {control.num_seeds} seeds{isomers}, MMFF94 maxIters {iters}"
+            register_method(name, lambda s: Method(name, control, RdkitMmffOptimizer(iters, "MMFF94", 1), description))
             return name
         if variant.startswith("seeds"):
             seeds = int(variant[5:])
@@ -159,13 +175,20 @@ def register_variant(variant: str, checkpoint: Path) -> str:
             low = float(variant[6:])
         elif variant.startswith("over"):
             over = float(variant[4:])
+        elif variant == "amideoff":
+            amide = None
+        elif variant.startswith("amide"):
+            amide = float(variant[5:])
+            if not 0 <= amide <= 0.5:
+                raise ValueError
         elif variant.startswith("ckpt:"):
             ck = variant[5:]
         else:
             raise ValueError
     except ValueError:
         raise ValueError(
-            f"unknown variant {variant!r}: mmffN, stepsN, scaleA, ladderA, overF, seedsN, controlN or ckpt:PATH"
+            f"unknown variant {variant!r}: mmffN, stepsN, scaleA, ladderA, overF, seedsN, amideF, amideoff, controlN, "
+            "controlN+amideF or ckpt:PATH"
         ) from None
     if (
         over < 1
@@ -175,9 +198,18 @@ def register_variant(variant: str, checkpoint: Path) -> str:
         or (seeds is not None and seeds < 1)
     ):
         raise ValueError(f"variant {variant!r} out of range")
-    tuned = (low, high, over, seeds) != (1.0, 1.0, 1.0, None)
+    tuned = (low, high, over, seeds, amide) != (1.0, 1.0, 1.0, None, "default")
     generator: TorsionalGenerator = (
-        TunedTorsionalGenerator(ck, steps, low=low, high=high, oversample=over, num_seeds_override=seeds, _tag=variant)
+        TunedTorsionalGenerator(
+            ck,
+            steps,
+            low=low,
+            high=high,
+            oversample=over,
+            num_seeds_override=seeds,
+            amide_floor=amide,
+            _tag=variant,
+        )
         if tuned
         else TorsionalGenerator(ck, steps)
     )
@@ -193,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         "--variants", nargs="+", required=True, help="mmffN stepsN scaleA ladderA overF seedsN controlN ckpt:PATH"
     )
     p.add_argument("--checkpoint", type=Path, default=_REPO / "checkpoints" / "torsional.pt")
+    p.add_argument("--mmff-iters", type=int, default=200, help="MMFF94 iteration cap of every variant but mmffN")
     p.add_argument("--max-refs", type=int, default=512)
     p.add_argument("--num-molecules", type=int, default=None, help="the N smallest molecules (smoke runs)")
     p.add_argument("--seed", type=int, default=42)
@@ -202,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
-    names = [register_variant(v, args.checkpoint) for v in args.variants]
+    names = [register_variant(v, args.checkpoint, args.mmff_iters) for v in args.variants]
     config = BenchConfig(
         datasets=("drugs_dev",),
         methods=tuple(names),

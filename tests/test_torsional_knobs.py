@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.methods import METHODS, MethodSettings, RandomTorsionGenerator, RdkitMmffOptimizer
 from benchmarks.torsional_knobs import ScaledControl, TunedTorsionalGenerator, _lowest_mmff, register_variant
 from molecules.smiles import mol_from_smiles
 
@@ -65,6 +66,31 @@ def test_variant_words_are_checked() -> None:
     assert register_variant("mmff150", SHIPPED) == "knob:mmff150"
     assert register_variant("mmff150", SHIPPED) == "knob:mmff150"  # registering twice is harmless
     for bad in ("mmff", "warp9", "over0.5", "ladder2"):
+        with pytest.raises(ValueError, match="variant"):
+            register_variant(bad, SHIPPED)
+
+
+def test_one_mmff_cap_for_every_variant_but_mmffN() -> None:
+    settings = MethodSettings()
+    control = METHODS[register_variant("control4", SHIPPED, 800)](settings)
+    assert control.name == "knob:control4@mmff800" and control.refiner == RdkitMmffOptimizer(800, "MMFF94", 1)
+    seeds = METHODS[register_variant("seeds8", SHIPPED, 800)](settings)
+    assert seeds.refiner == RdkitMmffOptimizer(800, "MMFF94", 1)
+    own = METHODS[register_variant("mmff300", SHIPPED, 800)](settings)
+    assert own.refiner == RdkitMmffOptimizer(300, "MMFF94", 1)  # the word's own cap wins
+    with pytest.raises(ValueError, match="mmff_iters"):
+        register_variant("seeds8", SHIPPED, 0)
+
+
+def test_amide_isomer_words() -> None:
+    settings = MethodSettings()
+    off = METHODS[register_variant("amideoff", SHIPPED)](settings).generator
+    assert isinstance(off, TunedTorsionalGenerator) and off.amide_floor is None
+    floor = METHODS[register_variant("amide0.1", SHIPPED)](settings).generator
+    assert isinstance(floor, TunedTorsionalGenerator) and floor.amide_floor == 0.1
+    control = METHODS[register_variant("control4+amide0.05", SHIPPED)](settings).generator
+    assert isinstance(control, RandomTorsionGenerator) and (control.num_seeds, control.amide_floor) == (4, 0.05)
+    for bad in ("amide0.7", "amidex", "control4+amidex", "control4+amide0.9"):
         with pytest.raises(ValueError, match="variant"):
             register_variant(bad, SHIPPED)
 
