@@ -226,11 +226,11 @@ class RandomTorsionGenerator:
     where ring shapes differ), every rotatable torsion drawn uniformly."""
 
     num_seeds: int = 1
-    amide_floor: float | None = None  # an ablation: amide isomers at room temperature as the product's
+    isomer_floor: float | None = None  # an ablation: acyl isomers at room temperature as the product's
 
     @property
     def name(self) -> str:
-        isomers = "" if self.amide_floor is None else f", amide isomers {self.amide_floor}"
+        isomers = "" if self.isomer_floor is None else f", acyl isomers {self.isomer_floor}"
         return f"random-torsions[{self.num_seeds} seeds{isomers}]"
 
     def generate(self, mol: Chem.Mol, num_conformers: int, seed: int) -> Chem.Mol:
@@ -238,7 +238,7 @@ class RandomTorsionGenerator:
 
         try:
             positions = uniform_torsions(
-                mol, num_conformers, seed=seed, num_seeds=self.num_seeds, amide_floor=self.amide_floor
+                mol, num_conformers, seed=seed, num_seeds=self.num_seeds, isomer_floor=self.isomer_floor
             )
         except ValueError as exc:
             raise GenerationError(str(exc)) from exc
@@ -474,11 +474,11 @@ METHODS: dict[str, MethodFactory] = {
         RdkitMmffOptimizer(s.mmff_max_iters, s.mmff_variant, s.threads),
         f"random torsions from the product's seeds + RDKit {s.mmff_variant} (maxIters {s.mmff_max_iters})",
     ),
-    "torsion-control+amide+mmff": lambda s: Method(
-        "torsion-control+amide+mmff",
-        _control(s, amide_isomers=True),
+    "torsion-control+isomers+mmff": lambda s: Method(
+        "torsion-control+isomers+mmff",
+        _control(s, acyl_isomers=True),
         RdkitMmffOptimizer(s.mmff_max_iters, s.mmff_variant, s.threads),
-        f"random torsions from the product's seeds, amide isomers at 298 K as the product's (an ablation) + RDKit "
+        f"random torsions from the product's seeds, acyl isomers at 298 K as the product's (an ablation) + RDKit "
         f"{s.mmff_variant} (maxIters {s.mmff_max_iters})",
     ),
     "conforge": lambda s: Method("conforge", ConforgeGenerator(), None, "CONFORGE (CDPKit 1.3, default settings)"),
@@ -531,22 +531,22 @@ def _torsional(settings: MethodSettings) -> TorsionalGenerator:
     return TorsionalGenerator(settings.torsional_checkpoint, settings.torsional_steps)
 
 
-def _control(settings: MethodSettings, *, amide_isomers: bool = False) -> RandomTorsionGenerator:
+def _control(settings: MethodSettings, *, acyl_isomers: bool = False) -> RandomTorsionGenerator:
     """The control gets the torsional checkpoint's seed count when one is given (same seeds as the product);
-    ``amide_isomers``: and the product's amide isomers at room temperature (an ablation: the rule without the
+    ``acyl_isomers``: and the product's acyl isomers at room temperature (an ablation: the rule without the
     network)."""
     floor = None
-    if amide_isomers:
-        from inference.torsional_sampling import AMIDE_FLOOR
+    if acyl_isomers:
+        from inference.torsional_sampling import ISOMER_FLOOR
 
-        floor = 0.0 if AMIDE_FLOOR is None else AMIDE_FLOOR
+        floor = 0.0 if ISOMER_FLOOR is None else ISOMER_FLOOR
     if settings.torsional_checkpoint is None or not Path(settings.torsional_checkpoint).is_file():
-        return RandomTorsionGenerator(1, amide_floor=floor)
+        return RandomTorsionGenerator(1, isomer_floor=floor)
     from training.checkpoint import load_checkpoint
 
     payload = load_checkpoint(settings.torsional_checkpoint)
     seeds = int(payload["config"].get("num_seeds", 1)) if payload.get("kind") == "torsional-conformers" else 1
-    return RandomTorsionGenerator(seeds, amide_floor=floor)
+    return RandomTorsionGenerator(seeds, isomer_floor=floor)
 
 
 def register_method(name: str, factory: MethodFactory) -> None:

@@ -33,7 +33,7 @@ METHOD_NAMES: tuple[str, ...] = (
     "torsional+mmff+relax",
     "torsion-control",
     "torsion-control+mmff",
-    "torsion-control+amide+mmff",
+    "torsion-control+isomers+mmff",
     "conforge",
     "adjoint",
     "adjoint+mmff",

@@ -14,8 +14,9 @@ so every number is comparable to ``bench conformers``:
 - ``ckpt:<PATH>``: another checkpoint (e.g. one trained at another tau), MMFF94 200;
 - ``seeds<N>``: up to ``N`` ETKDG seeds per configuration (ring shapes) instead of the checkpoint's;
 - ``control<N>``: the random-torsion control with ``N`` seeds, MMFF94 200 (the baseline the seeds must be fair to);
-  ``control<N>+amide<F>``: the same with amide isomers at room temperature (the rule alone, without learning);
-- ``amide<F>``: amide isomers at room temperature with floor ``F`` (:mod:`molecules.amide_isomers`);
+  ``control<N>+amide<F>``: the same with acyl isomers at room temperature (the rule alone, without learning);
+- ``amide<F>``: acyl isomers (amides, esters, acids; amides only before the rule covered esters, as in the
+  ``amide_isomers_{a,b}`` runs) at room temperature with floor ``F`` (:mod:`molecules.acyl_isomers`);
   ``amideoff``: the network's own isomers.
 
 ``--mmff-iters N`` gives every variant but ``mmff<N>`` another MMFF94 iteration cap (method names get ``@mmffN``).
@@ -100,7 +101,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
     high: float = 1.0
     oversample: float = 1.0
     num_seeds_override: int | None = None
-    amide_floor: float | str | None = "default"  # "default": the sampler's; None: the network's own isomers
+    isomer_floor: float | str | None = "default"  # "default": the sampler's; None: the network's own isomers
     _tag: str = field(default="", repr=False)
 
     @property
@@ -110,9 +111,9 @@ class TunedTorsionalGenerator(TorsionalGenerator):
     def generate(self, mol: Chem.Mol, num_conformers: int, seed: int) -> Chem.Mol:
         sampler = self._load()
         count = math.ceil(self.oversample * num_conformers)
-        shipped, config, floor = sampler.network, sampler.config, sampler.amide_floor
-        if self.amide_floor != "default":
-            sampler.amide_floor = self.amide_floor
+        shipped, config, floor = sampler.network, sampler.config, sampler.isomer_floor
+        if self.isomer_floor != "default":
+            sampler.isomer_floor = self.isomer_floor
         if (self.low, self.high) != (1.0, 1.0):
             sampler.network = ScaledControl(shipped, self.low, self.high, torch.Generator().manual_seed(seed + 7))
         if self.num_seeds_override is not None:
@@ -122,7 +123,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
         except ValueError as exc:
             raise GenerationError(str(exc)) from exc
         finally:
-            sampler.network, sampler.config, sampler.amide_floor = shipped, config, floor
+            sampler.network, sampler.config, sampler.isomer_floor = shipped, config, floor
         if count > num_conformers:
             positions = positions[_lowest_mmff(mol, positions, num_conformers)]
         return with_conformers(mol, positions)
@@ -155,11 +156,11 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
         if variant.startswith("control"):
             seeds_word, _, amide_word = variant[7:].partition("+amide")
             control = RandomTorsionGenerator(
-                num_seeds=int(seeds_word), amide_floor=float(amide_word) if amide_word else None
+                num_seeds=int(seeds_word), isomer_floor=float(amide_word) if amide_word else None
             )
-            if control.num_seeds < 1 or not 0 <= (control.amide_floor or 0) <= 0.5:
+            if control.num_seeds < 1 or not 0 <= (control.isomer_floor or 0) <= 0.5:
                 raise ValueError
-            isomers = "" if control.amide_floor is None else f", amide isomers at 298 K (floor {control.amide_floor})"
+            isomers = "" if control.isomer_floor is None else f", acyl isomers at 298 K (floor {control.isomer_floor})"
             description = f"random torsions, {control.num_seeds} seeds{isomers}, MMFF94 maxIters {iters}"
             register_method(name, lambda s: Method(name, control, RdkitMmffOptimizer(iters, "MMFF94", 1), description))
             return name
@@ -207,7 +208,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             high=high,
             oversample=over,
             num_seeds_override=seeds,
-            amide_floor=amide,
+            isomer_floor=amide,
             _tag=variant,
         )
         if tuned

@@ -136,7 +136,7 @@ class EnsembleChecks:
     stereo_repaired: int
     repair_skipped: str | None = None
     mmff_relaxed: int = 0
-    amide_isomers_turned: int = 0
+    acyl_isomers_turned: int = 0
     clashes: int = 0
 
 
@@ -206,7 +206,7 @@ class Ensemble:
             "stereo_repaired": c.stereo_repaired,
             **({"repair_skipped": c.repair_skipped} if c.repair_skipped else {}),
             "mmff_relaxed": c.mmff_relaxed,
-            "amide_isomers_turned": c.amide_isomers_turned,
+            "acyl_isomers_turned": c.acyl_isomers_turned,
             "clashes": c.clashes,
             "seconds": {k: round(v, 3) for k, v in self.provenance.timings_s.items()},
         }
@@ -292,7 +292,7 @@ def finish_ensemble(
         stereo_repaired=sampled.stereo_repaired,
         repair_skipped=sampled.repair_skipped,
         mmff_relaxed=sampled.mmff_relaxed,
-        amide_isomers_turned=sampled.amide_isomers_turned,
+        acyl_isomers_turned=sampled.acyl_isomers_turned,
         clashes=sampled.clashes,
     )
     mol = with_conformers(sampled.mol, positions[order])

@@ -54,7 +54,7 @@ class SampledConformers:
     stereo_repaired: int = 0  # of the repaired: a wrong stereocentre or double bond put right
     repair_skipped: str | None = None
     mmff_relaxed: int = 0  # conformers given the model's fast MMFF94 relaxation before scoring
-    amide_isomers_turned: int = 0  # amide bonds of raw samples turned to the isomer drawn at room temperature
+    acyl_isomers_turned: int = 0  # amide bonds of raw samples turned to the isomer drawn at room temperature
     clashes: int = 0  # returned conformers with a steric clash (models whose bonds cannot break report, not reject)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -73,7 +73,7 @@ class SampledConformers:
             "stereo_repaired": self.stereo_repaired,
             "clashes": self.clashes,
             "mmff_relaxed": self.mmff_relaxed,
-            "amide_isomers_turned": self.amide_isomers_turned,
+            "acyl_isomers_turned": self.acyl_isomers_turned,
             **({"repair_skipped": self.repair_skipped} if self.repair_skipped else {}),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
         }

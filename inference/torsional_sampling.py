@@ -23,7 +23,7 @@ from rdkit import Chem
 from energy.protocol import EnergyModel
 from inference.conformer_sampling import finish_samples
 from inference.model import ModelProvenance, SampledConformers, SamplingRequest
-from molecules.amide_isomers import ROOM_TEMPERATURE_KT, AmideIsomers, amide_isomers
+from molecules.acyl_isomers import ROOM_TEMPERATURE_KT, AcylIsomers, acyl_isomers
 from molecules.smiles import mol_from_smiles
 from molecules.torsions import embed_seeds, torsion_system
 from sampler.grids import UniformGrid
@@ -40,15 +40,16 @@ from training.torsional_training import (
     config_from_dict,
 )
 
-__all__ = ["TorsionalSampler", "choose_amide_isomers", "uniform_torsions"]
+__all__ = ["TorsionalSampler", "choose_acyl_isomers", "uniform_torsions"]
 
 log = logging.getLogger(__name__)
 
-#: the default share of the samples each amide isomer keeps at least (:func:`choose_amide_isomers`): none, the
-#: Boltzmann law at 298.15 K alone. Measured on drugs_dev (``python -m benchmarks.torsional_knobs --variants
-#: amideoff amide0.05 amide0``; COV-R / COV-P @1.0 Å): the network's own isomers 82.7 / 72.5, floor 0.05 81.4 / 76.7,
-#: floor 0 80.4 / 77.7 (``benchmarks/results/conformers_amide_isomers_{a,b}.md``)
-AMIDE_FLOOR: float | None = 0.0
+#: the default share of the samples each acyl isomer keeps at least (:func:`choose_acyl_isomers`): none, the
+#: Boltzmann law at 298.15 K alone. Measured on drugs_dev with amide bonds only (``python -m
+#: benchmarks.torsional_knobs --variants amideoff amide0.05 amide0``; COV-R / COV-P @1.0 Å): the network's own
+#: isomers 82.7 / 72.5, floor 0.05 81.4 / 76.7, floor 0 80.4 / 77.7
+#: (``benchmarks/results/conformers_amide_isomers_{a,b}.md``)
+ISOMER_FLOOR: float | None = 0.0
 
 
 def seed_systems(mol: Chem.Mol, num_seeds: int, seed: int, dtype: torch.dtype) -> list[TorsionSystem]:
@@ -64,33 +65,33 @@ def uniform_torsions(
     seed: int,
     num_seeds: int = 1,
     dtype: torch.dtype = torch.float64,
-    amide_floor: float | None = None,
+    isomer_floor: float | None = None,
 ) -> np.ndarray:
     """The random-torsion control: the same seeds, every rotatable torsion uniform on ``[-pi, pi)``,
-    ``[count, atoms, 3]``. ``amide_floor``: then amide isomers at room temperature as the product's
-    (:func:`choose_amide_isomers`; an ablation, not the control)."""
+    ``[count, atoms, 3]``. ``isomer_floor``: then acyl isomers at room temperature as the product's
+    (:func:`choose_acyl_isomers`; an ablation, not the control)."""
     systems = seed_systems(mol, num_seeds, seed, dtype)
     batch = collate_torsion_systems([systems[k % len(systems)] for k in range(count)])
     g = torch.Generator().manual_seed(seed)
     phi = (torch.rand(batch.num_torsions, generator=g, dtype=dtype) * 2 - 1) * torch.pi
-    if amide_floor is not None and batch.num_torsions:
+    if isomer_floor is not None and batch.num_torsions:
         seeds = torch.cat([s.seed_positions for s in systems]).double().numpy()
-        phi = choose_amide_isomers(phi, count, amide_isomers(mol, seeds), g, floor=amide_floor)
+        phi = choose_acyl_isomers(phi, count, acyl_isomers(mol, seeds), g, floor=isomer_floor)
     return torsion_positions(batch, phi).numpy().reshape(count, -1, 3)
 
 
-def choose_amide_isomers(
+def choose_acyl_isomers(
     phi: torch.Tensor,
     num_samples: int,
-    isomers: list[AmideIsomers],
+    isomers: list[AcylIsomers],
     generator: torch.Generator,
     *,
     kt: float = ROOM_TEMPERATURE_KT,
     floor: float = 0.0,
 ) -> torch.Tensor:
-    """``phi`` ``[G * m]`` (``G`` samples of one molecule, ``m`` torsions each, in order) with every amide
-    torsion of ``isomers`` put on an isomer drawn from its Boltzmann law at ``kt``
-    (:meth:`molecules.amide_isomers.AmideIsomers.p_syn`): a sample already on the drawn isomer keeps its
+    """``phi`` ``[G * m]`` (``G`` samples of one molecule, ``m`` torsions each, in order) with every acyl
+    torsion of ``isomers`` (amides, esters, acids) put on an isomer drawn from its Boltzmann law at ``kt``
+    (:meth:`molecules.acyl_isomers.AcylIsomers.p_syn`): a sample already on the drawn isomer keeps its
     angle; one on the other isomer is turned by ``pi`` (the deviation from planarity is kept)."""
     if not isomers:
         return phi
@@ -121,7 +122,7 @@ class TorsionalSampler:
         device: str = "cpu",
         chunk: int = 256,
         mmff_relax: bool = True,
-        amide_floor: float | None = AMIDE_FLOOR,
+        isomer_floor: float | None = ISOMER_FLOOR,
     ) -> None:
         payload = load_checkpoint(checkpoint)
         if payload.get("kind") != CHECKPOINT_KIND:
@@ -136,11 +137,11 @@ class TorsionalSampler:
         #: the default of the fast MMFF94 relaxation after sampling (measured to raise both recall and precision:
         #: benchmarks/results/conformers_torsional_*.md); a request's ``mmff_relax`` overrides it
         self.mmff_relax = mmff_relax
-        #: amide isomers at room temperature (:func:`choose_amide_isomers`), each kept on at least this share of
-        #: the samples; ``None``: the network's own isomers
-        if amide_floor is not None and not 0 <= amide_floor <= 0.5:
-            raise ValueError(f"amide_floor must be in [0, 0.5] or None, got {amide_floor}")
-        self.amide_floor = amide_floor
+        #: acyl isomers (amides, esters, acids) at room temperature (:func:`choose_acyl_isomers`), each kept on at
+        #: least this share of the samples; ``None``: the network's own isomers
+        if isomer_floor is not None and not 0 <= isomer_floor <= 0.5:
+            raise ValueError(f"isomer_floor must be in [0, 0.5] or None, got {isomer_floor}")
+        self.isomer_floor = isomer_floor
         self.base = TorusBase()
         self.checkpoint = Path(checkpoint)
         self.training: dict[str, Any] = {k: payload.get(k) for k in ("round", "energy_calls", "versions")}
@@ -201,20 +202,20 @@ class TorsionalSampler:
         """``[count, atoms, 3]`` (Å) for ``mol`` (explicit hydrogens, atom order kept): all conformers in batched
         integrations of ``chunk`` samples, seeds round-robin. A molecule without rotatable torsions gets its
         seeds, repeated. ``refine_rounds``: first fine-tune on this molecule (:meth:`refined_network`; its
-        seconds go to ``timings["refine"]``). Amide bonds are put on isomers drawn at room temperature
-        (:func:`choose_amide_isomers`, unless ``amide_floor`` is ``None``); how many were turned goes to
-        ``counts["amide_isomers_turned"]``."""
+        seconds go to ``timings["refine"]``). Acyl bonds are put on isomers drawn at room temperature
+        (:func:`choose_acyl_isomers`, unless ``isomer_floor`` is ``None``); how many were turned goes to
+        ``counts["acyl_isomers_turned"]``."""
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}")
         dtype = self.config.torch_dtype
         systems = seed_systems(mol, self.config.num_seeds, seed, dtype)
-        isomers: list[AmideIsomers] = []
-        if self.amide_floor is not None and systems[0].num_torsions:
+        isomers: list[AcylIsomers] = []
+        if self.isomer_floor is not None and systems[0].num_torsions:
             seeds = torch.cat([s.seed_positions for s in systems]).double().numpy()
             try:
-                isomers = amide_isomers(mol, seeds)
+                isomers = acyl_isomers(mol, seeds)
             except ValueError as exc:  # MMFF94 cannot type it: the network's own isomers
-                log.info("amide isomers left to the network: %s", exc)
+                log.info("acyl isomers left to the network: %s", exc)
         network = self.network
         if refine_rounds:
             t0 = time.perf_counter()
@@ -241,11 +242,11 @@ class TorsionalSampler:
                     generator=generator,
                 )
                 if isomers:
-                    turned = choose_amide_isomers(
-                        phi, len(chosen), isomers, generator, floor=float(self.amide_floor or 0)
+                    turned = choose_acyl_isomers(
+                        phi, len(chosen), isomers, generator, floor=float(self.isomer_floor or 0)
                     )
                     if counts is not None:
-                        key = "amide_isomers_turned"
+                        key = "acyl_isomers_turned"
                         counts[key] = counts.get(key, 0) + int((turned != phi).sum())
                     phi = turned
                 x = torsion_positions(batch.to(dtype=torch.float64), phi.double())
@@ -271,5 +272,5 @@ class TorsionalSampler:
         timings["sample"] = time.perf_counter() - t0 - timings.get("refine", 0.0)
         mmff_relax = self.mmff_relax if request.mmff_relax is None else request.mmff_relax
         sampled = finish_samples(mol, raw, request, self.energy, timings, allow_clashes=True, mmff_relax=mmff_relax)
-        sampled.amide_isomers_turned = counts.get("amide_isomers_turned", 0)
+        sampled.acyl_isomers_turned = counts.get("acyl_isomers_turned", 0)
         return sampled

@@ -31,7 +31,8 @@ results in ``benchmarks/results/torsion_choices.md``; MMFF94 energies, 5 meV = 0
   their reference conformers the other way round (ureas, imides, N-heteroaryl amides, acylhydrazones;
   17 % of the reference conformers on average over the 52), which a frozen amide could never reach. Turning a relaxed
   amide costs a median 5 kcal/mol after relaxation (2-18 for most; the energy decides). :class:`AmideRotors`
-  offers the alternatives.
+  offers the alternatives. Which isomer a sample takes is not left to the network's training temperature: the
+  product draws it from the isomers' relaxed energies at room temperature (:mod:`molecules.acyl_isomers`).
 
 Seeds (:func:`embed_seeds`): ETKDGv3 conformers, kept only when one of their ring systems differs (RMSD
 above 0.3 Å) from every seed already kept, so ring puckers are not frozen to one. Against the reference

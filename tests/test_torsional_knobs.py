@@ -85,11 +85,11 @@ def test_one_mmff_cap_for_every_variant_but_mmffN() -> None:
 def test_amide_isomer_words() -> None:
     settings = MethodSettings()
     off = METHODS[register_variant("amideoff", SHIPPED)](settings).generator
-    assert isinstance(off, TunedTorsionalGenerator) and off.amide_floor is None
+    assert isinstance(off, TunedTorsionalGenerator) and off.isomer_floor is None
     floor = METHODS[register_variant("amide0.1", SHIPPED)](settings).generator
-    assert isinstance(floor, TunedTorsionalGenerator) and floor.amide_floor == 0.1
+    assert isinstance(floor, TunedTorsionalGenerator) and floor.isomer_floor == 0.1
     control = METHODS[register_variant("control4+amide0.05", SHIPPED)](settings).generator
-    assert isinstance(control, RandomTorsionGenerator) and (control.num_seeds, control.amide_floor) == (4, 0.05)
+    assert isinstance(control, RandomTorsionGenerator) and (control.num_seeds, control.isomer_floor) == (4, 0.05)
     for bad in ("amide0.7", "amidex", "control4+amidex", "control4+amide0.9"):
         with pytest.raises(ValueError, match="variant"):
             register_variant(bad, SHIPPED)

@@ -1,25 +1,25 @@
-"""Amide isomers at room temperature: the slow degree of freedom among a molecule's torsions.
+"""Acyl isomers at room temperature: the slow degrees of freedom among a molecule's torsions.
 
-A C(=O)–N bond (amides, ureas, carbamates, hydrazides, thioamides) has two planar isomers, cis and trans
-(E and Z), separated by a barrier of 15–20 kcal/mol. They do not interconvert at room temperature on the time
-scale of a conformer search: their populations follow the Boltzmann law of their *relaxed* energies at the
-temperature of the ensemble, 298.15 K (kT = 0.593 kcal/mol), as in the GFN2-xTB reference ensembles.
+An acyl bond C(=O)–N or C(=O)–O (amides, ureas, carbamates, hydrazides, esters, carboxylic acids; and their
+thio analogues) is planar, with two isomers (cis/trans, E/Z, syn/anti) separated by a barrier of 10–20
+kcal/mol. They do not interconvert at room temperature on the time scale of a conformer search: their
+populations follow the Boltzmann law of their *relaxed* energies at the temperature of the ensemble, 298.15 K
+(kT = 0.593 kcal/mol), as in the GFN2-xTB reference ensembles.
 
 The torsional model samples every torsion at its training temperature, ``tau = 0.1 eV`` ≈ 2.3 kcal/mol: hot
-enough for the soft torsions to cover the reference ensembles, but it puts 10–40 % of the samples on the
-disfavoured amide isomer whatever its energy, where the reference ensembles of drugs_dev have none on 23 of
-its 33 secondary amide bonds (``benchmarks/results/amide_isomers.md``). After MMFF94 relaxation those samples
-stay on their isomer and match no reference conformer.
+enough for the soft torsions to cover the reference ensembles, but it puts 10–40 % of its samples on the
+disfavoured isomer of an amide whatever its energy (10–20 % for esters, about half for a carboxylic acid's
+hydrogen), where the reference ensembles of drugs_dev mostly have none (``benchmarks/results/acyl_isomers.md``).
+After MMFF94 relaxation those samples stay on their isomer and match no reference conformer.
 
-This module gives each amide torsion of a :class:`sampler.torsion_geometry.TorsionSystem` its two isomers'
+This module gives each acyl torsion of a :class:`sampler.torsion_geometry.TorsionSystem` its two isomers'
 relaxed MMFF94 energies:
 
     E_iso = min over seeds s of  E_MMFF94( minimize( x_s with the torsion set to the isomer's planar angle ) )
 
 (a full relaxation: everything else moves, the barrier keeps the isomer; a relaxation that crosses it counts
 for the isomer it ends on), and the probability of the isomer whose dihedral ``a–b–c–d`` is near 0,
-``p_syn = 1 / (1 + exp((E_syn - E_anti) / kT))``, floored at ``floor`` for either isomer so that a sample
-budget of hundreds keeps a few conformers on an isomer the force field disfavours.
+``p_syn = 1 / (1 + exp((E_syn - E_anti) / kT))``, optionally floored for either isomer.
 
 Primary amides (``C(=O)NH2``) are left alone: turning them swaps two hydrogens and gives the same structure.
 """
@@ -36,17 +36,17 @@ from rdkit.Chem import rdForceFieldHelpers, rdMolTransforms
 from energy.mmff import mmff_properties
 from molecules.constants import DEFAULT_TEMPERATURE_K
 from molecules.structures import with_conformers
-from molecules.torsions import AmideKind, TorsionRules, find_torsions
+from molecules.torsions import AmideKind, Torsion, TorsionRules, find_torsions
 
-__all__ = ["ROOM_TEMPERATURE_KT", "AmideIsomers", "amide_isomers"]
+__all__ = ["ROOM_TEMPERATURE_KT", "AcylIsomers", "acyl_isomers", "is_acyl_torsion"]
 
 #: k_B T at room temperature (298.15 K) in kcal/mol, MMFF94's energy unit
 ROOM_TEMPERATURE_KT = 0.0019872043 * DEFAULT_TEMPERATURE_K
 
 
 @dataclass(frozen=True)
-class AmideIsomers:
-    """The two isomers of one amide torsion.
+class AcylIsomers:
+    """The two isomers of one acyl torsion.
 
     Attributes:
         torsion: index of the torsion in the system (the order of :func:`molecules.torsions.find_torsions`).
@@ -75,11 +75,36 @@ class AmideIsomers:
         return min(max(p, floor), 1.0 - floor)
 
 
-def amide_isomers(
+def _acyl_carbon(atom: Chem.Atom) -> bool:
+    """A non-aromatic carbon with an exocyclic double bond to O or S."""
+    if atom.GetAtomicNum() != 6 or atom.GetIsAromatic():
+        return False
+    return any(
+        b.GetBondType() == Chem.BondType.DOUBLE and not b.IsInRing() and b.GetOtherAtom(atom).GetAtomicNum() in (8, 16)
+        for b in atom.GetBonds()
+    )
+
+
+def is_acyl_torsion(mol: Chem.Mol, torsion: Torsion) -> bool:
+    """Whether ``torsion`` turns an acyl bond C(=O/S)–N or C(=O/S)–O with two distinct isomers (not a primary
+    amide's C(=O)–NH2)."""
+    if torsion.amide in (AmideKind.SECONDARY, AmideKind.TERTIARY):
+        return True
+    if torsion.amide is AmideKind.PRIMARY:
+        return False
+    b, c = (mol.GetAtomWithIdx(i) for i in torsion.atoms[1:3])
+    for carbon, other in ((b, c), (c, b)):
+        if _acyl_carbon(carbon) and other.GetAtomicNum() == 8 and not other.GetIsAromatic():
+            bond = mol.GetBondBetweenAtoms(carbon.GetIdx(), other.GetIdx())
+            return bond is not None and bond.GetBondType() == Chem.BondType.SINGLE
+    return False
+
+
+def acyl_isomers(
     mol: Chem.Mol, seeds: np.ndarray, *, rules: TorsionRules | None = None, max_iters: int = 2000
-) -> list[AmideIsomers]:
-    """The :class:`AmideIsomers` of every secondary or tertiary amide torsion that ``rules`` keep (the torsions
-    of :func:`molecules.torsions.torsion_system` with the same rules), from seeds ``[S, n, 3]`` (Å).
+) -> list[AcylIsomers]:
+    """The :class:`AcylIsomers` of every acyl torsion (:func:`is_acyl_torsion`) that ``rules`` keep (the
+    torsions of :func:`molecules.torsions.torsion_system` with the same rules), from seeds ``[S, n, 3]`` (Å).
 
     Raises:
         ValueError: MMFF94 cannot type the molecule, or the seeds do not fit it.
@@ -93,14 +118,14 @@ def amide_isomers(
     if not np.isfinite(seeds).all():
         raise ValueError("seeds contain NaN or infinite coordinates")
     torsions = find_torsions(mol, TorsionRules() if rules is None else rules)
-    amides = [(k, t) for k, t in enumerate(torsions) if t.amide in (AmideKind.SECONDARY, AmideKind.TERTIARY)]
-    if not amides:
+    acyl = [(k, t) for k, t in enumerate(torsions) if is_acyl_torsion(mol, t)]
+    if not acyl:
         return []
     work = with_conformers(mol, seeds[:1])
     props = mmff_properties(work)
     conf = work.GetConformer()
     out = []
-    for k, torsion in amides:
+    for k, torsion in acyl:
         best = {True: math.inf, False: math.inf}  # keyed by "near 0"
         for x in seeds:
             start = rdMolTransforms.GetDihedralRad(_set(conf, x), *torsion.atoms)
@@ -112,7 +137,7 @@ def amide_isomers(
                 energy = field.CalcEnergy()
                 syn = abs(rdMolTransforms.GetDihedralRad(conf, *torsion.atoms)) < math.pi / 2
                 best[syn] = min(best[syn], energy)
-        out.append(AmideIsomers(k, best[True], best[False]))
+        out.append(AcylIsomers(k, best[True], best[False]))
     return out
 
 

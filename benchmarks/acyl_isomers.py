@@ -1,16 +1,17 @@
-"""Amide isomers on ``drugs_dev``: how the reference ensembles, ETKDG, the torsional network alone and the product
-(isomers drawn at room temperature, :mod:`molecules.amide_isomers`) populate each amide bond's two isomers.
+"""Acyl isomers on ``drugs_dev``: how the reference ensembles, ETKDG, the torsional network alone and the product
+(isomers drawn at room temperature, :mod:`molecules.acyl_isomers`) populate each acyl bond's two isomers.
 
-For every secondary or tertiary amide torsion ``a–b–c–d`` the model samples, the share of conformers whose
+For every acyl torsion ``a–b–c–d`` the model samples (amides, esters, acids), the share of conformers whose
 dihedral is within 90° of 0 ("syn"), in the reference ensemble (L <= 512 conformers), in K = 2L ETKDG
-embeddings, in K raw samples of the network alone and K raw samples of the product (the amide barrier keeps
-the isomer through MMFF94 relaxation). ``p_syn`` is the product's Boltzmann probability at 298.15 K from the
+embeddings, in K raw samples of the network alone and K raw samples of the product (the barrier keeps the
+isomer through MMFF94 relaxation). A carboxylic acid's hydrogen does not enter the heavy-atom RMSD of the
+benchmark, but a wrong one costs ~5 kcal/mol. ``p_syn`` is the product's Boltzmann probability at 298.15 K from the
 relaxed MMFF94 energies of both isomers. The summary gives the mean absolute error of the syn share against
 the references, and the share of samples put on an isomer the reference ensemble does not have at all.
 
 Development set only (``drugs_dev``): never ``spice_test``.
 
-Reproduce: ``python -m benchmarks.amide_isomers`` (writes ``benchmarks/results/amide_isomers.{md,json}``).
+Reproduce: ``python -m benchmarks.acyl_isomers`` (writes ``benchmarks/results/acyl_isomers.{md,json}``).
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ import torch
 from rdkit import Chem
 
 from benchmarks.methods import EtkdgGenerator
-from inference.torsional_sampling import AMIDE_FLOOR, TorsionalSampler, seed_systems
-from molecules.amide_isomers import amide_isomers
+from inference.torsional_sampling import ISOMER_FLOOR, TorsionalSampler, seed_systems
+from molecules.acyl_isomers import acyl_isomers
 from molecules.references import load_references
 from molecules.rmsd import conformer_coordinates
-from molecules.torsions import TorsionRules, find_torsions
+from molecules.torsions import Torsion, TorsionRules, find_torsions
 from sampler.torsion_geometry import dihedral
 
 __all__ = ["syn_share"]
@@ -53,16 +54,16 @@ def syn_share(positions: np.ndarray, atoms: tuple[int, int, int, int]) -> float:
 
 
 def measure(data_dir: Path, checkpoint: Path, seed: int, max_refs: int) -> list[dict[str, Any]]:
-    """One row per amide torsion of every ``drugs_dev`` molecule that has one."""
+    """One row per acyl torsion of every ``drugs_dev`` molecule that has one."""
     refs = load_references("drugs_dev", data_dir, max_refs=max_refs)
     product = TorsionalSampler(checkpoint)
-    network = TorsionalSampler(checkpoint, amide_floor=None)
+    network = TorsionalSampler(checkpoint, isomer_floor=None)
     rows = []
     for ens in refs.ensembles:
         mol = ens.mol
         torsions = find_torsions(mol, TorsionRules())
         systems = seed_systems(mol, product.config.num_seeds, seed, torch.float64)
-        isomers = amide_isomers(mol, torch.cat([s.seed_positions for s in systems]).numpy())
+        isomers = acyl_isomers(mol, torch.cat([s.seed_positions for s in systems]).numpy())
         if not isomers:
             continue
         k = 2 * ens.num_conformers
@@ -78,16 +79,25 @@ def measure(data_dir: Path, checkpoint: Path, seed: int, max_refs: int) -> list[
                 "molecule": ens.name,
                 "smiles": Chem.MolToSmiles(Chem.RemoveHs(mol)),
                 "atoms": list(atoms),
-                "kind": torsions[iso.torsion].amide.value,
+                "kind": _kind(mol, torsions[iso.torsion]),
                 "num_references": ens.num_conformers,
                 "gap_kcal": iso.energy_syn - iso.energy_anti,
-                "p_syn": iso.p_syn(floor=AMIDE_FLOOR or 0.0),
+                "p_syn": iso.p_syn(floor=ISOMER_FLOOR or 0.0),
             }
             for method, x in samples.items():
                 row[method] = syn_share(x, atoms)
             rows.append(row)
             log.info("%s %s: %s", ens.name, atoms, {m: round(row[m], 2) for m in _METHODS})
     return rows
+
+
+def _kind(mol: Chem.Mol, torsion: Torsion) -> str:
+    """``amide-secondary``, ``amide-tertiary``, ``ester`` or ``acid`` (the O carries a hydrogen)."""
+    if torsion.amide.value != "none":
+        return f"amide-{torsion.amide.value}"
+    b, c = (mol.GetAtomWithIdx(i) for i in torsion.atoms[1:3])
+    oxygen = b if b.GetAtomicNum() == 8 else c
+    return "acid" if oxygen.GetTotalNumHs(includeNeighbors=True) else "ester"
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -108,18 +118,18 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def write(rows: list[dict[str, Any]], out_dir: Path, command: str) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "amide_isomers.json").write_text(json.dumps({"command": command, "rows": rows}, indent=1))
+    (out_dir / "acyl_isomers.json").write_text(json.dumps({"command": command, "rows": rows}, indent=1))
     ref = np.array([r["references"] for r in rows])
     lines = [
-        "# Amide isomers on drugs_dev",
+        "# Acyl isomers on drugs_dev",
         "",
         f"Reproduce: `{command}`",
         "",
-        f"{len(rows)} secondary/tertiary amide torsions in {len({r['molecule'] for r in rows})} molecules; "
+        f"{len(rows)} acyl torsions in {len({r['molecule'] for r in rows})} molecules; "
         f"{int(((ref == 0) | (ref == 1)).sum())} have every reference conformer on one isomer. Share of conformers "
         "on the syn isomer (dihedral a-b-c-d within 90° of 0); K = 2L conformers per method; raw samples (the "
-        "amide barrier keeps the isomer through MMFF94). gap: E_syn - E_anti, relaxed MMFF94 (kcal/mol); "
-        f"p_syn: the product's Boltzmann probability at 298.15 K, floor {AMIDE_FLOOR}.",
+        "barrier keeps the isomer through MMFF94). gap: E_syn - E_anti, relaxed MMFF94 (kcal/mol); "
+        f"p_syn: the product's Boltzmann probability at 298.15 K, floor {ISOMER_FLOOR}.",
         "",
         "| method | mean abs. error of the syn share | samples on an isomer the references lack |",
         "|---|---|---|",
@@ -134,7 +144,7 @@ def write(rows: list[dict[str, Any]], out_dir: Path, command: str) -> Path:
             f"{r['p_syn']:.2f} | {r['references']:.2f} | "
             f"{r['etkdg']:.2f} | {r['network']:.2f} | {r['product']:.2f} |"
         )
-    path = out_dir / "amide_isomers.md"
+    path = out_dir / "acyl_isomers.md"
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -149,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
-    command = "python -m benchmarks.amide_isomers " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.acyl_isomers " + shlex.join(sys.argv[1:] if argv is None else argv)
     rows = measure(args.data_dir, args.checkpoint, args.seed, args.max_refs)
     log.info("wrote %s; reproduce: %s", write(rows, args.out_dir, command), command)
 

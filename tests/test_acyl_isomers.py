@@ -1,4 +1,4 @@
-"""Amide isomers at room temperature: relaxed energies of both isomers, their Boltzmann law, and the turn of
+"""Acyl isomers (amides, esters, acids) at room temperature: relaxed energies of both isomers, their Boltzmann law, and the turn of
 sampled torsions onto the isomer drawn."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 import torch
 from rdkit.Chem import rdMolTransforms
 
-from inference.torsional_sampling import TorsionalSampler, choose_amide_isomers, uniform_torsions
-from molecules.amide_isomers import ROOM_TEMPERATURE_KT, AmideIsomers, amide_isomers
+from inference.torsional_sampling import TorsionalSampler, choose_acyl_isomers, uniform_torsions
+from molecules.acyl_isomers import ROOM_TEMPERATURE_KT, AcylIsomers, acyl_isomers, is_acyl_torsion
 from molecules.smiles import mol_from_smiles
 from molecules.structures import with_conformers
 from molecules.torsions import TorsionRules, embed_seeds, find_torsions
@@ -41,7 +41,7 @@ def test_n_methylacetamide_prefers_trans_by_a_few_kcal() -> None:
     one; MMFF94 puts cis 2-3 kcal/mol above (experiment: about 2.5 in water), so at 298 K cis is rare."""
     mol = mol_from_smiles("CC(=O)NC")
     seeds = embed_seeds(mol, 2, seed=3, mmff_relax=True)
-    (iso,) = amide_isomers(mol, seeds)
+    (iso,) = acyl_isomers(mol, seeds)
     torsion = find_torsions(mol, TorsionRules())[iso.torsion]  # the system's torsions (default rules)
     gap = abs(iso.energy_syn - iso.energy_anti)
     assert 1.0 < gap < 5.0
@@ -59,23 +59,70 @@ def test_n_methylacetamide_prefers_trans_by_a_few_kcal() -> None:
 def test_symmetric_tertiary_amide_has_equal_isomers_and_primary_amides_none() -> None:
     """N,N-dimethylacetamide: turning the C–N bond by pi swaps the two methyls, the same structure."""
     mol = mol_from_smiles("CC(=O)N(C)C")
-    (iso,) = amide_isomers(mol, embed_seeds(mol, 1, seed=1, mmff_relax=True))
+    (iso,) = acyl_isomers(mol, embed_seeds(mol, 1, seed=1, mmff_relax=True))
     assert abs(iso.energy_syn - iso.energy_anti) < 1e-3
     assert iso.p_syn() == pytest.approx(0.5, abs=1e-3)
     primary = mol_from_smiles("CCC(N)=O")
-    assert amide_isomers(primary, embed_seeds(primary, 1, seed=1)) == []  # turning swaps two hydrogens
-    assert amide_isomers(mol_from_smiles("CCCO"), embed_seeds(mol_from_smiles("CCCO"), 1)) == []
+    assert acyl_isomers(primary, embed_seeds(primary, 1, seed=1)) == []  # turning swaps two hydrogens
+    assert acyl_isomers(mol_from_smiles("CCCO"), embed_seeds(mol_from_smiles("CCCO"), 1)) == []
+
+
+def _syn_partner_dihedral(mol: object, positions: np.ndarray, carbonyl_o: int, b: int, c: int, partner: int) -> float:
+    m = with_conformers(mol, positions[None])  # type: ignore[arg-type]
+    return rdMolTransforms.GetDihedralDeg(m.GetConformer(), carbonyl_o, b, c, partner)
+
+
+@pytest.mark.parametrize(
+    ("smiles", "partner_symbol"),
+    [("CC(=O)OCC", "C"), ("CCC(=O)O", "H")],  # ethyl propanoate's alkyl, propanoic acid's hydrogen
+)
+def test_esters_and_acids_prefer_the_z_isomer(smiles: str, partner_symbol: str) -> None:
+    """Known answer: an ester's alkyl and an acid's hydrogen sit syn to the carbonyl oxygen (Z), several
+    kcal/mol below the E isomer; the relaxation from either start finds both isomers."""
+    mol = mol_from_smiles(smiles)
+    seeds = embed_seeds(mol, 1, seed=2, mmff_relax=True)
+    torsions = find_torsions(mol, TorsionRules())
+    (iso,) = acyl_isomers(mol, seeds)
+    torsion = torsions[iso.torsion]
+    assert math.isfinite(iso.energy_syn) and math.isfinite(iso.energy_anti)
+    assert abs(iso.energy_syn - iso.energy_anti) > 2.0
+    b, c = torsion.atoms[1:3]
+    carbon, oxygen = (b, c) if mol.GetAtomWithIdx(b).GetAtomicNum() == 6 else (c, b)
+    carbonyl_o = next(
+        n.GetIdx() for n in mol.GetAtomWithIdx(carbon).GetNeighbors() if n.GetIdx() != oxygen and n.GetAtomicNum() == 8
+    )
+    partner = next(
+        n.GetIdx()
+        for n in mol.GetAtomWithIdx(oxygen).GetNeighbors()
+        if n.GetIdx() != carbon and n.GetSymbol() == partner_symbol
+    )
+    x = seeds[0]
+    m = with_conformers(mol, x[None])
+    syn_now = abs(rdMolTransforms.GetDihedralRad(m.GetConformer(), *torsion.atoms)) < math.pi / 2
+    z_now = abs(_syn_partner_dihedral(mol, x, carbonyl_o, carbon, oxygen, partner)) < 90
+    assert (iso.energy_syn < iso.energy_anti) == (syn_now == z_now)
+
+
+def test_which_torsions_are_acyl() -> None:
+    def kinds(smiles: str) -> list[bool]:
+        mol = mol_from_smiles(smiles)
+        return [is_acyl_torsion(mol, t) for t in find_torsions(mol, TorsionRules())]
+
+    assert kinds("CC(=O)NC") == [True]  # the methyl tops are frozen; the amide is acyl
+    assert kinds("CCC(N)=O") == [False, False]  # a primary amide's turn swaps two hydrogens
+    assert sorted(kinds("COc1ccccc1C(=O)C")) == [False, False]  # aryl ether and ketone: not acyl
+    assert sorted(kinds("CCOC(=O)c1ccccc1")) == [False, False, True]  # the ester C(=O)-O only
 
 
 def test_boltzmann_law_and_floor() -> None:
-    iso = AmideIsomers(0, energy_syn=1.0, energy_anti=0.0)
+    iso = AcylIsomers(0, energy_syn=1.0, energy_anti=0.0)
     assert iso.p_syn() == pytest.approx(1 / (1 + math.exp(1.0 / ROOM_TEMPERATURE_KT)))
     assert iso.p_syn(kt=1e6) == pytest.approx(0.5, abs=1e-6)
-    assert AmideIsomers(0, 50.0, 0.0).p_syn(floor=0.05) == pytest.approx(0.05)
-    assert AmideIsomers(0, 0.0, 50.0).p_syn(floor=0.05) == pytest.approx(0.95)
-    assert AmideIsomers(0, math.inf, 0.0).p_syn() == 0.0
-    assert AmideIsomers(0, 0.0, math.inf).p_syn() == 1.0
-    assert AmideIsomers(0, math.inf, math.inf).p_syn() == 0.5
+    assert AcylIsomers(0, 50.0, 0.0).p_syn(floor=0.05) == pytest.approx(0.05)
+    assert AcylIsomers(0, 0.0, 50.0).p_syn(floor=0.05) == pytest.approx(0.95)
+    assert AcylIsomers(0, math.inf, 0.0).p_syn() == 0.0
+    assert AcylIsomers(0, 0.0, math.inf).p_syn() == 1.0
+    assert AcylIsomers(0, math.inf, math.inf).p_syn() == 0.5
     with pytest.raises(ValueError, match="floor"):
         iso.p_syn(floor=0.6)
     with pytest.raises(ValueError, match="kt"):
@@ -88,24 +135,24 @@ def test_bad_seeds_and_untypable_molecules_are_refused() -> None:
     bad = seeds.copy()
     bad[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        amide_isomers(mol, bad)
+        acyl_isomers(mol, bad)
     with pytest.raises(ValueError, match="seeds must be"):
-        amide_isomers(mol, seeds[:, :3])
+        acyl_isomers(mol, seeds[:, :3])
 
 
 def test_turned_samples_land_on_the_drawn_isomer_and_keep_their_deviation() -> None:
     g = torch.Generator().manual_seed(0)
     phi = torch.tensor([0.1, 3.0, -3.0, 0.2, 2.9, -0.3], dtype=torch.float64)  # 3 samples x 2 torsions
-    out = choose_amide_isomers(phi, 3, [AmideIsomers(1, energy_syn=0.0, energy_anti=10.0)], g)
+    out = choose_acyl_isomers(phi, 3, [AcylIsomers(1, energy_syn=0.0, energy_anti=10.0)], g)
     torch.testing.assert_close(out[0::2], phi[0::2])  # torsion 0 is not an amide: untouched
     torch.testing.assert_close(out[1::2], torch.tensor([3.0 - math.pi, 0.2, -0.3], dtype=torch.float64))
-    anti = choose_amide_isomers(phi, 3, [AmideIsomers(1, energy_syn=10.0, energy_anti=0.0)], g)
+    anti = choose_acyl_isomers(phi, 3, [AcylIsomers(1, energy_syn=10.0, energy_anti=0.0)], g)
     torch.testing.assert_close(anti[1::2], torch.tensor([3.0, 0.2 - math.pi, math.pi - 0.3], dtype=torch.float64))
     many = torch.zeros(4000, dtype=torch.float64)
-    floored = choose_amide_isomers(many, 4000, [AmideIsomers(0, 0.0, 50.0)], g, floor=0.25)
+    floored = choose_acyl_isomers(many, 4000, [AcylIsomers(0, 0.0, 50.0)], g, floor=0.25)
     assert abs(float((floored.abs() > math.pi / 2).double().mean()) - 0.25) < 0.03
     with pytest.raises(ValueError, match="samples"):
-        choose_amide_isomers(phi, 4, [AmideIsomers(0, 0.0, 1.0)], g)
+        choose_acyl_isomers(phi, 4, [AcylIsomers(0, 0.0, 1.0)], g)
 
 
 def test_sampler_puts_a_secondary_amide_on_its_room_temperature_isomer() -> None:
@@ -113,11 +160,11 @@ def test_sampler_puts_a_secondary_amide_on_its_room_temperature_isomer() -> None
     these seeds, 2.8 kcal/mol); with floor 0.5 both isomers appear about equally."""
     mol = mol_from_smiles("CC(=O)Nc1ccccc1CCO")
     (torsion,) = [t for t in find_torsions(mol, TorsionRules()) if t.amide.value == "secondary"]
-    cold = TorsionalSampler(SHIPPED, amide_floor=0.0).sample_positions(mol, 48, seed=4)
+    cold = TorsionalSampler(SHIPPED, isomer_floor=0.0).sample_positions(mol, 48, seed=4)
     assert sum(abs(_heavy_dihedral(mol, x, torsion.atoms)) > 90 for x in cold) >= 45
-    plain = TorsionalSampler(SHIPPED, amide_floor=None).sample_positions(mol, 48, seed=4)
+    plain = TorsionalSampler(SHIPPED, isomer_floor=None).sample_positions(mol, 48, seed=4)
     assert sum(abs(_heavy_dihedral(mol, x, torsion.atoms)) > 90 for x in plain) < 45  # the network alone
-    even = TorsionalSampler(SHIPPED, amide_floor=0.5).sample_positions(mol, 48, seed=4)
+    even = TorsionalSampler(SHIPPED, isomer_floor=0.5).sample_positions(mol, 48, seed=4)
     trans = sum(abs(_heavy_dihedral(mol, x, torsion.atoms)) > 90 for x in even)
     assert 8 < trans < 40
 
@@ -126,7 +173,7 @@ def test_control_ablation_draws_isomers_like_the_product() -> None:
     """The random-torsion control gets the same isomer rule only when asked (an ablation); alone it is uniform."""
     mol = mol_from_smiles("CC(=O)NCc1ccccc1")
     (torsion,) = [t for t in find_torsions(mol, TorsionRules()) if t.amide.value == "secondary"]
-    ruled = uniform_torsions(mol, 200, seed=2, amide_floor=0.0)
+    ruled = uniform_torsions(mol, 200, seed=2, isomer_floor=0.0)
     plain = uniform_torsions(mol, 200, seed=2)
     assert sum(abs(_heavy_dihedral(mol, x, torsion.atoms)) > 90 for x in ruled) >= 185  # trans: about 98 %
     assert 70 < sum(abs(_heavy_dihedral(mol, x, torsion.atoms)) > 90 for x in plain) < 130
