@@ -1,5 +1,5 @@
-"""Acyl isomers (amides, esters, acids) at room temperature: relaxed energies of both isomers, their Boltzmann law, and the turn of
-sampled torsions onto the isomer drawn."""
+"""Acyl isomers (amides, esters, acids) at room temperature: relaxed energies of both isomers, their Boltzmann
+law, and the turn of sampled torsions onto the isomer drawn."""
 
 from __future__ import annotations
 
