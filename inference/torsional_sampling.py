@@ -75,9 +75,19 @@ def uniform_torsions(
     g = torch.Generator().manual_seed(seed)
     phi = (torch.rand(batch.num_torsions, generator=g, dtype=dtype) * 2 - 1) * torch.pi
     if isomer_floor is not None and batch.num_torsions:
-        seeds = torch.cat([s.seed_positions for s in systems]).double().numpy()
-        phi = choose_acyl_isomers(phi, count, acyl_isomers(mol, seeds), g, floor=isomer_floor)
+        phi = choose_acyl_isomers(phi, count, _acyl_isomers_or_none(mol, systems), g, floor=isomer_floor)
     return torsion_positions(batch, phi).numpy().reshape(count, -1, 3)
+
+
+def _acyl_isomers_or_none(mol: Chem.Mol, systems: list[TorsionSystem]) -> list[AcylIsomers]:
+    """:func:`molecules.acyl_isomers.acyl_isomers` from the systems' seeds; none (the sampled isomers stay) where
+    MMFF94 cannot type the molecule."""
+    seeds = torch.cat([s.seed_positions for s in systems]).double().numpy()
+    try:
+        return acyl_isomers(mol, seeds)
+    except ValueError as exc:
+        log.info("acyl isomers left as sampled: %s", exc)
+        return []
 
 
 def choose_acyl_isomers(
@@ -211,11 +221,7 @@ class TorsionalSampler:
         systems = seed_systems(mol, self.config.num_seeds, seed, dtype)
         isomers: list[AcylIsomers] = []
         if self.isomer_floor is not None and systems[0].num_torsions:
-            seeds = torch.cat([s.seed_positions for s in systems]).double().numpy()
-            try:
-                isomers = acyl_isomers(mol, seeds)
-            except ValueError as exc:  # MMFF94 cannot type it: the network's own isomers
-                log.info("acyl isomers left to the network: %s", exc)
+            isomers = _acyl_isomers_or_none(mol, systems)
         network = self.network
         if refine_rounds:
             t0 = time.perf_counter()

@@ -177,3 +177,26 @@ def test_control_ablation_draws_isomers_like_the_product() -> None:
     plain = uniform_torsions(mol, 200, seed=2)
     assert sum(abs(_heavy_dihedral(mol, x, torsion.atoms)) > 90 for x in ruled) >= 185  # trans: about 98 %
     assert 70 < sum(abs(_heavy_dihedral(mol, x, torsion.atoms)) > 90 for x in plain) < 130
+
+
+def test_the_answer_counts_the_turned_isomers() -> None:
+    """One chunk: the integration is the same with and without the rule (the draws come after it), so the count
+    is the number of conformers whose amide isomer differs between the two."""
+    mol = mol_from_smiles("CC(=O)Nc1ccccc1CCO")
+    (torsion,) = [t for t in find_torsions(mol, TorsionRules()) if t.amide.value == "secondary"]
+    counts: dict[str, int] = {}
+    ruled = TorsionalSampler(SHIPPED, isomer_floor=0.0).sample_positions(mol, 40, seed=6, counts=counts)
+    plain = TorsionalSampler(SHIPPED, isomer_floor=None).sample_positions(mol, 40, seed=6)
+    differ = sum(
+        (abs(_heavy_dihedral(mol, a, torsion.atoms)) > 90) != (abs(_heavy_dihedral(mol, b, torsion.atoms)) > 90)
+        for a, b in zip(ruled, plain, strict=True)
+    )
+    assert counts["acyl_isomers_turned"] == differ > 0
+
+
+def test_an_untypable_molecule_is_refused_by_name() -> None:
+    """MMFF94 has no parameters for this boronic acid: a clear error (the sampler's seeds need MMFF94 too, so the
+    torsional model refuses such a molecule before the rule is reached)."""
+    mol = mol_from_smiles("CC(=O)NCCB(O)O")
+    with pytest.raises(ValueError, match="MMFF94"):
+        acyl_isomers(mol, embed_seeds(mol, 1, seed=1))
