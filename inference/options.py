@@ -6,8 +6,9 @@ same names (``--dedup-rmsd`` / ``"dedup_rmsd"`` / ``dedup_rmsd=``), so one reque
 conformers wherever it is made.
 
 ``repair`` is the model's own default (``None``): off for the default, torsional model, whose samples keep the
-seeds' bonds, angles and stereocentres, so they pass the checks on their own (its fast MMFF94 relaxation is part
-of that model, reported as ``mmff_relaxed``); on for the Cartesian model (``--checkpoint
+seeds' bonds, angles and stereocentres, so they pass the checks on their own (its acyl isomers drawn at room
+temperature and its fast MMFF94 relaxation are part of that model, reported as ``acyl_isomers_turned`` and
+``mmff_relaxed``); on for the Cartesian model (``--checkpoint
 checkpoints/conformers.pt``), whose raw samples often miss a bond length or a stereocentre.
 
 Example:
