@@ -368,6 +368,9 @@ def build_response(ensemble: Ensemble, *, info: ModelInfo | None = None) -> Conf
             outside_energy_window=checks.outside_energy_window,
             repaired=checks.repaired,
             stereo_repaired=checks.stereo_repaired,
+            mmff_relaxed=checks.mmff_relaxed,
+            acyl_isomers_turned=checks.acyl_isomers_turned,
+            clashes=checks.clashes,
         ),
         provenance=Provenance(
             model=info or model_info(prov.model),

@@ -222,6 +222,13 @@ class Checks(BaseModel):
     stereo_repaired: int = Field(
         0, description="of the repaired: samples whose wrong stereocentres or double bonds the repair put right"
     )
+    mmff_relaxed: int = Field(0, description="conformers given the model's fast MMFF94 relaxation before scoring")
+    acyl_isomers_turned: int = Field(
+        0,
+        description="amide, ester or acid bonds of raw samples turned to the isomer drawn at room temperature "
+        "(the torsional model's acyl-isomer rule)",
+    )
+    clashes: int = Field(0, description="returned conformers with a steric clash (reported, not rejected)")
 
 
 class ModelInfo(BaseModel):

@@ -16,6 +16,8 @@ import httpx
 import pytest
 from rdkit import Chem
 
+from inference.torsional_sampling import TorsionalSampler
+from molecules.smiles import mol_from_smiles
 from service.schemas import MAX_SYNC_CONFORMERS
 from service.settings import ServiceSettings
 from tests.helpers import live_server
@@ -52,7 +54,8 @@ def start(tiny_conformer_checkpoint: Path, redis_url: str) -> Iterator[Callable[
 
         def _start(prefix: str, **overrides: Any) -> str:
             url = overrides.pop("redis_url", redis_url)
-            settings = _settings(tiny_conformer_checkpoint, url, prefix, **overrides)
+            checkpoint = overrides.pop("checkpoint", tiny_conformer_checkpoint)
+            settings = _settings(checkpoint, url, prefix, **overrides)
             return stack.enter_context(live_server(settings))
 
         yield _start
@@ -73,6 +76,19 @@ def _wait_for(client: httpx.Client, job_id: str, states: set[str], timeout_s: fl
             return status
         assert time.monotonic() < deadline, status
         time.sleep(0.05)
+
+
+def test_torsional_answers_count_relaxations_and_turned_acyl_isomers(start: Callable[..., str]) -> None:
+    """With the shipped torsional model the answer says how many samples were relaxed and how many amide bonds
+    were turned to their room-temperature isomer: the same count as the sampler's own for that seed."""
+    shipped = Path(__file__).resolve().parent.parent / "checkpoints" / "torsional.pt"
+    request = {"smiles": DRUG, "num_conformers": 16, "seed": 5, "energy_model": "mmff", **ALL}
+    with httpx.Client(base_url=start("torsional", checkpoint=shipped, inprocess_workers=1), timeout=120) as client:
+        checks = client.post("/v1/conformers", json=request).json()["checks"]
+    counts: dict[str, int] = {}
+    TorsionalSampler(shipped).sample_positions(mol_from_smiles(DRUG), 16, seed=5, counts=counts)
+    assert checks["acyl_isomers_turned"] == counts["acyl_isomers_turned"] > 0
+    assert checks["rejected"] == {} and checks["mmff_relaxed"] == 16 == checks["returned"]
 
 
 # -- operations -----------------------------------------------------------------------------------------
