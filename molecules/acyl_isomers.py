@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from rdkit import Chem
-from rdkit.Chem import rdForceFieldHelpers, rdMolTransforms
+from rdkit.Chem import rdMolTransforms
 
-from energy.mmff import mmff_properties
+from energy.mmff import mmff_optimize
 from molecules.constants import DEFAULT_TEMPERATURE_K
 from molecules.structures import with_conformers
 from molecules.torsions import AmideKind, Torsion, TorsionRules, find_torsions
@@ -119,29 +119,16 @@ def acyl_isomers(
         raise ValueError("seeds contain NaN or infinite coordinates")
     torsions = find_torsions(mol, TorsionRules() if rules is None else rules)
     acyl = [(k, t) for k, t in enumerate(torsions) if is_acyl_torsion(mol, t)]
-    if not acyl:
-        return []
-    work = with_conformers(mol, seeds[:1])
-    props = mmff_properties(work)
-    conf = work.GetConformer()
     out = []
     for k, torsion in acyl:
+        starts = with_conformers(mol, np.repeat(seeds, 2, axis=0))  # each seed, as is and turned by pi
+        for conf in list(starts.GetConformers())[1::2]:
+            angle = rdMolTransforms.GetDihedralRad(conf, *torsion.atoms)
+            rdMolTransforms.SetDihedralRad(conf, *torsion.atoms, angle + math.pi)
+        results = mmff_optimize(starts, max_iters=max_iters)
         best = {True: math.inf, False: math.inf}  # keyed by "near 0"
-        for x in seeds:
-            start = rdMolTransforms.GetDihedralRad(_set(conf, x), *torsion.atoms)
-            for turn in (0.0, math.pi):
-                _set(conf, x)
-                rdMolTransforms.SetDihedralRad(conf, *torsion.atoms, start + turn)
-                field = rdForceFieldHelpers.MMFFGetMoleculeForceField(work, props)
-                field.Minimize(maxIts=max_iters)
-                energy = field.CalcEnergy()
-                syn = abs(rdMolTransforms.GetDihedralRad(conf, *torsion.atoms)) < math.pi / 2
-                best[syn] = min(best[syn], energy)
+        for conf, (_, energy) in zip(starts.GetConformers(), results, strict=True):
+            syn = abs(rdMolTransforms.GetDihedralRad(conf, *torsion.atoms)) < math.pi / 2
+            best[syn] = min(best[syn], energy)
         out.append(AcylIsomers(k, best[True], best[False]))
     return out
-
-
-def _set(conf: Chem.Conformer, x: np.ndarray) -> Chem.Conformer:
-    for i, p in enumerate(x):
-        conf.SetAtomPosition(i, p.tolist())
-    return conf
