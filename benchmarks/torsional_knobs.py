@@ -223,7 +223,10 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument(
-        "--variants", nargs="+", required=True, help="mmffN stepsN scaleA ladderA overF seedsN controlN ckpt:PATH"
+        "--variants",
+        nargs="+",
+        required=True,
+        help="mmffN stepsN scaleA ladderA overF seedsN amideF amideoff controlN controlN+amideF ckpt:PATH",
     )
     p.add_argument("--checkpoint", type=Path, default=_REPO / "checkpoints" / "torsional.pt")
     p.add_argument("--mmff-iters", type=int, default=200, help="MMFF94 iteration cap of every variant but mmffN")
