@@ -11,6 +11,9 @@ so every number is comparable to ``bench conformers``:
   cheap stand-in for a hotter target;
 - ``ladder<A>``: a factor drawn uniformly in ``[A, 1]`` per conformer (a mixture of temperatures, for breadth);
 - ``over<F>``: ``ceil(F K)`` draws, the ``K`` lowest in MMFF94 single-point energy kept (precision for speed);
+- ``relaxover<F>@<T>``: ``ceil(F K)`` draws, every one relaxed by MMFF94 (the same 200 iterations, no second
+  relaxation), ``K`` kept by drawing without replacement from ``exp(-E / T)`` over the relaxed energies
+  (``T`` in kcal/mol; ``0``: the ``K`` lowest): what post-hoc energy knowledge buys, at F times the relaxations;
 - ``ckpt:<PATH>``: another checkpoint (e.g. one trained at another tau), MMFF94 200;
 - ``seeds<N>``: up to ``N`` ETKDG seeds per configuration (ring shapes) instead of the checkpoint's;
 - ``control<N>``: the random-torsion control with ``N`` seeds, MMFF94 200 (the baseline the seeds must be fair to);
@@ -57,10 +60,10 @@ from benchmarks.methods import (
     register_method,
 )
 from benchmarks.report import summaries, write_report
-from energy.mmff import mmff_properties
+from energy.mmff import mmff_optimize, mmff_properties
 from molecules.structures import with_conformers
 
-__all__ = ["ScaledControl", "TunedTorsionalGenerator", "register_variant"]
+__all__ = ["ScaledControl", "TunedTorsionalGenerator", "boltzmann_pick", "register_variant"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +103,8 @@ class TunedTorsionalGenerator(TorsionalGenerator):
     low: float = 1.0
     high: float = 1.0
     oversample: float = 1.0
+    relaxed_kt: float | None = None  # kcal/mol: keep K of the relaxed draws by their Boltzmann law (None: no relaxing)
+    relax_iters: int = 200
     num_seeds_override: int | None = None
     isomer_floor: float | str | None = "default"  # "default": the sampler's; None: the network's own isomers
     _tag: str = field(default="", repr=False)
@@ -124,9 +129,27 @@ class TunedTorsionalGenerator(TorsionalGenerator):
             raise GenerationError(str(exc)) from exc
         finally:
             sampler.network, sampler.config, sampler.isomer_floor = shipped, config, floor
+        if self.relaxed_kt is not None:
+            relaxed = with_conformers(mol, positions)
+            try:
+                energies = np.array([e for _, e in mmff_optimize(relaxed, max_iters=self.relax_iters)])
+            except ValueError as exc:
+                raise GenerationError(f"relaxed selection: {exc}") from exc
+            keep = boltzmann_pick(energies, num_conformers, self.relaxed_kt, np.random.default_rng(seed + 11))
+            return with_conformers(mol, np.stack([c.GetPositions() for c in relaxed.GetConformers()])[keep])
         if count > num_conformers:
             positions = positions[_lowest_mmff(mol, positions, num_conformers)]
         return with_conformers(mol, positions)
+
+
+def boltzmann_pick(energies: np.ndarray, keep: int, kt: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices (ascending) of ``keep`` of ``energies`` drawn without replacement with weights ``exp(-E / kt)``
+    (Gumbel top-k); ``kt = 0``: the ``keep`` lowest."""
+    e = np.asarray(energies, dtype=np.float64)
+    if kt < 0 or not np.isfinite(e).all():
+        raise ValueError(f"kt must be >= 0 and energies finite, got kt={kt}")
+    keys = -e if kt == 0 else -e / kt + rng.gumbel(size=e.shape)
+    return np.sort(np.argsort(-keys, kind="stable")[:keep])
 
 
 def _lowest_mmff(mol: Chem.Mol, positions: np.ndarray, keep: int) -> np.ndarray:
@@ -151,6 +174,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
         return name
     ck = str(checkpoint)
     iters, steps, low, high, over, seeds = mmff_iters, None, 1.0, 1.0, 1.0, None
+    relaxed_kt: float | None = None
     amide: float | str | None = "default"
     try:
         if variant.startswith("control"):
@@ -176,6 +200,11 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             low = float(variant[6:])
         elif variant.startswith("over"):
             over = float(variant[4:])
+        elif variant.startswith("relaxover"):
+            factor, _, kt = variant[9:].partition("@")
+            over, relaxed_kt = float(factor), float(kt)
+            if relaxed_kt < 0:
+                raise ValueError
         elif variant == "amideoff":
             amide = None
         elif variant.startswith("amide"):
@@ -188,8 +217,8 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             raise ValueError
     except ValueError:
         raise ValueError(
-            f"unknown variant {variant!r}: mmffN, stepsN, scaleA, ladderA, overF, seedsN, amideF, amideoff, controlN, "
-            "controlN+amideF or ckpt:PATH"
+            f"unknown variant {variant!r}: mmffN, stepsN, scaleA, ladderA, overF, relaxoverF@T, seedsN, amideF, "
+            "amideoff, controlN, controlN+amideF or ckpt:PATH"
         ) from None
     if (
         over < 1
@@ -199,7 +228,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
         or (seeds is not None and seeds < 1)
     ):
         raise ValueError(f"variant {variant!r} out of range")
-    tuned = (low, high, over, seeds, amide) != (1.0, 1.0, 1.0, None, "default")
+    tuned = (low, high, over, seeds, amide, relaxed_kt) != (1.0, 1.0, 1.0, None, "default", None)
     generator: TorsionalGenerator = (
         TunedTorsionalGenerator(
             ck,
@@ -209,12 +238,14 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             oversample=over,
             num_seeds_override=seeds,
             isomer_floor=amide,
+            relaxed_kt=relaxed_kt,
+            relax_iters=iters,
             _tag=variant,
         )
         if tuned
         else TorsionalGenerator(ck, steps)
     )
-    refiner = RdkitMmffOptimizer(iters, "MMFF94", 1)
+    refiner = None if relaxed_kt is not None else RdkitMmffOptimizer(iters, "MMFF94", 1)  # relaxed while selecting
     description = f"torsional pipeline, {variant} ({ck}; MMFF94 maxIters {iters})"
     register_method(name, lambda s: Method(name, generator, refiner, description))
     return name
@@ -226,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
         "--variants",
         nargs="+",
         required=True,
-        help="mmffN stepsN scaleA ladderA overF seedsN amideF amideoff controlN controlN+amideF ckpt:PATH",
+        help="mmffN stepsN scaleA ladderA overF relaxoverF@T seedsN amideF amideoff controlN controlN+amideF ckpt:PATH",
     )
     p.add_argument("--checkpoint", type=Path, default=_REPO / "checkpoints" / "torsional.pt")
     p.add_argument("--mmff-iters", type=int, default=200, help="MMFF94 iteration cap of every variant but mmffN")

@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from benchmarks.methods import METHODS, MethodSettings, RandomTorsionGenerator, RdkitMmffOptimizer
-from benchmarks.torsional_knobs import ScaledControl, TunedTorsionalGenerator, _lowest_mmff, register_variant
+from benchmarks.torsional_knobs import (
+    ScaledControl,
+    TunedTorsionalGenerator,
+    _lowest_mmff,
+    boltzmann_pick,
+    register_variant,
+)
+from energy.mmff import mmff_optimize
 from molecules.smiles import mol_from_smiles
 
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "torsional.pt"
@@ -65,7 +72,7 @@ def test_oversampling_keeps_the_lowest_energy_draws() -> None:
 def test_variant_words_are_checked() -> None:
     assert register_variant("mmff150", SHIPPED) == "knob:mmff150"
     assert register_variant("mmff150", SHIPPED) == "knob:mmff150"  # registering twice is harmless
-    for bad in ("mmff", "warp9", "over0.5", "ladder2"):
+    for bad in ("mmff", "warp9", "over0.5", "ladder2", "relaxover2", "relaxover2@-1", "relaxover0.5@3"):
         with pytest.raises(ValueError, match="variant"):
             register_variant(bad, SHIPPED)
 
@@ -121,3 +128,27 @@ def test_seed_override_changes_the_ring_shapes_and_restores_the_sampler() -> Non
     for bad in ("seeds0", "control0", "controlx"):
         with pytest.raises(ValueError, match="variant"):
             register_variant(bad, SHIPPED)
+
+
+def test_boltzmann_pick_is_the_lowest_when_cold_and_the_boltzmann_law_otherwise() -> None:
+    rng = np.random.default_rng(0)
+    e = np.array([3.0, -1.0, 7.0, 0.5, 2.0])
+    np.testing.assert_array_equal(boltzmann_pick(e, 2, 0.0, rng), [1, 3])
+    kt = 0.6  # two energies kt ln 3 apart: the lower one is kept in 3 of 4 draws of one
+    picks = [int(boltzmann_pick(np.array([0.0, kt * np.log(3.0)]), 1, kt, rng)[0]) for _ in range(4000)]
+    assert abs(picks.count(0) / 4000 - 0.75) < 0.03
+    assert len(set(boltzmann_pick(e, 5, 1.0, rng))) == 5  # without replacement
+    with pytest.raises(ValueError, match="kt"):
+        boltzmann_pick(np.array([0.0, np.nan]), 1, 1.0, rng)
+
+
+def test_relaxed_oversampling_returns_relaxed_lowest_draws_without_a_second_relaxation() -> None:
+    method = METHODS[register_variant("relaxover2@0", SHIPPED)](MethodSettings())
+    assert method.refiner is None
+    mol = mol_from_smiles("CCOCCCN")
+    out = method.generator.generate(mol, 4, 3)
+    assert out.GetNumConformers() == 4
+    energies = [e for _, e in mmff_optimize(out, max_iters=1)]  # one more step: already at the relaxed energies
+    draws = TunedTorsionalGenerator(str(SHIPPED), _tag="plain").generate(mol, 8, 3)  # the same 8 draws
+    relaxed = sorted(e for _, e in mmff_optimize(draws))
+    np.testing.assert_allclose(sorted(energies), relaxed[:4], atol=0.05)
