@@ -52,6 +52,14 @@ def add_train_torsional_parser(sub: Any, default_data: Path) -> None:
         help="train on the relaxed torsional surface: N MMFF94 steps with the rotatable dihedrals held (default 0: "
         "rigid rotations of the seed)",
     )
+    t.add_argument(
+        "--window",
+        type=float,
+        default=None,
+        metavar="EV",
+        help="flat-bottomed target: uniform over torsion states within EV of the seed's energy, exp(-E/tau) beyond "
+        "(default 0: exp(-E/tau) everywhere)",
+    )
     t.add_argument("--minutes", type=float, default=None, help="stop this call after this much wall time")
     t.add_argument("--checkpoint-every", type=int, default=10, metavar="N")
     t.add_argument("--resume", type=Path, default=None, help="continue a run exactly (its stored config wins)")
@@ -76,6 +84,7 @@ def cmd_train_torsional(args: argparse.Namespace) -> None:
         ("rounds", "max_rounds"),
         ("sde_steps", "sde_steps"),
         ("relax_iterations", "relax_iterations"),
+        ("window", "window_ev"),
     ):
         if getattr(args, flag) is not None:
             changes[name] = getattr(args, flag)

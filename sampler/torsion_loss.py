@@ -29,6 +29,7 @@ from sampler.torus import TorusBase, torus_bridge_drift_target, torus_bridge_sam
 __all__ = [
     "DEFAULT_TORSION_MAX_GRAD",
     "clip_per_torsion",
+    "flat_bottom_scale",
     "torsion_adjoint_target",
     "torsion_bridge_matching_loss",
     "torsion_ram_loss",
@@ -69,6 +70,20 @@ def torsion_adjoint_target(
     if extra_gradient is not None:
         target = target - clip_per_torsion(extra_gradient, max_grad)
     return target
+
+
+def flat_bottom_scale(energies: torch.Tensor, ceiling: torch.Tensor, tau: float) -> torch.Tensor:
+    """``dF/dE = sigmoid((E - c) / tau)`` of the flat-bottomed energy ``F(E) = tau softplus((E - c) / tau)``.
+
+    Targeting ``exp(-F / tau)`` instead of ``exp(-E / tau)`` leaves every state below the ceiling ``c`` at one
+    density (uniform on the torus: the random-torsion control's breadth) and keeps the Boltzmann law at ``tau``
+    above it (``F -> E - c``), so the sampler learns only where not to go. Multiplying ``dE/dphi`` of each
+    sample by this scale gives ``dF/dphi`` for :func:`torsion_adjoint_target`."""
+    if tau <= 0.0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    if energies.shape != ceiling.shape:
+        raise ValueError(f"ceiling must match energies ({tuple(energies.shape)}), got {tuple(ceiling.shape)}")
+    return torch.sigmoid((energies - ceiling) / tau)
 
 
 def _draw_times(num_samples: int, like: torch.Tensor, generator: torch.Generator | None, t_max: float) -> torch.Tensor:

@@ -119,6 +119,34 @@ def test_relaxed_target_holds_the_torsions_and_lowers_every_energy() -> None:
         TorsionalRunConfig(energy_model="xtb", relax_iterations=10)
 
 
+def test_flat_bottomed_target_is_the_base_score_below_the_ceiling_and_the_plain_target_far_above() -> None:
+    """``window_ev``: a sample within the window of its seed's energy feels no energy gradient (its target is the
+    base law's score alone: uniform density); one far above the ceiling gets the plain Boltzmann target."""
+    from energy.mmff import MmffEnergy
+    from training.torsional_training import TorsionalRunConfig, TorsionalTrainer, build_molecules
+
+    torch.set_num_threads(1)
+    config = dataclasses.replace(tiny_config(), num_molecules=3)  # type: ignore[type-var]
+    assert isinstance(config, TorsionalRunConfig)
+    molecules, _ = build_molecules(config, DEFAULT_DATA, seed=1, show_progress=False)
+    plain = TorsionalTrainer(config, molecules, MmffEnergy(), seed=0)
+    wide = TorsionalTrainer(dataclasses.replace(config, window_ev=1e3), molecules, MmffEnergy(), seed=0)
+    narrow = TorsionalTrainer(dataclasses.replace(config, window_ev=1e-9), molecules, MmffEnergy(), seed=0)
+    batch, phi = plain.sample(list(range(len(plain.systems))))
+    a, w, n = plain.evaluate(batch, phi), wide.evaluate(batch, phi), narrow.evaluate(batch, phi)
+    base_only = -plain.base.terminal_score(phi.double()).clamp(-config.max_grad, config.max_grad)
+    torch.testing.assert_close(w.adjoint.double(), base_only.to(w.adjoint.dtype).double(), atol=1e-4, rtol=0)
+    above = (a.energies.double() - narrow.seed_energies(batch)) > 30 * config.tau_ev  # [G]: far above the seed
+    assert bool(above.any())
+    sel = above[batch.torsion_batch]
+    torch.testing.assert_close(n.adjoint[sel], a.adjoint[sel], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(w.adjoint, a.adjoint, atol=1e-3)
+    e0 = narrow.seed_energies(batch)
+    assert len(narrow._seed_energies) == len(plain.systems) and torch.equal(e0, narrow.seed_energies(batch))
+    with pytest.raises(ValueError, match="window_ev"):
+        TorsionalRunConfig(window_ev=-0.1)
+
+
 def test_checkpoint_refuses_wrong_kind(tiny_conformer_checkpoint: Path) -> None:
     from inference.torsional_sampling import TorsionalSampler
 

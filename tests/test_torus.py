@@ -17,6 +17,7 @@ from sampler.schedule import GeometricNoiseSchedule
 from sampler.time_embedding import FourierTime
 from sampler.torsion_loss import (
     clip_per_torsion,
+    flat_bottom_scale,
     torsion_adjoint_target,
     torsion_bridge_matching_loss,
     torsion_ram_loss,
@@ -302,6 +303,23 @@ def test_sde_is_reproducible_with_a_generator() -> None:
 
 
 # --- losses and targets ---------------------------------------------------------------------------------
+
+
+def test_flat_bottom_scale_is_the_derivative_of_the_flat_bottomed_energy() -> None:
+    tau = 0.1
+    e = torch.linspace(-1.0, 2.0, 61, dtype=F64, requires_grad=True)
+    ceiling = torch.full_like(e, 0.5)
+    flat = tau * torch.nn.functional.softplus((e - ceiling) / tau)
+    (grad,) = torch.autograd.grad(flat.sum(), e)
+    scale = flat_bottom_scale(e.detach(), ceiling, tau)
+    torch.testing.assert_close(scale, grad)
+    assert scale[0].item() < 1e-6 and scale[-1].item() > 1 - 1e-6  # flat far below, E - c far above
+    assert scale[30].item() == pytest.approx(0.5)  # at the ceiling
+    assert flat[0].item() < 1e-6 and flat[-1].item() == pytest.approx(1.5, abs=1e-6)
+    with pytest.raises(ValueError, match="ceiling"):
+        flat_bottom_scale(e.detach(), ceiling[:3], tau)
+    with pytest.raises(ValueError, match="tau"):
+        flat_bottom_scale(e.detach(), ceiling, 0.0)
 
 
 def test_adjoint_target_formula_and_clip() -> None:

@@ -50,7 +50,12 @@ from sampler.torsion_geometry import (
     torsion_positions,
     torsion_torque,
 )
-from sampler.torsion_loss import torsion_adjoint_target, torsion_bridge_matching_loss, torsion_ram_loss
+from sampler.torsion_loss import (
+    flat_bottom_scale,
+    torsion_adjoint_target,
+    torsion_bridge_matching_loss,
+    torsion_ram_loss,
+)
 from sampler.torsion_network import (
     TorsionControlConfig,
     TorsionControlNetwork,
@@ -104,6 +109,10 @@ class TorsionalRunConfig:
             ``N > 0``: the relaxed torsional surface ``min {E(x) : dihedrals(x) = phi}``, approximated by N
             MMFF94 minimizer steps with the rotatable dihedrals held (:func:`energy.mmff.mmff_torsion_relax`),
             its gradient the torque at the relaxed geometry (envelope theorem). MMFF94 training energy only.
+        window_ev: ``0``: the target is ``exp(-E / tau)``. ``W > 0``: the flat-bottomed target
+            ``exp(-F / tau)``, ``F = tau softplus((E - E_seed - W) / tau)``: uniform over every torsion state
+            within ``W`` of its seed's energy (the control's breadth), the Boltzmann law at ``tau`` beyond it
+            (:func:`sampler.torsion_loss.flat_bottom_scale`).
         dtype: ``float32`` or ``float64`` for the network and the map ``x(phi)``.
     """
 
@@ -130,6 +139,7 @@ class TorsionalRunConfig:
     warmup_batch: int = 32
     max_rounds: int = 300
     relax_iterations: int = 0
+    window_ev: float = 0.0
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
@@ -140,6 +150,8 @@ class TorsionalRunConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.relax_iterations < 0:
             raise ValueError(f"relax_iterations must be >= 0, got {self.relax_iterations}")
+        if self.window_ev < 0:
+            raise ValueError(f"window_ev must be >= 0, got {self.window_ev}")
         if self.relax_iterations and self.energy_model not in _RELAXABLE:
             raise ValueError(
                 f"relax_iterations needs an MMFF94 training energy (relaxation and energy must be one surface), "
@@ -248,6 +260,7 @@ class TorsionalTrainer:
         self.wall_seconds = 0.0
         self.history: list[dict[str, float]] = []
         self._properties: dict[int, Any] = {}  # MMFF94 typing per molecule, for the relaxed target
+        self._seed_energies: dict[int, float] = {}  # energy of each system's seed, for the flat-bottomed target
 
     # ----------------------------------------------------------------- sampling and energies
     def collate(self, system_ids: Sequence[int]) -> TorsionBatch:
@@ -287,6 +300,17 @@ class TorsionalTrainer:
         props = [self._properties[o] for o in owners]
         return relax_at_torsions(mols, batch, x, self.config.relax_iterations, props)
 
+    def seed_energies(self, batch: TorsionBatch) -> torch.Tensor:
+        """``[G]`` the training energy of each sample's seed geometry (eV), computed once per system."""
+        ids = [int(i) for i in batch.system_ids]
+        if any(i not in self._seed_energies for i in ids):
+            result = self.energy.evaluate(self.structures(batch, batch.positions.to(torch.float64)))
+            for i, e, ok in zip(ids, result.energies.tolist(), result.valid.tolist(), strict=True):
+                if not ok:
+                    raise ValueError(f"the seed of system {i} has no valid training energy")
+                self._seed_energies.setdefault(i, float(e))
+        return torch.tensor([self._seed_energies[i] for i in ids], dtype=torch.float64)
+
     def evaluate(self, batch: TorsionBatch, phi: torch.Tensor) -> TorsionSamples:
         """Energies and lean adjoint targets of terminal samples; invalid ones are dropped (logged)."""
         with torch.no_grad():
@@ -297,6 +321,10 @@ class TorsionalTrainer:
         self.energy_calls += batch.num_graphs
         grad_x = -result.forces.to(torch.float64)
         grad_phi = torsion_torque(batch.to(dtype=torch.float64), x, grad_x)
+        if self.config.window_ev > 0:
+            ceiling = self.seed_energies(batch) + self.config.window_ev
+            scale = flat_bottom_scale(result.energies.to(torch.float64), ceiling, self.config.tau_ev)
+            grad_phi = grad_phi * scale.nan_to_num(1.0)[batch.torsion_batch]
         target = torsion_adjoint_target(
             phi.to(torch.float64), grad_phi, tau=self.config.tau_ev, base=self.base, max_grad=self.config.max_grad
         )
