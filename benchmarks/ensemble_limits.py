@@ -16,7 +16,7 @@ Evaluation only, nothing here is tuned: the ceiling may be measured on any set; 
 defaults to ``drugs_dev``.
 
 Reproduce: ``python -m benchmarks.ensemble_limits --datasets drugs_dev spice_test --compactness drugs_dev``
-(writes ``benchmarks/results/ensemble_limits.{md,json,png}``).
+(writes ``benchmarks/results/ensemble_limits.{md,json,png}``; ``--tag T``: ``ensemble_limits_T.*``).
 """
 
 from __future__ import annotations
@@ -161,9 +161,10 @@ def _plot(compactness: dict[str, list[dict[str, Any]]], methods: Sequence[str], 
     plt.close(fig)
 
 
-def write(results: dict[str, Any], out_dir: Path) -> list[Path]:
+def write(results: dict[str, Any], out_dir: Path, tag: str = "") -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "ensemble_limits.json", out_dir / "ensemble_limits.md"]
+    stem = f"ensemble_limits_{tag}" if tag else "ensemble_limits"
+    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md"]
     paths[0].write_text(json.dumps(results, indent=1))
     lines = ["# What MMFF94-relaxed pipelines can reach, and how compact the references are", ""]
     lines += [f"Reproduce: `{results['command']}`", ""]
@@ -201,14 +202,14 @@ def write(results: dict[str, Any], out_dir: Path) -> list[Path]:
     if results["compactness"]:
         first = next(iter(results["compactness"].values()))
         methods = [k for k in first[0] if k not in ("molecule", "num_references", "references")]
-        paths.append(out_dir / "ensemble_limits.png")
+        paths.append(out_dir / f"{stem}.png")
         _plot(results["compactness"], methods, paths[-1])
     return paths
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--datasets", nargs="+", default=["drugs_dev"], help="sets whose MMFF94 ceiling is measured")
+    p.add_argument("--datasets", nargs="*", default=["drugs_dev"], help="sets whose MMFF94 ceiling is measured")
     p.add_argument("--compactness", nargs="*", default=["drugs_dev"], help="sets whose compactness is compared")
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
     p.add_argument("--checkpoint", type=Path, default=_REPO / "checkpoints" / "torsional.pt")
@@ -216,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-gen", type=int, default=128, help="conformers per molecule and method, at most")
     p.add_argument("--max-refs", type=int, default=512)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--tag", default="", help="results go to ensemble_limits_<tag>.* (default: ensemble_limits.*)")
     p.add_argument("--data-dir", type=Path, default=_REPO.parent / "shared" / "data")
     p.add_argument("--out-dir", type=Path, default=_REPO / "benchmarks" / "results")
     args = p.parse_args(argv)
@@ -236,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
             for name in args.compactness
         },
     }
-    paths = write(results, args.out_dir)
+    paths = write(results, args.out_dir, args.tag)
     log.info("wrote %s; reproduce: %s", ", ".join(str(x) for x in paths), command)
 
 

@@ -57,7 +57,7 @@ def test_report_without_compactness_has_no_figure(tmp_path) -> None:  # type: ig
         {"molecule": "b", "num_references": 5, "cov_r": 0.5, "cov_p": 1.0, "own_within": 0.0, "median_own_rmsd": 1.4},
     ]
     results = {"command": "cmd", "max_iters": 200, "max_gen": 8, "seed": 1, "ceiling": {"set": rows}, "compactness": {}}
-    paths = write(results, tmp_path)
-    assert [p.name for p in paths] == ["ensemble_limits.json", "ensemble_limits.md"]
+    paths = write(results, tmp_path, "t")
+    assert [p.name for p in paths] == ["ensemble_limits_t.json", "ensemble_limits_t.md"]
     md = paths[1].read_text()
     assert "| set | 2 | 75.0 | 75.0 | 50.0 % | 0.80 Å |" in md
