@@ -60,6 +60,8 @@ def add_train_torsional_parser(sub: Any, default_data: Path) -> None:
         help="flat-bottomed target: uniform over torsion states within EV of the seed's energy, exp(-E/tau) beyond "
         "(default 0: exp(-E/tau) everywhere)",
     )
+    t.add_argument("--max-atoms", type=int, default=None, help="training molecules: at most N atoms with H (60)")
+    t.add_argument("--max-heavy-atoms", type=int, default=None, help="training molecules: at most N heavy atoms (30)")
     t.add_argument("--minutes", type=float, default=None, help="stop this call after this much wall time")
     t.add_argument("--checkpoint-every", type=int, default=10, metavar="N")
     t.add_argument("--resume", type=Path, default=None, help="continue a run exactly (its stored config wins)")
@@ -101,8 +103,13 @@ def cmd_train_torsional(args: argparse.Namespace) -> None:
         from molecules.features import ELEMENTS
 
         network = dataclasses.replace(network, hydrogen_feature=ELEMENTS.index(1))
+    selection = config.selection
+    if args.max_atoms is not None:
+        selection = dataclasses.replace(selection, max_atoms=args.max_atoms)
+    if args.max_heavy_atoms is not None:
+        selection = dataclasses.replace(selection, max_heavy_atoms=args.max_heavy_atoms)
     try:
-        config = dataclasses.replace(config, network=network, **changes)
+        config = dataclasses.replace(config, network=network, selection=selection, **changes)
         trainer = train_torsional(
             config,
             data_dir=args.data_dir,
