@@ -82,3 +82,20 @@ def test_energy_command_validates_shape(tmp_path: Path, capsys: pytest.CaptureFi
 @pytest.mark.parametrize("args", [["sample", "-n", "0"], ["train", "--system", "lj99", "--out", "x.pt"]])
 def test_bad_arguments_exit_2(args: list[str]) -> None:
     assert run(*args, check=False).returncode == 2
+
+
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "data" / "spice").is_dir(), reason="needs ../shared/data")
+def test_train_torsional_options_reach_the_run_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training.checkpoint import load_checkpoint
+
+    ck = tmp_path / "t.pt"
+    common = ["train-torsional", "--out", str(ck), "--molecules", "3", "--seeds", "1", "--warmup-steps", "0"]
+    common += ["--rounds", "1", "--sde-steps", "3", "--layers", "1", "--hidden", "8"]
+    code, out, err = in_process(capsys, *common, "--window", "0.3", "--max-atoms", "30", "--max-heavy-atoms", "12")
+    assert code == 0, err
+    assert "round 1/1" in out
+    config = load_checkpoint(ck)["config"]
+    assert config["window_ev"] == 0.3
+    assert config["selection"]["max_atoms"] == 30 and config["selection"]["max_heavy_atoms"] == 12
+    code, _, err = in_process(capsys, *common, "--window", "-1")
+    assert code == 2 and "window_ev must be >= 0" in err
