@@ -17,6 +17,7 @@ import json
 import logging
 import shlex
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +98,9 @@ def plot_tradeoff(points: Mapping[str, Sequence[Point]], out: Path, title: str =
     import matplotlib.pyplot as plt
 
     datasets = list(points)
-    fig, axes = plt.subplots(1, len(datasets), figsize=(8.4 * len(datasets), 5.2), squeeze=False)
+    listed = max(sum(1 for p in pts if p.run != pts[0].run) for pts in points.values())  # key lines per panel
+    height = max(5.2, 0.11 * listed + 1.2)  # 6-pt key lines, about 0.1 inch each, all inside the figure
+    fig, axes = plt.subplots(1, len(datasets), figsize=(8.4 * len(datasets), height), squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
         pts = points[dataset]
         xs = [p.recall for p in pts]
@@ -138,7 +141,7 @@ def plot_tradeoff(points: Mapping[str, Sequence[Point]], out: Path, title: str =
         if region is not None:
             ax.legend(fontsize=8, loc="lower left")
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(textwrap.fill(title, 220), fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
