@@ -22,13 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from rdkit import Chem
-from rdkit.Chem import rdForceFieldHelpers
 
-from energy.mmff import mmff_properties, mmff_torsion_relax
+from energy.mmff import mmff_energies, mmff_properties, mmff_torsion_relax
 from energy.units import KCAL_PER_MOL_IN_EV
 from inference.torsional_sampling import seed_systems, uniform_torsions
 from molecules.references import load_references
-from molecules.structures import with_conformers
 from molecules.torsions import TorsionRules, find_torsions
 
 __all__ = ["energies_above_seed"]
@@ -49,14 +47,9 @@ def energies_above_seed(
     props = mmff_properties(mol)
     dihedrals = np.array([t.atoms for t in find_torsions(mol, TorsionRules())]).reshape(-1, 4)
     relaxed = mmff_torsion_relax(mol, x, dihedrals, max_iters=relax_iterations, properties=props)
-    m = with_conformers(mol, x[:1])
-    field = rdForceFieldHelpers.MMFFGetMoleculeForceField(m, mmff_properties(m), confId=0)
-
-    def energy(positions: np.ndarray) -> np.ndarray:
-        return np.array([field.CalcEnergy(p.ravel().tolist()) for p in positions]) * KCAL_PER_MOL_IN_EV
-
-    floor = energy(seeds).min()
-    return energy(x) - floor, energy(relaxed) - floor
+    energies = mmff_energies(mol, np.concatenate([seeds, x, relaxed]), properties=props) * KCAL_PER_MOL_IN_EV
+    floor = energies[: len(seeds)].min()
+    return energies[len(seeds) : len(seeds) + count] - floor, energies[len(seeds) + count :] - floor
 
 
 def main(argv: list[str] | None = None) -> None:

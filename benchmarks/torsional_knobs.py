@@ -45,7 +45,6 @@ from typing import Any
 import numpy as np
 import torch
 from rdkit import Chem
-from rdkit.Chem import rdForceFieldHelpers
 from torch import nn
 
 from benchmarks.conformers import BenchConfig, run
@@ -60,7 +59,8 @@ from benchmarks.methods import (
     register_method,
 )
 from benchmarks.report import summaries, write_report
-from energy.mmff import mmff_optimize, mmff_properties
+from energy.mmff import mmff_energies, mmff_optimize
+from molecules.rmsd import conformer_coordinates
 from molecules.structures import with_conformers
 
 __all__ = ["ScaledControl", "TunedTorsionalGenerator", "boltzmann_pick", "register_variant"]
@@ -136,7 +136,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
             except ValueError as exc:
                 raise GenerationError(f"relaxed selection: {exc}") from exc
             keep = boltzmann_pick(energies, num_conformers, self.relaxed_kt, np.random.default_rng(seed + 11))
-            return with_conformers(mol, np.stack([c.GetPositions() for c in relaxed.GetConformers()])[keep])
+            return with_conformers(mol, conformer_coordinates(relaxed)[keep])
         if count > num_conformers:
             positions = positions[_lowest_mmff(mol, positions, num_conformers)]
         return with_conformers(mol, positions)
@@ -154,13 +154,10 @@ def boltzmann_pick(energies: np.ndarray, keep: int, kt: float, rng: np.random.Ge
 
 def _lowest_mmff(mol: Chem.Mol, positions: np.ndarray, keep: int) -> np.ndarray:
     """Indices (ascending) of the ``keep`` conformers lowest in MMFF94 single-point energy."""
-    m = with_conformers(mol, positions[:1])
     try:
-        props = mmff_properties(m)
+        energies = mmff_energies(mol, positions)
     except ValueError as exc:
         raise GenerationError(f"energy ranking: {exc}") from exc
-    field = rdForceFieldHelpers.MMFFGetMoleculeForceField(m, props, confId=0)  # one field, every conformer's positions
-    energies = np.array([field.CalcEnergy(p.ravel().tolist()) for p in positions])
     return np.sort(np.argsort(energies, kind="stable")[:keep])
 
 

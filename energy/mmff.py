@@ -42,6 +42,7 @@ __all__ = [
     "KCAL_PER_MOL_IN_EV",
     "MMFF_ELEMENTS",
     "MmffEnergy",
+    "mmff_energies",
     "mmff_optimize",
     "mmff_properties",
     "mmff_torsion_relax",
@@ -262,6 +263,28 @@ def mmff_properties(mol: Chem.Mol, variant: str = "MMFF94") -> Any:
         raise ValueError(f"{variant} cannot type this molecule: {mmff_typing_problem(mol, variant) or 'no parameters'}")
     props.SetMMFFVerbosity(0)
     return props
+
+
+def mmff_energies(mol: Chem.Mol, positions: npt.ArrayLike, *, properties: Any = None) -> np.ndarray:
+    """``[C]`` MMFF94 single-point energies (kcal/mol) of ``positions [C, n, 3]`` (Å) in ``mol``'s bond graph:
+    one force field, evaluated at every row. ``properties``: :func:`mmff_properties` of ``mol``, reused when given.
+
+    Raises:
+        ValueError: misshapen positions, or atoms MMFF cannot type (the message names them).
+    """
+    x = np.asarray(positions, dtype=np.float64)
+    if x.ndim != 3 or x.shape[1:] != (mol.GetNumAtoms(), 3):
+        raise ValueError(f"positions must be [C, {mol.GetNumAtoms()}, 3], got {x.shape}")
+    if len(x) == 0:
+        return np.zeros(0)
+    m = Chem.Mol(mol)
+    m.RemoveAllConformers()
+    conf = Chem.Conformer(m.GetNumAtoms())
+    conf.SetPositions(x[0])
+    m.AddConformer(conf, assignId=True)
+    props = properties if properties is not None else mmff_properties(m)
+    field = rdForceFieldHelpers.MMFFGetMoleculeForceField(m, props, confId=0)
+    return np.array([field.CalcEnergy(p.ravel().tolist()) for p in x])
 
 
 def mmff_optimize(

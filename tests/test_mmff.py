@@ -11,7 +11,7 @@ from ase import units
 from rdkit import Chem
 from rdkit.Chem import rdDistGeom, rdForceFieldHelpers
 
-from energy.mmff import KCAL_PER_MOL_IN_EV, MmffEnergy
+from energy.mmff import KCAL_PER_MOL_IN_EV, MmffEnergy, mmff_energies
 from energy.protocol import EnergyModel, Structures
 from energy.registry import build_energy_model
 from molecules.structures import conformer_structures
@@ -366,3 +366,22 @@ def test_relaxed_surface_gradient_is_the_torque_at_the_relaxed_geometry() -> Non
     assert abs(finite) > 1.0  # kcal/mol/rad: away from a stationary point
     assert torques["relaxed", 30.0] == pytest.approx(finite, rel=0.02)
     assert abs(torques["rigid", 30.0] - finite) > 0.04 * abs(finite)
+
+
+def test_mmff_energies_of_many_positions_equal_one_force_field_per_conformer() -> None:
+    mol = Chem.AddHs(Chem.MolFromSmiles("CCOC(=O)c1ccccc1N"))
+    rdDistGeom.EmbedMultipleConfs(mol, numConfs=5, randomSeed=11)
+    x = np.stack([c.GetPositions() for c in mol.GetConformers()])
+    props = rdForceFieldHelpers.MMFFGetMoleculeProperties(mol)
+    expected = [
+        rdForceFieldHelpers.MMFFGetMoleculeForceField(mol, props, confId=c.GetId()).CalcEnergy()
+        for c in mol.GetConformers()
+    ]
+    assert len(set(np.round(expected, 3))) == 5  # five different energies
+    np.testing.assert_allclose(mmff_energies(mol, x), expected, rtol=1e-10)
+    bare = Chem.Mol(mol)
+    bare.RemoveAllConformers()  # the molecule's own conformers play no part
+    np.testing.assert_allclose(mmff_energies(bare, x, properties=props), expected, rtol=1e-10)
+    assert mmff_energies(mol, x[:0]).shape == (0,)
+    with pytest.raises(ValueError, match="positions must be"):
+        mmff_energies(mol, x[:, :4])
