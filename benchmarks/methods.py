@@ -227,18 +227,24 @@ class RandomTorsionGenerator:
 
     num_seeds: int = 1
     isomer_floor: float | None = None  # an ablation: acyl isomers at room temperature as the product's
+    stratified: bool = False  # an ablation: each torsion's angles a Latin hypercube over the conformers
 
     @property
     def name(self) -> str:
         isomers = "" if self.isomer_floor is None else f", acyl isomers {self.isomer_floor}"
-        return f"random-torsions[{self.num_seeds} seeds{isomers}]"
+        return f"random-torsions[{self.num_seeds} seeds{isomers}{', stratified' if self.stratified else ''}]"
 
     def generate(self, mol: Chem.Mol, num_conformers: int, seed: int) -> Chem.Mol:
         from inference.torsional_sampling import uniform_torsions
 
         try:
             positions = uniform_torsions(
-                mol, num_conformers, seed=seed, num_seeds=self.num_seeds, isomer_floor=self.isomer_floor
+                mol,
+                num_conformers,
+                seed=seed,
+                num_seeds=self.num_seeds,
+                isomer_floor=self.isomer_floor,
+                stratified=self.stratified,
             )
         except ValueError as exc:
             raise GenerationError(str(exc)) from exc

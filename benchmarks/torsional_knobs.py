@@ -18,6 +18,7 @@ so every number is comparable to ``bench conformers``:
 - ``seeds<N>``: up to ``N`` ETKDG seeds per configuration (ring shapes) instead of the checkpoint's;
 - ``control<N>``: the random-torsion control with ``N`` seeds, MMFF94 200 (the baseline the seeds must be fair to);
   ``control<N>+amide<F>``: the same with acyl isomers at room temperature (the rule alone, without learning);
+  a suffix ``+lhs``: each torsion's K angles a Latin hypercube (every conformer uniform, the set spread evenly);
 - ``amide<F>``: acyl isomers (amides, esters, acids; amides only before the rule covered esters, as in the
   ``amide_isomers_{a,b}`` runs) at room temperature with floor ``F`` (:mod:`molecules.acyl_isomers`);
   ``amideoff``: the network's own isomers.
@@ -175,13 +176,15 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     amide: float | str | None = "default"
     try:
         if variant.startswith("control"):
-            seeds_word, _, amide_word = variant[7:].partition("+amide")
+            word, stratified = (variant[7:-4], True) if variant.endswith("+lhs") else (variant[7:], False)
+            seeds_word, _, amide_word = word.partition("+amide")
             control = RandomTorsionGenerator(
-                num_seeds=int(seeds_word), isomer_floor=float(amide_word) if amide_word else None
+                num_seeds=int(seeds_word), isomer_floor=float(amide_word) if amide_word else None, stratified=stratified
             )
             if control.num_seeds < 1 or not 0 <= (control.isomer_floor or 0) <= 0.5:
                 raise ValueError
             isomers = "" if control.isomer_floor is None else f", acyl isomers at 298 K (floor {control.isomer_floor})"
+            isomers += ", stratified (a Latin hypercube per torsion)" if stratified else ""
             description = f"random torsions, {control.num_seeds} seeds{isomers}, MMFF94 maxIters {iters}"
             register_method(name, lambda s: Method(name, control, RdkitMmffOptimizer(iters, "MMFF94", 1), description))
             return name

@@ -60,6 +60,12 @@ def add_train_torsional_parser(sub: Any, default_data: Path) -> None:
         help="flat-bottomed target: uniform over torsion states within EV of the seed's energy, exp(-E/tau) beyond "
         "(default 0: exp(-E/tau) everywhere)",
     )
+    t.add_argument(
+        "--acyl-rule",
+        action="store_true",
+        help="train with the product's acyl-isomer rule: fresh samples' amides, esters and acids put on isomers "
+        "drawn at room temperature before their energy is taken",
+    )
     t.add_argument("--max-atoms", type=int, default=None, help="training molecules: at most N atoms with H (60)")
     t.add_argument("--max-heavy-atoms", type=int, default=None, help="training molecules: at most N heavy atoms (30)")
     t.add_argument("--minutes", type=float, default=None, help="stop this call after this much wall time")
@@ -103,6 +109,8 @@ def cmd_train_torsional(args: argparse.Namespace) -> None:
         from molecules.features import ELEMENTS
 
         network = dataclasses.replace(network, hydrogen_feature=ELEMENTS.index(1))
+    if args.acyl_rule:
+        changes["acyl_rule"] = True
     selection = config.selection
     if args.max_atoms is not None:
         selection = dataclasses.replace(selection, max_atoms=args.max_atoms)

@@ -23,7 +23,7 @@ from rdkit import Chem
 from energy.protocol import EnergyModel
 from inference.conformer_sampling import finish_samples
 from inference.model import ModelProvenance, SampledConformers, SamplingRequest
-from molecules.acyl_isomers import ROOM_TEMPERATURE_KT, AcylIsomers, acyl_isomers
+from molecules.acyl_isomers import AcylIsomers, acyl_isomers_or_none, choose_acyl_isomers
 from molecules.smiles import mol_from_smiles
 from molecules.torsions import embed_seeds, torsion_system
 from sampler.grids import UniformGrid
@@ -40,7 +40,7 @@ from training.torsional_training import (
     config_from_dict,
 )
 
-__all__ = ["TorsionalSampler", "choose_acyl_isomers", "uniform_torsions"]
+__all__ = ["TorsionalSampler", "uniform_torsions"]
 
 log = logging.getLogger(__name__)
 
@@ -66,55 +66,26 @@ def uniform_torsions(
     num_seeds: int = 1,
     dtype: torch.dtype = torch.float64,
     isomer_floor: float | None = None,
+    stratified: bool = False,
 ) -> np.ndarray:
     """The random-torsion control: the same seeds, every rotatable torsion uniform on ``[-pi, pi)``,
     ``[count, atoms, 3]``. ``isomer_floor``: then acyl isomers at room temperature as the product's
-    (:func:`choose_acyl_isomers`; an ablation, not the control)."""
+    (:func:`choose_acyl_isomers`; an ablation, not the control). ``stratified``: each torsion's ``count`` angles
+    a Latin hypercube (one in each of ``count`` equal arcs, in random order): every conformer is still uniform,
+    the set of them spread evenly (an ablation)."""
     systems = seed_systems(mol, num_seeds, seed, dtype)
     batch = collate_torsion_systems([systems[k % len(systems)] for k in range(count)])
     g = torch.Generator().manual_seed(seed)
-    phi = (torch.rand(batch.num_torsions, generator=g, dtype=dtype) * 2 - 1) * torch.pi
+    if stratified and batch.num_torsions:
+        m = batch.num_torsions // count
+        ranks = torch.stack([torch.randperm(count, generator=g) for _ in range(m)], dim=1)  # [count, m]
+        u = (ranks.to(dtype) + torch.rand(count, m, generator=g, dtype=dtype)) / count
+        phi = (u.reshape(-1) * 2 - 1) * torch.pi
+    else:
+        phi = (torch.rand(batch.num_torsions, generator=g, dtype=dtype) * 2 - 1) * torch.pi
     if isomer_floor is not None and batch.num_torsions:
-        phi = choose_acyl_isomers(phi, count, _acyl_isomers_or_none(mol, systems), g, floor=isomer_floor)
+        phi = choose_acyl_isomers(phi, count, acyl_isomers_or_none(mol, systems), g, floor=isomer_floor)
     return torsion_positions(batch, phi).numpy().reshape(count, -1, 3)
-
-
-def _acyl_isomers_or_none(mol: Chem.Mol, systems: list[TorsionSystem]) -> list[AcylIsomers]:
-    """:func:`molecules.acyl_isomers.acyl_isomers` from the systems' seeds; none (the sampled isomers stay) where
-    MMFF94 cannot type the molecule."""
-    seeds = torch.cat([s.seed_positions for s in systems]).double().numpy()
-    try:
-        return acyl_isomers(mol, seeds)
-    except ValueError as exc:
-        log.info("acyl isomers left as sampled: %s", exc)
-        return []
-
-
-def choose_acyl_isomers(
-    phi: torch.Tensor,
-    num_samples: int,
-    isomers: list[AcylIsomers],
-    generator: torch.Generator,
-    *,
-    kt: float = ROOM_TEMPERATURE_KT,
-    floor: float = 0.0,
-) -> torch.Tensor:
-    """``phi`` ``[G * m]`` (``G`` samples of one molecule, ``m`` torsions each, in order) with every acyl
-    torsion of ``isomers`` (amides, esters, acids) put on an isomer drawn from its Boltzmann law at ``kt``
-    (:meth:`molecules.acyl_isomers.AcylIsomers.p_syn`): a sample already on the drawn isomer keeps its
-    angle; one on the other isomer is turned by ``pi`` (the deviation from planarity is kept)."""
-    if not isomers:
-        return phi
-    if phi.ndim != 1 or num_samples < 1 or phi.shape[0] % num_samples:
-        raise ValueError(f"phi must be [G * m] for G = {num_samples} samples, got {tuple(phi.shape)}")
-    table = phi.reshape(num_samples, -1).clone()
-    for iso in isomers:
-        want_syn = torch.rand(num_samples, generator=generator) < iso.p_syn(kt, floor)
-        angle = table[:, iso.torsion]
-        turn = want_syn.to(angle.device) != (angle.abs() < torch.pi / 2)
-        turned = torch.remainder(angle + 2 * torch.pi, 2 * torch.pi) - torch.pi  # angle + pi, wrapped to [-pi, pi)
-        table[:, iso.torsion] = torch.where(turn, turned, angle)
-    return table.reshape(-1)
 
 
 class TorsionalSampler:
@@ -221,7 +192,7 @@ class TorsionalSampler:
         systems = seed_systems(mol, self.config.num_seeds, seed, dtype)
         isomers: list[AcylIsomers] = []
         if self.isomer_floor is not None and systems[0].num_torsions:
-            isomers = _acyl_isomers_or_none(mol, systems)
+            isomers = acyl_isomers_or_none(mol, systems)
         network = self.network
         if refine_rounds:
             t0 = time.perf_counter()

@@ -26,10 +26,13 @@ Primary amides (``C(=O)NH2``) are left alone: turning them swaps two hydrogens a
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from rdkit import Chem
 from rdkit.Chem import rdMolTransforms
 
@@ -37,8 +40,18 @@ from energy.mmff import mmff_optimize
 from molecules.constants import DEFAULT_TEMPERATURE_K
 from molecules.structures import with_conformers
 from molecules.torsions import AmideKind, Torsion, TorsionRules, find_torsions
+from sampler.torsion_geometry import TorsionSystem
 
-__all__ = ["ROOM_TEMPERATURE_KT", "AcylIsomers", "acyl_isomers", "is_acyl_torsion"]
+__all__ = [
+    "ROOM_TEMPERATURE_KT",
+    "AcylIsomers",
+    "acyl_isomers",
+    "acyl_isomers_or_none",
+    "choose_acyl_isomers",
+    "is_acyl_torsion",
+]
+
+log = logging.getLogger(__name__)
 
 #: k_B T at room temperature (298.15 K) in kcal/mol, MMFF94's energy unit
 ROOM_TEMPERATURE_KT = 0.0019872043 * DEFAULT_TEMPERATURE_K
@@ -132,3 +145,41 @@ def acyl_isomers(
             best[syn] = min(best[syn], energy)
         out.append(AcylIsomers(k, best[True], best[False]))
     return out
+
+
+def acyl_isomers_or_none(mol: Chem.Mol, systems: Sequence[TorsionSystem]) -> list[AcylIsomers]:
+    """:func:`acyl_isomers` from the systems' seeds (one molecule's); none (the sampled isomers stay) where
+    MMFF94 cannot type the molecule."""
+    seeds = torch.cat([s.seed_positions for s in systems]).double().numpy()
+    try:
+        return acyl_isomers(mol, seeds)
+    except ValueError as exc:
+        log.info("acyl isomers left as sampled: %s", exc)
+        return []
+
+
+def choose_acyl_isomers(
+    phi: torch.Tensor,
+    num_samples: int,
+    isomers: Sequence[AcylIsomers],
+    generator: torch.Generator,
+    *,
+    kt: float = ROOM_TEMPERATURE_KT,
+    floor: float = 0.0,
+) -> torch.Tensor:
+    """``phi`` ``[G * m]`` (``G`` samples of one molecule, ``m`` torsions each, in order) with every acyl
+    torsion of ``isomers`` (amides, esters, acids) put on an isomer drawn from its Boltzmann law at ``kt``
+    (:meth:`AcylIsomers.p_syn`): a sample already on the drawn isomer keeps its angle; one on the other
+    isomer is turned by ``pi`` (the deviation from planarity is kept)."""
+    if not isomers:
+        return phi
+    if phi.ndim != 1 or num_samples < 1 or phi.shape[0] % num_samples:
+        raise ValueError(f"phi must be [G * m] for G = {num_samples} samples, got {tuple(phi.shape)}")
+    table = phi.reshape(num_samples, -1).clone()
+    for iso in isomers:
+        want_syn = torch.rand(num_samples, generator=generator) < iso.p_syn(kt, floor)
+        angle = table[:, iso.torsion]
+        turn = want_syn.to(angle.device) != (angle.abs() < torch.pi / 2)
+        turned = torch.remainder(angle + 2 * torch.pi, 2 * torch.pi) - torch.pi  # angle + pi, wrapped to [-pi, pi)
+        table[:, iso.torsion] = torch.where(turn, turned, angle)
+    return table.reshape(-1)

@@ -11,8 +11,14 @@ import pytest
 import torch
 from rdkit.Chem import rdMolTransforms
 
-from inference.torsional_sampling import TorsionalSampler, choose_acyl_isomers, uniform_torsions
-from molecules.acyl_isomers import ROOM_TEMPERATURE_KT, AcylIsomers, acyl_isomers, is_acyl_torsion
+from inference.torsional_sampling import TorsionalSampler, uniform_torsions
+from molecules.acyl_isomers import (
+    ROOM_TEMPERATURE_KT,
+    AcylIsomers,
+    acyl_isomers,
+    choose_acyl_isomers,
+    is_acyl_torsion,
+)
 from molecules.smiles import mol_from_smiles
 from molecules.structures import with_conformers
 from molecules.torsions import TorsionRules, embed_seeds, find_torsions

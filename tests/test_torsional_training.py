@@ -147,6 +147,48 @@ def test_flat_bottomed_target_is_the_base_score_below_the_ceiling_and_the_plain_
         TorsionalRunConfig(window_ev=-0.1)
 
 
+def test_acyl_rule_puts_fresh_samples_on_the_drawn_isomer_and_leaves_the_other_torsions() -> None:
+    """``acyl_rule``: each fresh sample's amide is put on the isomer drawn at room temperature before its energy is
+    taken (here a law that allows only syn), the sample is turned by exactly pi or kept, and every other torsion is
+    the one the network drew; old configs (no such key) load with the rule off."""
+    from energy.mmff import MmffEnergy
+    from molecules.acyl_isomers import AcylIsomers
+    from molecules.smiles import mol_from_smiles
+    from training.torsional_training import (
+        TorsionalRunConfig,
+        TorsionalTrainer,
+        config_from_dict,
+        config_to_dict,
+        molecule_systems,
+    )
+
+    torch.set_num_threads(1)
+    ms = molecule_systems(mol_from_smiles("CC(=O)NCc1ccccc1"), num_seeds=2, first_id=0, seed=0)
+    config = dataclasses.replace(tiny_config(), acyl_rule=True)  # type: ignore[type-var]
+    assert isinstance(config, TorsionalRunConfig)
+    ruled = TorsionalTrainer(config, [ms], MmffEnergy(), seed=0)
+    plain = TorsionalTrainer(dataclasses.replace(config, acyl_rule=False), [ms], MmffEnergy(), seed=0)
+    found = ruled.acyl_isomers(0)
+    assert len(found) == 1 and math.isfinite(found[0].energy_syn) and math.isfinite(found[0].energy_anti)
+    k = found[0].torsion
+    ruled._isomers[0] = [AcylIsomers(k, energy_syn=0.0, energy_anti=50.0)]  # syn only
+    ids = [s.system_id for s in ms.systems] * 16
+    batch, phi = ruled.sample(ids)
+    _, phi0 = plain.sample(ids)
+    table, table0 = phi.reshape(len(ids), -1), phi0.reshape(len(ids), -1)
+    assert bool((table[:, k].abs() < math.pi / 2).all())
+    assert not bool((table0[:, k].abs() < math.pi / 2).all())  # the untrained network puts some on anti
+    others = [j for j in range(table.shape[1]) if j != k]
+    assert others and torch.equal(table[:, others], table0[:, others])
+    turn = torch.remainder(table[:, k] - table0[:, k] + math.pi, 2 * math.pi) - math.pi
+    assert bool(((turn.abs() < 1e-5) | ((turn.abs() - math.pi).abs() < 1e-5)).all())
+    samples = ruled.evaluate(batch, phi)  # the energies are taken where the rule put the samples
+    assert samples.num_samples == len(ids) and torch.equal(samples.phi, phi)
+    stored = config_to_dict(config)
+    assert config_from_dict(stored).acyl_rule
+    assert not config_from_dict({key: v for key, v in stored.items() if key != "acyl_rule"}).acyl_rule
+
+
 def test_checkpoint_refuses_wrong_kind(tiny_conformer_checkpoint: Path) -> None:
     from inference.torsional_sampling import TorsionalSampler
 
@@ -254,3 +296,26 @@ def test_refine_fine_tunes_a_copy_toward_lower_energy(trained: Path) -> None:
     assert out.num_conformers == 2 and "refine" in out.seconds
     with pytest.raises(ValueError, match="needs an energy model"):
         TorsionalSampler(trained).refined_network(mol, systems, 1, seed=0)
+
+
+def test_stratified_control_puts_one_angle_in_each_arc_per_torsion() -> None:
+    """``uniform_torsions(stratified=True)``: over the K conformers, each torsion's dihedrals fall one in each of K
+    equal arcs (a Latin hypercube), where independent uniform draws leave arcs empty."""
+    from inference.torsional_sampling import seed_systems, uniform_torsions
+    from molecules.smiles import mol_from_smiles
+    from sampler.torsion_geometry import dihedral
+
+    mol = mol_from_smiles("CCOC(=O)c1ccccc1NC(C)=O")
+    atoms = seed_systems(mol, 1, 3, torch.float64)[0].torsion_atoms
+    count = 24
+
+    def arcs(x: np.ndarray) -> torch.Tensor:
+        d = torch.stack([dihedral(torch.as_tensor(p), atoms) for p in x])  # [K, m]
+        return torch.floor((d + math.pi) / (2 * math.pi) * count).long().clamp(0, count - 1)
+
+    lhs = arcs(uniform_torsions(mol, count, seed=3, stratified=True))
+    iid = arcs(uniform_torsions(mol, count, seed=3))
+    assert lhs.shape[1] >= 3
+    for j in range(lhs.shape[1]):
+        assert sorted(lhs[:, j].tolist()) == list(range(count))
+    assert any(len(set(iid[:, j].tolist())) < count for j in range(iid.shape[1]))

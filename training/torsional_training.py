@@ -35,6 +35,7 @@ from buffer.memory import InMemoryReplayBuffer
 from energy.mmff import mmff_properties
 from energy.protocol import EnergyModel, Structures
 from energy.registry import build_energy_model
+from molecules.acyl_isomers import AcylIsomers, acyl_isomers_or_none, choose_acyl_isomers
 from molecules.dataset import MoleculeFilter, load_training_molecules
 from molecules.etkdg import embed
 from molecules.features import ATOM_FEATURES
@@ -113,6 +114,10 @@ class TorsionalRunConfig:
             ``exp(-F / tau)``, ``F = tau softplus((E - E_seed - W) / tau)``: uniform over every torsion state
             within ``W`` of its seed's energy (the control's breadth), the Boltzmann law at ``tau`` beyond it
             (:func:`sampler.torsion_loss.flat_bottom_scale`).
+        acyl_rule: put every fresh sample's acyl bonds (amides, esters, acids) on isomers drawn at room
+            temperature before its energy is taken, as inference does (:func:`molecules.acyl_isomers.
+            choose_acyl_isomers`), so that the other torsions are learned beside the isomers the product
+            returns rather than beside the network's own (``False``: the network's own, as before).
         dtype: ``float32`` or ``float64`` for the network and the map ``x(phi)``.
     """
 
@@ -140,6 +145,7 @@ class TorsionalRunConfig:
     max_rounds: int = 300
     relax_iterations: int = 0
     window_ev: float = 0.0
+    acyl_rule: bool = False
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
@@ -261,13 +267,15 @@ class TorsionalTrainer:
         self.history: list[dict[str, float]] = []
         self._properties: dict[int, Any] = {}  # MMFF94 typing per molecule, for the relaxed target
         self._seed_energies: dict[int, float] = {}  # energy of each system's seed, for the flat-bottomed target
+        self._isomers: dict[int, list[AcylIsomers]] = {}  # acyl isomers per molecule, for the acyl rule
 
     # ----------------------------------------------------------------- sampling and energies
     def collate(self, system_ids: Sequence[int]) -> TorsionBatch:
         return collate_torsion_systems([self.systems[i] for i in system_ids]).to(dtype=self.config.torch_dtype)
 
     def sample(self, system_ids: Sequence[int]) -> tuple[TorsionBatch, torch.Tensor]:
-        """``phi_1`` for one sample of each listed system, in one batched integration."""
+        """``phi_1`` for one sample of each listed system, in one batched integration (then the acyl rule,
+        where ``config.acyl_rule``)."""
         batch = self.collate(system_ids)
         self.network.eval()
         phi = self.integrator.sample(
@@ -278,7 +286,27 @@ class TorsionalTrainer:
             generator=self.generator,
         )
         self.network.train()
+        if self.config.acyl_rule:
+            phi = self.apply_acyl_rule(batch, phi)
         return batch, phi
+
+    def acyl_isomers(self, owner: int) -> list[AcylIsomers]:
+        """The acyl isomers of training molecule ``owner`` (relaxed MMFF94 energies, computed once)."""
+        if owner not in self._isomers:
+            m = self.molecules[owner]
+            self._isomers[owner] = acyl_isomers_or_none(m.mol, m.systems)
+        return self._isomers[owner]
+
+    def apply_acyl_rule(self, batch: TorsionBatch, phi: torch.Tensor) -> torch.Tensor:
+        """``phi`` with each sample's acyl torsions put on isomers drawn at room temperature (draws from
+        ``self.generator``), as :meth:`inference.torsional_sampling.TorsionalSampler.sample_positions` does."""
+        counts = batch.torsions_per_graph.tolist()
+        parts = list(torch.split(phi, counts))
+        for g, system_id in enumerate(batch.system_ids.tolist()):
+            isomers = self.acyl_isomers(self._owner[int(system_id)])
+            if isomers and counts[g]:
+                parts[g] = choose_acyl_isomers(parts[g], 1, isomers, self.generator)
+        return torch.cat(parts) if parts else phi
 
     def structures(self, batch: TorsionBatch, positions: torch.Tensor) -> Structures:
         mols = [self.molecules[self._owner[int(i)]] for i in batch.system_ids]
