@@ -19,6 +19,8 @@ so every number is comparable to ``bench conformers``:
 - ``control<N>``: the random-torsion control with ``N`` seeds, MMFF94 200 (the baseline the seeds must be fair to);
   ``control<N>+amide<F>``: the same with acyl isomers at room temperature (the rule alone, without learning);
   a suffix ``+lhs``: each torsion's K angles a Latin hypercube (every conformer uniform, the set spread evenly);
+  on any other variant (``mmff200+lhs``, ``ckpt:PATH+lhs``): the integration noise stratified across the samples
+  (:func:`sampler.torsion_sde.stratified_normal`: every conformer's law unchanged);
 - ``amide<F>``: acyl isomers (amides, esters, acids; amides only before the rule covered esters, as in the
   ``amide_isomers_{a,b}`` runs) at room temperature with floor ``F`` (:mod:`molecules.acyl_isomers`);
   ``amideoff``: the network's own isomers.
@@ -108,6 +110,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
     relax_iters: int = 200
     num_seeds_override: int | None = None
     isomer_floor: float | str | None = "default"  # "default": the sampler's; None: the network's own isomers
+    stratified: bool = False
     _tag: str = field(default="", repr=False)
 
     @property
@@ -118,6 +121,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
         sampler = self._load()
         count = math.ceil(self.oversample * num_conformers)
         shipped, config, floor = sampler.network, sampler.config, sampler.isomer_floor
+        sampler.stratified = self.stratified
         if self.isomer_floor != "default":
             sampler.isomer_floor = self.isomer_floor
         if (self.low, self.high) != (1.0, 1.0):
@@ -130,6 +134,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
             raise GenerationError(str(exc)) from exc
         finally:
             sampler.network, sampler.config, sampler.isomer_floor = shipped, config, floor
+            sampler.stratified = False
         if self.relaxed_kt is not None:
             relaxed = with_conformers(mol, positions)
             try:
@@ -174,6 +179,9 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     iters, steps, low, high, over, seeds = mmff_iters, None, 1.0, 1.0, 1.0, None
     relaxed_kt: float | None = None
     amide: float | str | None = "default"
+    stratified = variant.endswith("+lhs") and not variant.startswith("control")
+    if stratified:
+        variant = variant[:-4]
     try:
         if variant.startswith("control"):
             word, stratified = (variant[7:-4], True) if variant.endswith("+lhs") else (variant[7:], False)
@@ -228,7 +236,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
         or (seeds is not None and seeds < 1)
     ):
         raise ValueError(f"variant {variant!r} out of range")
-    tuned = (low, high, over, seeds, amide, relaxed_kt) != (1.0, 1.0, 1.0, None, "default", None)
+    tuned = (low, high, over, seeds, amide, relaxed_kt, stratified) != (1.0, 1.0, 1.0, None, "default", None, False)
     generator: TorsionalGenerator = (
         TunedTorsionalGenerator(
             ck,
@@ -240,13 +248,15 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             isomer_floor=amide,
             relaxed_kt=relaxed_kt,
             relax_iters=iters,
-            _tag=variant,
+            stratified=stratified,
+            _tag=variant + ("+lhs" if stratified else ""),
         )
         if tuned
         else TorsionalGenerator(ck, steps)
     )
     refiner = None if relaxed_kt is not None else RdkitMmffOptimizer(iters, "MMFF94", 1)  # relaxed while selecting
-    description = f"torsional pipeline, {variant} ({ck}; MMFF94 maxIters {iters})"
+    lhs = ", integration noise stratified across the samples" if stratified else ""
+    description = f"torsional pipeline, {variant}{lhs} ({ck}; MMFF94 maxIters {iters})"
     register_method(name, lambda s: Method(name, generator, refiner, description))
     return name
 

@@ -104,6 +104,7 @@ class TorsionalSampler:
         chunk: int = 256,
         mmff_relax: bool = True,
         isomer_floor: float | None = ISOMER_FLOOR,
+        stratified: bool = False,
     ) -> None:
         payload = load_checkpoint(checkpoint)
         if payload.get("kind") != CHECKPOINT_KIND:
@@ -123,6 +124,9 @@ class TorsionalSampler:
         if isomer_floor is not None and not 0 <= isomer_floor <= 0.5:
             raise ValueError(f"isomer_floor must be in [0, 0.5] or None, got {isomer_floor}")
         self.isomer_floor = isomer_floor
+        #: the integration noise stratified across each molecule's samples
+        #: (:func:`sampler.torsion_sde.stratified_normal`): every conformer's law unchanged, the set spread evenly
+        self.stratified = stratified
         self.base = TorusBase()
         self.checkpoint = Path(checkpoint)
         self.training: dict[str, Any] = {k: payload.get(k) for k in ("round", "energy_calls", "versions")}
@@ -217,6 +221,7 @@ class TorsionalSampler:
                     batch.num_graphs,
                     dtype=dtype,
                     generator=generator,
+                    stratified=self.stratified,
                 )
                 if isomers:
                     turned = choose_acyl_isomers(

@@ -22,7 +22,13 @@ from sampler.grids import TimeGrid
 from sampler.schedule import GeometricNoiseSchedule
 from sampler.torus import wrap
 
-__all__ = ["TorsionControl", "TorusEulerMaruyama", "TorusVarianceMatchedEuler", "zero_torsion_control"]
+__all__ = [
+    "TorsionControl",
+    "TorusEulerMaruyama",
+    "TorusVarianceMatchedEuler",
+    "stratified_normal",
+    "zero_torsion_control",
+]
 
 
 class TorsionControl(Protocol):
@@ -38,6 +44,24 @@ class TorsionControl(Protocol):
 def zero_torsion_control(t: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
     """The base process (no control)."""
     return torch.zeros_like(phi)
+
+
+def stratified_normal(
+    num_samples: int, per_sample: int, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """``[num_samples * per_sample]`` standard normal draws, sample-major, stratified across the samples: for each
+    of the ``per_sample`` coordinates the ``num_samples`` values are a Latin hypercube of the normal law (one in
+    each of ``num_samples`` equal-probability slices, in random order, placed at random within it).
+
+    Each sample's draws are still exactly ``N(0, I)`` and independent of each other; only the set over the samples
+    is spread evenly (negatively correlated), as in stratified Monte Carlo.
+    """
+    if num_samples < 1 or per_sample < 0:
+        raise ValueError(f"need num_samples >= 1 and per_sample >= 0, got {num_samples}, {per_sample}")
+    ranks = torch.argsort(torch.rand(per_sample, num_samples, generator=generator, dtype=torch.float64), dim=1)
+    u = ranks.to(torch.float64) + torch.rand(per_sample, num_samples, generator=generator, dtype=torch.float64)
+    u = (u / num_samples).clamp(1e-300, 1.0 - 2.0**-53)
+    return torch.special.ndtri(u).T.reshape(-1).to(dtype)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,17 +93,25 @@ class TorusEulerMaruyama:
         dtype: torch.dtype = torch.float32,
         generator: torch.Generator | None = None,
         callback: Callable[[int, torch.Tensor], None] | None = None,
+        stratified: bool = False,
     ) -> torch.Tensor:
         """Integrate ``num_samples`` samples (``torsion_batch [T]`` long names each torsion's sample) from
         ``phi_0 = 0`` to ``t = 1``; returns ``phi_1 [T]`` in ``[-pi, pi)``, on ``torsion_batch``'s device.
 
         Runs under ``torch.no_grad`` (not inference mode, so that the result can later require gradients,
         e.g. for the energy's vector–Jacobian product). ``callback(k, phi)`` sees the state after step ``k``.
+        ``stratified``: every step's noise is :func:`stratified_normal` across the samples (which must then be
+        copies of one system: sample-major, the same number of torsions each); each sample's law is unchanged.
         """
         if torsion_batch.dim() != 1:
             raise ValueError(f"torsion_batch must be [T], got shape {tuple(torsion_batch.shape)}")
         if torsion_batch.numel() and not 0 <= int(torsion_batch.min()) <= int(torsion_batch.max()) < num_samples:
             raise ValueError(f"torsion_batch must index samples 0 .. {num_samples - 1}")
+        per_sample = torsion_batch.numel() // num_samples
+        if stratified and not torch.equal(
+            torsion_batch.cpu(), torch.arange(num_samples).repeat_interleave(per_sample).to(torsion_batch.dtype)
+        ):
+            raise ValueError("stratified noise needs copies of one system: sample-major, equal torsion counts")
         device = torsion_batch.device
         times = self.grid.times(dtype=dtype, device=device)
         phi = torch.zeros(torsion_batch.shape, dtype=dtype, device=device)
@@ -91,7 +123,10 @@ class TorusEulerMaruyama:
                 v = control(t.expand(num_samples), phi)
                 if v.shape != phi.shape:
                     raise ValueError(f"control returned shape {tuple(v.shape)}, expected {tuple(phi.shape)}")
-                eps = torch.randn(phi.shape, generator=generator, dtype=dtype, device=draw_on).to(device)
+                if stratified:
+                    eps = stratified_normal(num_samples, per_sample, generator=generator, dtype=dtype).to(device)
+                else:
+                    eps = torch.randn(phi.shape, generator=generator, dtype=dtype, device=draw_on).to(device)
                 phi = wrap(phi + var * v + torch.sqrt(var) * eps)
                 if callback is not None:
                     callback(k + 1, phi)

@@ -102,6 +102,24 @@ def test_amide_isomer_words() -> None:
             register_variant(bad, SHIPPED)
 
 
+def test_stratified_words_and_the_stratified_product_restores_the_sampler() -> None:
+    """``+lhs``: a stratified control, or the product with stratified integration noise; the shipped sampler is
+    left unstratified afterwards, and the stratified samples differ from the plain ones."""
+    settings = MethodSettings()
+    control = METHODS[register_variant("control4+amide0+lhs", SHIPPED)](settings).generator
+    assert isinstance(control, RandomTorsionGenerator) and control.stratified and control.isomer_floor == 0.0
+    tuned = METHODS[register_variant("mmff200+lhs", SHIPPED)](settings).generator
+    assert isinstance(tuned, TunedTorsionalGenerator) and tuned.stratified
+    mol = mol_from_smiles("CCOC(=O)c1ccccc1NC(C)=O")
+    lhs = np.stack([c.GetPositions() for c in tuned.generate(mol, 8, seed=3).GetConformers()])
+    assert tuned._load().stratified is False
+    plain = TunedTorsionalGenerator(str(SHIPPED), _tag="plain")
+    ref = np.stack([c.GetPositions() for c in plain.generate(mol, 8, seed=3).GetConformers()])
+    assert lhs.shape == ref.shape and not np.allclose(lhs, ref)
+    with pytest.raises(ValueError, match="variant"):
+        register_variant("controlx+lhs", SHIPPED)
+
+
 def _ring_shapes(mol: object, ring: list[int]) -> int:
     """Distinct ring geometries among the conformers (ring-atom distance matrices equal to 1e-3 Å)."""
     shapes: list[np.ndarray] = []

@@ -27,6 +27,7 @@ from sampler.torsion_sde import (
     TorsionControl,
     TorusEulerMaruyama,
     TorusVarianceMatchedEuler,
+    stratified_normal,
     zero_torsion_control,
 )
 from sampler.torus import (
@@ -300,6 +301,46 @@ def test_sde_is_reproducible_with_a_generator() -> None:
     a = sde.sample(zero_torsion_control, batch, 5, generator=torch.Generator().manual_seed(8))
     b = sde.sample(zero_torsion_control, batch, 5, generator=torch.Generator().manual_seed(8))
     torch.testing.assert_close(a, b)
+
+
+def test_stratified_normal_is_one_draw_per_slice_and_each_sample_stays_standard_normal() -> None:
+    """Across the samples, each coordinate's values fall one in each equal-probability slice of N(0, 1); over
+    many calls one sample's draws are N(0, 1) with independent coordinates."""
+    g = torch.Generator().manual_seed(4)
+    eps = stratified_normal(50, 3, generator=g, dtype=F64).reshape(50, 3)
+    slices = torch.floor(torch.special.ndtr(eps) * 50).long()
+    for j in range(3):
+        assert sorted(slices[:, j].tolist()) == list(range(50))
+    draws = torch.stack([stratified_normal(4, 2, generator=g, dtype=F64)[:2] for _ in range(20_000)])  # sample 0
+    n = draws.shape[0]
+    assert draws.mean(0).abs().max().item() < 4 / math.sqrt(n)
+    assert (draws.var(0) - 1).abs().max().item() < 0.05
+    assert abs(torch.corrcoef(draws.T)[0, 1].item()) < 4 / math.sqrt(n)
+    assert (draws.abs() < 9).all()  # no infinite tail from a slice's edge
+
+
+def test_stratified_integration_keeps_the_terminal_law_and_spreads_the_set() -> None:
+    """``stratified=True`` with the zero control: pooled over calls the terminal law is still ``WN(0, h_1^2)``;
+    within a call the samples' circular mean is closer to zero than independent noise leaves it; a batch that is
+    not copies of one system is refused."""
+    sde = TorusVarianceMatchedEuler(schedule=NARROW.schedule, grid=UniformGrid(num_steps=10))
+    g = torch.Generator().manual_seed(9)
+    count, m, calls = 16, 2, 600
+    batch = torch.arange(count).repeat_interleave(m)
+    strat = torch.stack(
+        [sde.sample(zero_torsion_control, batch, count, dtype=F64, generator=g, stratified=True) for _ in range(calls)]
+    ).reshape(calls, count, m)
+    iid = torch.stack(
+        [sde.sample(zero_torsion_control, batch, count, dtype=F64, generator=g) for _ in range(calls)]
+    ).reshape(calls, count, m)
+    n = calls * count * m
+    h2 = NARROW.terminal_variance()
+    assert torch.cos(strat).mean().item() == pytest.approx(math.exp(-h2 / 2), abs=4 / math.sqrt(n))
+    spread_s = torch.sin(strat).mean(1).pow(2).mean().item()  # the within-call mean's variance
+    spread_i = torch.sin(iid).mean(1).pow(2).mean().item()
+    assert spread_s < 0.7 * spread_i
+    with pytest.raises(ValueError, match="copies of one system"):
+        sde.sample(zero_torsion_control, torch.tensor([0, 0, 1]), 2, stratified=True)
 
 
 # --- losses and targets ---------------------------------------------------------------------------------
