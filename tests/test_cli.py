@@ -91,11 +91,13 @@ def test_train_torsional_options_reach_the_run_config(tmp_path: Path, capsys: py
     ck = tmp_path / "t.pt"
     common = ["train-torsional", "--out", str(ck), "--molecules", "3", "--seeds", "1", "--warmup-steps", "0"]
     common += ["--rounds", "1", "--sde-steps", "3", "--layers", "1", "--hidden", "8"]
-    code, out, err = in_process(capsys, *common, "--window", "0.3", "--max-atoms", "30", "--max-heavy-atoms", "12")
+    code, out, err = in_process(
+        capsys, *common, "--window", "0.3", "--max-atoms", "30", "--max-heavy-atoms", "12", "--acyl-rule"
+    )
     assert code == 0, err
     assert "round 1/1" in out
     config = load_checkpoint(ck)["config"]
-    assert config["window_ev"] == 0.3
+    assert config["window_ev"] == 0.3 and config["acyl_rule"] is True
     assert config["selection"]["max_atoms"] == 30 and config["selection"]["max_heavy_atoms"] == 12
     code, _, err = in_process(capsys, *common, "--window", "-1")
     assert code == 2 and "window_ev must be >= 0" in err
