@@ -120,7 +120,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
     def generate(self, mol: Chem.Mol, num_conformers: int, seed: int) -> Chem.Mol:
         sampler = self._load()
         count = math.ceil(self.oversample * num_conformers)
-        shipped, config, floor = sampler.network, sampler.config, sampler.isomer_floor
+        shipped, config, floor, stratified = sampler.network, sampler.config, sampler.isomer_floor, sampler.stratified
         sampler.stratified = self.stratified
         if self.isomer_floor != "default":
             sampler.isomer_floor = self.isomer_floor
@@ -134,7 +134,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
             raise GenerationError(str(exc)) from exc
         finally:
             sampler.network, sampler.config, sampler.isomer_floor = shipped, config, floor
-            sampler.stratified = False
+            sampler.stratified = stratified
         if self.relaxed_kt is not None:
             relaxed = with_conformers(mol, positions)
             try:
@@ -179,13 +179,12 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     iters, steps, low, high, over, seeds = mmff_iters, None, 1.0, 1.0, 1.0, None
     relaxed_kt: float | None = None
     amide: float | str | None = "default"
-    stratified = variant.endswith("+lhs") and not variant.startswith("control")
+    stratified = variant.endswith("+lhs")
     if stratified:
         variant = variant[:-4]
     try:
         if variant.startswith("control"):
-            word, stratified = (variant[7:-4], True) if variant.endswith("+lhs") else (variant[7:], False)
-            seeds_word, _, amide_word = word.partition("+amide")
+            seeds_word, _, amide_word = variant[7:].partition("+amide")
             control = RandomTorsionGenerator(
                 num_seeds=int(seeds_word), isomer_floor=float(amide_word) if amide_word else None, stratified=stratified
             )

@@ -29,7 +29,7 @@ from molecules.torsions import embed_seeds, torsion_system
 from sampler.grids import UniformGrid
 from sampler.torsion_geometry import TorsionSystem, collate_torsion_systems, torsion_positions
 from sampler.torsion_network import TorsionControlNetwork
-from sampler.torsion_sde import TorusVarianceMatchedEuler
+from sampler.torsion_sde import TorusVarianceMatchedEuler, latin_hypercube
 from sampler.torus import TorusBase
 from training.checkpoint import load_checkpoint
 from training.torsional_training import (
@@ -77,12 +77,10 @@ def uniform_torsions(
     batch = collate_torsion_systems([systems[k % len(systems)] for k in range(count)])
     g = torch.Generator().manual_seed(seed)
     if stratified and batch.num_torsions:
-        m = batch.num_torsions // count
-        ranks = torch.stack([torch.randperm(count, generator=g) for _ in range(m)], dim=1)  # [count, m]
-        u = (ranks.to(dtype) + torch.rand(count, m, generator=g, dtype=dtype)) / count
-        phi = (u.reshape(-1) * 2 - 1) * torch.pi
+        u = latin_hypercube(count, batch.num_torsions // count, generator=g).to(dtype)
     else:
-        phi = (torch.rand(batch.num_torsions, generator=g, dtype=dtype) * 2 - 1) * torch.pi
+        u = torch.rand(batch.num_torsions, generator=g, dtype=dtype)
+    phi = (u * 2 - 1) * torch.pi
     if isomer_floor is not None and batch.num_torsions:
         phi = choose_acyl_isomers(phi, count, acyl_isomers_or_none(mol, systems), g, floor=isomer_floor)
     return torsion_positions(batch, phi).numpy().reshape(count, -1, 3)

@@ -26,6 +26,7 @@ __all__ = [
     "TorsionControl",
     "TorusEulerMaruyama",
     "TorusVarianceMatchedEuler",
+    "latin_hypercube",
     "stratified_normal",
     "zero_torsion_control",
 ]
@@ -46,22 +47,28 @@ def zero_torsion_control(t: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(phi)
 
 
-def stratified_normal(
-    num_samples: int, per_sample: int, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
-    """``[num_samples * per_sample]`` standard normal draws, sample-major, stratified across the samples: for each
-    of the ``per_sample`` coordinates the ``num_samples`` values are a Latin hypercube of the normal law (one in
-    each of ``num_samples`` equal-probability slices, in random order, placed at random within it).
-
-    Each sample's draws are still exactly ``N(0, I)`` and independent of each other; only the set over the samples
-    is spread evenly (negatively correlated), as in stratified Monte Carlo.
-    """
+def latin_hypercube(num_samples: int, per_sample: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``[num_samples * per_sample]`` float64 in ``[0, 1)``, sample-major: for each of the ``per_sample``
+    coordinates the ``num_samples`` values lie one in each of ``num_samples`` equal slices, in random order, placed
+    at random within it. Each sample's values are still independent uniforms; the set is spread evenly."""
     if num_samples < 1 or per_sample < 0:
         raise ValueError(f"need num_samples >= 1 and per_sample >= 0, got {num_samples}, {per_sample}")
     ranks = torch.argsort(torch.rand(per_sample, num_samples, generator=generator, dtype=torch.float64), dim=1)
     u = ranks.to(torch.float64) + torch.rand(per_sample, num_samples, generator=generator, dtype=torch.float64)
-    u = (u / num_samples).clamp(1e-300, 1.0 - 2.0**-53)
-    return torch.special.ndtri(u).T.reshape(-1).to(dtype)
+    return (u / num_samples).T.reshape(-1)
+
+
+def stratified_normal(
+    num_samples: int, per_sample: int, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """``[num_samples * per_sample]`` standard normal draws, sample-major, stratified across the samples: the
+    normal quantiles of a :func:`latin_hypercube` (one draw in each equal-probability slice per coordinate).
+
+    Each sample's draws are still exactly ``N(0, I)`` and independent of each other; only the set over the samples
+    is spread evenly (negatively correlated), as in stratified Monte Carlo.
+    """
+    u = latin_hypercube(num_samples, per_sample, generator=generator).clamp(1e-300, 1.0 - 2.0**-53)
+    return torch.special.ndtri(u).to(dtype)
 
 
 @dataclass(frozen=True, kw_only=True)
