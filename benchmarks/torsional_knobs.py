@@ -21,6 +21,7 @@ so every number is comparable to ``bench conformers``:
   a suffix ``+lhs``: each torsion's K angles a Latin hypercube (every conformer uniform, the set spread evenly);
   on any other variant (``mmff200+lhs``, ``ckpt:PATH+lhs``): the integration noise stratified across the samples
   (:func:`sampler.torsion_sde.stratified_normal`: every conformer's law unchanged);
+- ``isostarts<N>``: the acyl isomers' relaxed energies from N more ETKDG starts than the kept seeds;
 - ``amide<F>``: acyl isomers (amides, esters, acids; amides only before the rule covered esters, as in the
   ``amide_isomers_{a,b}`` runs) at room temperature with floor ``F`` (:mod:`molecules.acyl_isomers`);
   ``amideoff``: the network's own isomers.
@@ -111,6 +112,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
     num_seeds_override: int | None = None
     isomer_floor: float | str | None = "default"  # "default": the sampler's; None: the network's own isomers
     stratified: bool = False
+    isomer_starts: int = 0
     _tag: str = field(default="", repr=False)
 
     @property
@@ -121,7 +123,8 @@ class TunedTorsionalGenerator(TorsionalGenerator):
         sampler = self._load()
         count = math.ceil(self.oversample * num_conformers)
         shipped, config, floor, stratified = sampler.network, sampler.config, sampler.isomer_floor, sampler.stratified
-        sampler.stratified = self.stratified
+        sampler.stratified, starts = self.stratified, sampler.isomer_starts
+        sampler.isomer_starts = self.isomer_starts
         if self.isomer_floor != "default":
             sampler.isomer_floor = self.isomer_floor
         if (self.low, self.high) != (1.0, 1.0):
@@ -134,7 +137,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
             raise GenerationError(str(exc)) from exc
         finally:
             sampler.network, sampler.config, sampler.isomer_floor = shipped, config, floor
-            sampler.stratified = stratified
+            sampler.stratified, sampler.isomer_starts = stratified, starts
         if self.relaxed_kt is not None:
             relaxed = with_conformers(mol, positions)
             try:
@@ -179,6 +182,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     iters, steps, low, high, over, seeds = mmff_iters, None, 1.0, 1.0, 1.0, None
     relaxed_kt: float | None = None
     amide: float | str | None = "default"
+    isomer_starts = 0
     stratified = variant.endswith("+lhs")
     if stratified:
         variant = variant[:-4]
@@ -195,7 +199,11 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             description = f"random torsions, {control.num_seeds} seeds{isomers}, MMFF94 maxIters {iters}"
             register_method(name, lambda s: Method(name, control, RdkitMmffOptimizer(iters, "MMFF94", 1), description))
             return name
-        if variant.startswith("seeds"):
+        if variant.startswith("isostarts"):
+            isomer_starts = int(variant[9:])
+            if isomer_starts < 1:
+                raise ValueError
+        elif variant.startswith("seeds"):
             seeds = int(variant[5:])
         elif variant.startswith("mmff"):
             iters = int(variant[4:])
@@ -225,7 +233,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     except ValueError:
         raise ValueError(
             f"unknown variant {variant!r}: mmffN, stepsN, scaleA, ladderA, overF, relaxoverF@T, seedsN, amideF, "
-            "amideoff, controlN, controlN+amideF or ckpt:PATH"
+            "amideoff, isostartsN, controlN, controlN+amideF or ckpt:PATH (any with +lhs)"
         ) from None
     if (
         over < 1
@@ -235,7 +243,9 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
         or (seeds is not None and seeds < 1)
     ):
         raise ValueError(f"variant {variant!r} out of range")
-    tuned = (low, high, over, seeds, amide, relaxed_kt, stratified) != (1.0, 1.0, 1.0, None, "default", None, False)
+    tuned = (low, high, over, seeds, amide, relaxed_kt, stratified, isomer_starts) != (
+        (1.0, 1.0, 1.0, None, "default", None, False, 0)
+    )
     generator: TorsionalGenerator = (
         TunedTorsionalGenerator(
             ck,
@@ -248,6 +258,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             relaxed_kt=relaxed_kt,
             relax_iters=iters,
             stratified=stratified,
+            isomer_starts=isomer_starts,
             _tag=variant + ("+lhs" if stratified else ""),
         )
         if tuned

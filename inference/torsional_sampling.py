@@ -125,6 +125,9 @@ class TorsionalSampler:
         #: the integration noise stratified across each molecule's samples
         #: (:func:`sampler.torsion_sde.stratified_normal`): every conformer's law unchanged, the set spread evenly
         self.stratified = stratified
+        #: extra ETKDG starts for the acyl isomers' relaxed energies (:func:`molecules.acyl_isomers.
+        #: acyl_isomers_or_none`); 0: the kept seeds alone
+        self.isomer_starts = 0
         self.base = TorusBase()
         self.checkpoint = Path(checkpoint)
         self.training: dict[str, Any] = {k: payload.get(k) for k in ("round", "energy_calls", "versions")}
@@ -194,7 +197,7 @@ class TorsionalSampler:
         systems = seed_systems(mol, self.config.num_seeds, seed, dtype)
         isomers: list[AcylIsomers] = []
         if self.isomer_floor is not None and systems[0].num_torsions:
-            isomers = acyl_isomers_or_none(mol, systems)
+            isomers = acyl_isomers_or_none(mol, systems, extra_starts=self.isomer_starts, seed=seed + 1)
         network = self.network
         if refine_rounds:
             t0 = time.perf_counter()

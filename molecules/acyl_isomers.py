@@ -38,6 +38,7 @@ from rdkit.Chem import rdMolTransforms
 
 from energy.mmff import mmff_optimize
 from molecules.constants import DEFAULT_TEMPERATURE_K
+from molecules.etkdg import embed
 from molecules.structures import with_conformers
 from molecules.torsions import AmideKind, Torsion, TorsionRules, find_torsions
 from sampler.torsion_geometry import TorsionSystem
@@ -147,10 +148,17 @@ def acyl_isomers(
     return out
 
 
-def acyl_isomers_or_none(mol: Chem.Mol, systems: Sequence[TorsionSystem]) -> list[AcylIsomers]:
+def acyl_isomers_or_none(
+    mol: Chem.Mol, systems: Sequence[TorsionSystem], *, extra_starts: int = 0, seed: int = 1
+) -> list[AcylIsomers]:
     """:func:`acyl_isomers` from the systems' seeds (one molecule's); none (the sampled isomers stay) where
-    MMFF94 cannot type the molecule."""
+    MMFF94 cannot type the molecule. ``extra_starts``: that many ETKDG conformers (``seed``, not 0) added to the
+    starts, so that each isomer's energy is a minimum over more relaxations than the kept seeds."""
     seeds = torch.cat([s.seed_positions for s in systems]).double().numpy()
+    if extra_starts > 0:
+        more = embed(mol, extra_starts, seed)
+        if len(more):
+            seeds = np.concatenate([seeds, more])
     try:
         return acyl_isomers(mol, seeds)
     except ValueError as exc:

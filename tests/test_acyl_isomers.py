@@ -206,3 +206,17 @@ def test_an_untypable_molecule_is_refused_by_name() -> None:
     mol = mol_from_smiles("CC(=O)NCCB(O)O")
     with pytest.raises(ValueError, match="MMFF94"):
         acyl_isomers(mol, embed_seeds(mol, 1, seed=1))
+
+
+def test_extra_starts_only_lower_each_isomers_energy() -> None:
+    """Each isomer's relaxed energy is a minimum over its starts: more ETKDG starts can only lower it."""
+    from inference.torsional_sampling import seed_systems
+    from molecules.acyl_isomers import acyl_isomers_or_none
+
+    mol = mol_from_smiles("[NH3+]CCCCCc1nnc(SCC(=O)Nc2cccc(Cl)c2)o1")  # drugs_dev: one seed kept, far from the minimum
+    systems = seed_systems(mol, 4, 7, torch.float64)
+    alone = acyl_isomers_or_none(mol, systems)
+    more = acyl_isomers_or_none(mol, systems, extra_starts=8, seed=43)
+    assert len(alone) == len(more) == 1 and alone[0].torsion == more[0].torsion
+    assert more[0].energy_syn <= alone[0].energy_syn + 1e-6 and more[0].energy_anti <= alone[0].energy_anti + 1e-6
+    assert min(more[0].energy_syn, more[0].energy_anti) < min(alone[0].energy_syn, alone[0].energy_anti) - 1.0

@@ -118,6 +118,11 @@ def test_stratified_words_and_the_stratified_product_restores_the_sampler() -> N
     assert lhs.shape == ref.shape and not np.allclose(lhs, ref)
     with pytest.raises(ValueError, match="variant"):
         register_variant("controlx+lhs", SHIPPED)
+    starts = METHODS[register_variant("isostarts8", SHIPPED)](settings).generator
+    assert isinstance(starts, TunedTorsionalGenerator) and starts.isomer_starts == 8
+    for bad in ("isostarts0", "isostartsx"):
+        with pytest.raises(ValueError, match="variant"):
+            register_variant(bad, SHIPPED)
 
 
 def _ring_shapes(mol: object, ring: list[int]) -> int:
