@@ -21,7 +21,10 @@ so every number is comparable to ``bench conformers``:
   a suffix ``+lhs``: each torsion's K angles a Latin hypercube (every conformer uniform, the set spread evenly);
   on any other variant (``mmff200+lhs``, ``ckpt:PATH+lhs``): the integration noise stratified across the samples
   (:func:`sampler.torsion_sde.stratified_normal`: every conformer's law unchanged);
-- ``isostarts<N>``: the acyl isomers' relaxed energies from N more ETKDG starts than the kept seeds;
+- ``isostarts<N>``: the acyl isomers' relaxed energies from N more ETKDG starts than the kept seeds (the
+  default pipeline uses ``ISOMER_STARTS``; every other variant keeps that default);
+- ``thin<F>``: ``ceil(F K)`` draws, ``K`` kept by removing the most crowded in torsion space
+  (:func:`molecules.diversity.thin_crowded`: near-duplicates go first);
 - ``amide<F>``: acyl isomers (amides, esters, acids; amides only before the rule covered esters, as in the
   ``amide_isomers_{a,b}`` runs) at room temperature with floor ``F`` (:mod:`molecules.acyl_isomers`);
   ``amideoff``: the network's own isomers.
@@ -64,6 +67,7 @@ from benchmarks.methods import (
 )
 from benchmarks.report import summaries, write_report
 from energy.mmff import mmff_energies, mmff_optimize
+from molecules.diversity import thin_crowded, torsion_fingerprints
 from molecules.rmsd import conformer_coordinates
 from molecules.structures import with_conformers
 
@@ -112,7 +116,8 @@ class TunedTorsionalGenerator(TorsionalGenerator):
     num_seeds_override: int | None = None
     isomer_floor: float | str | None = "default"  # "default": the sampler's; None: the network's own isomers
     stratified: bool = False
-    isomer_starts: int = 0
+    isomer_starts: int | None = None  # None: the sampler's (ISOMER_STARTS)
+    thin: float = 1.0  # ceil(thin K) draws, K kept by thinning the most crowded in torsion space
     _tag: str = field(default="", repr=False)
 
     @property
@@ -121,10 +126,11 @@ class TunedTorsionalGenerator(TorsionalGenerator):
 
     def generate(self, mol: Chem.Mol, num_conformers: int, seed: int) -> Chem.Mol:
         sampler = self._load()
-        count = math.ceil(self.oversample * num_conformers)
+        count = math.ceil(max(self.oversample, self.thin) * num_conformers)
         shipped, config, floor, stratified = sampler.network, sampler.config, sampler.isomer_floor, sampler.stratified
         sampler.stratified, starts = self.stratified, sampler.isomer_starts
-        sampler.isomer_starts = self.isomer_starts
+        if self.isomer_starts is not None:
+            sampler.isomer_starts = self.isomer_starts
         if self.isomer_floor != "default":
             sampler.isomer_floor = self.isomer_floor
         if (self.low, self.high) != (1.0, 1.0):
@@ -146,7 +152,9 @@ class TunedTorsionalGenerator(TorsionalGenerator):
                 raise GenerationError(f"relaxed selection: {exc}") from exc
             keep = boltzmann_pick(energies, num_conformers, self.relaxed_kt, np.random.default_rng(seed + 11))
             return with_conformers(mol, conformer_coordinates(relaxed)[keep])
-        if count > num_conformers:
+        if count > num_conformers and self.thin > 1:
+            positions = positions[thin_crowded(torsion_fingerprints(mol, positions), num_conformers)]
+        elif count > num_conformers:
             positions = positions[_lowest_mmff(mol, positions, num_conformers)]
         return with_conformers(mol, positions)
 
@@ -182,7 +190,8 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     iters, steps, low, high, over, seeds = mmff_iters, None, 1.0, 1.0, 1.0, None
     relaxed_kt: float | None = None
     amide: float | str | None = "default"
-    isomer_starts = 0
+    isomer_starts: int | None = None
+    thin = 1.0
     stratified = variant.endswith("+lhs")
     if stratified:
         variant = variant[:-4]
@@ -213,6 +222,10 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             low = high = float(variant[5:])
         elif variant.startswith("ladder"):
             low = float(variant[6:])
+        elif variant.startswith("thin"):
+            thin = float(variant[4:])
+            if thin <= 1:
+                raise ValueError
         elif variant.startswith("over"):
             over = float(variant[4:])
         elif variant.startswith("relaxover"):
@@ -233,7 +246,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     except ValueError:
         raise ValueError(
             f"unknown variant {variant!r}: mmffN, stepsN, scaleA, ladderA, overF, relaxoverF@T, seedsN, amideF, "
-            "amideoff, isostartsN, controlN, controlN+amideF or ckpt:PATH (any with +lhs)"
+            "amideoff, isostartsN, thinF, controlN, controlN+amideF or ckpt:PATH (any with +lhs)"
         ) from None
     if (
         over < 1
@@ -243,8 +256,8 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
         or (seeds is not None and seeds < 1)
     ):
         raise ValueError(f"variant {variant!r} out of range")
-    tuned = (low, high, over, seeds, amide, relaxed_kt, stratified, isomer_starts) != (
-        (1.0, 1.0, 1.0, None, "default", None, False, 0)
+    tuned = (low, high, over, seeds, amide, relaxed_kt, stratified, isomer_starts, thin) != (
+        (1.0, 1.0, 1.0, None, "default", None, False, None, 1.0)
     )
     generator: TorsionalGenerator = (
         TunedTorsionalGenerator(
@@ -259,6 +272,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             relax_iters=iters,
             stratified=stratified,
             isomer_starts=isomer_starts,
+            thin=thin,
             _tag=variant + ("+lhs" if stratified else ""),
         )
         if tuned

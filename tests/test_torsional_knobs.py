@@ -18,6 +18,8 @@ from benchmarks.torsional_knobs import (
     register_variant,
 )
 from energy.mmff import mmff_optimize
+from inference.torsional_sampling import ISOMER_STARTS
+from molecules.diversity import torsion_fingerprints
 from molecules.smiles import mol_from_smiles
 
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "torsional.pt"
@@ -175,3 +177,31 @@ def test_relaxed_oversampling_returns_relaxed_lowest_draws_without_a_second_rela
     draws = TunedTorsionalGenerator(str(SHIPPED), _tag="plain").generate(mol, 8, 3)  # the same 8 draws
     relaxed = sorted(e for _, e in mmff_optimize(draws))
     np.testing.assert_allclose(sorted(energies), relaxed[:4], atol=0.05)
+
+
+def test_thin_word_keeps_k_of_more_draws_the_least_crowded_and_the_default_isomer_starts() -> None:
+    """``thinF``: ceil(F K) draws of the product, K returned, chosen by thinning in torsion space; other tuned
+    variants keep the sampler's own isomer starts (the default pipeline's) rather than zero."""
+    settings = MethodSettings()
+    thin = METHODS[register_variant("thin2", SHIPPED)](settings).generator
+    assert isinstance(thin, TunedTorsionalGenerator) and thin.thin == 2.0 and thin.isomer_starts is None
+    mol = mol_from_smiles("CCCCOc1ccc(CC(=O)OCC)cc1")
+    sampler = thin._load()
+    draws = sampler.sample_positions(mol, 12, seed=5)
+    kept = np.stack([c.GetPositions() for c in thin.generate(mol, 6, seed=5).GetConformers()])
+    assert kept.shape == (6, *draws.shape[1:])
+    # every kept conformer is one of the 12 draws, and the thinned set is less crowded than the first 6 draws
+    match = [int(np.argmin(np.abs(draws - k).reshape(12, -1).max(1))) for k in kept]
+    assert all(np.abs(draws[m] - k).max() < 1e-9 for m, k in zip(match, kept, strict=True))
+
+    def min_gap(x: np.ndarray) -> float:
+        f = torsion_fingerprints(mol, x)
+        d = np.linalg.norm(f[:, None] - f[None], axis=-1)
+        np.fill_diagonal(d, np.inf)
+        return float(d.min())
+
+    assert min_gap(kept) >= min_gap(draws[:6])
+    assert sampler.isomer_starts == ISOMER_STARTS
+    for bad in ("thin1", "thin0.5", "thinx"):
+        with pytest.raises(ValueError, match="variant"):
+            register_variant(bad, SHIPPED)
