@@ -20,7 +20,7 @@ from rdkit import Chem
 
 from energy.protocol import EnergyModel, Structures
 from energy.units import KCAL_PER_MOL_IN_EV
-from inference.model import ModelProvenance, SampledConformers, SamplingRequest
+from inference.model import LoadedModel, ModelProvenance, SampledConformers, SamplingRequest
 from molecules.graph import molecular_system
 from molecules.repair import RepairConfig, RepairResult, repair_conformers
 from molecules.smiles import mol_from_smiles
@@ -36,7 +36,7 @@ __all__ = ["ConformerSampler", "SampledConformers", "SamplingRequest"]
 log = logging.getLogger(__name__)
 
 
-class ConformerSampler:
+class ConformerSampler(LoadedModel):
     """A trained control network plus (optionally) an energy model for scoring and relaxation."""
 
     #: raw Cartesian samples often miss a bond length or a stereocentre: repaired unless a request says not to
@@ -61,17 +61,6 @@ class ConformerSampler:
             energy_model=self.config.energy_model,
             integration_steps=int(self.config.eval_grid.num_steps),
         )
-
-    @property
-    def provenance(self) -> ModelProvenance:
-        """The checkpoint (path, SHA-256, kind) and how its network was trained."""
-        return self._provenance
-
-    def with_energy(self, energy: EnergyModel | None) -> ConformerSampler:
-        """The same network (shared, not copied) with another energy model for scoring and relaxation."""
-        other = copy.copy(self)
-        other.energy = energy
-        return other
 
     def sample_positions(self, mol: Chem.Mol, count: int, *, seed: int, steps: int | None = None) -> np.ndarray:
         """Raw terminal states ``[count, atoms, 3]`` (Å) for ``mol`` (explicit hydrogens, atom order kept):

@@ -8,16 +8,17 @@ Any model (today the Cartesian :class:`inference.conformer_sampling.ConformerSam
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 from rdkit import Chem
 
 from energy.protocol import EnergyModel
 
-__all__ = ["ConformerModel", "ModelProvenance", "SampledConformers", "SamplingRequest"]
+__all__ = ["ConformerModel", "LoadedModel", "ModelProvenance", "SampledConformers", "SamplingRequest"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,3 +158,22 @@ class ConformerModel(Protocol):
     def sample(self, request: SamplingRequest) -> SampledConformers: ...
 
     def with_energy(self, energy: EnergyModel | None) -> ConformerModel: ...
+
+
+class LoadedModel:
+    """What every loaded model shares: its :class:`ModelProvenance` (set by the subclass as ``_provenance``)
+    and an ``energy`` model (or none) that :meth:`with_energy` swaps without copying the network."""
+
+    _provenance: ModelProvenance
+    energy: EnergyModel | None
+
+    @property
+    def provenance(self) -> ModelProvenance:
+        """The checkpoint (path, SHA-256, kind) and how its network was trained."""
+        return self._provenance
+
+    def with_energy(self, energy: EnergyModel | None) -> Self:
+        """The same network (shared, not copied) with another energy model for scoring and relaxation."""
+        other = copy.copy(self)
+        other.energy = energy
+        return other

@@ -10,7 +10,6 @@ scoring, optional relaxation, window, pruning) is shared with every conformer mo
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from rdkit import Chem
 
 from energy.protocol import EnergyModel
 from inference.conformer_sampling import finish_samples
-from inference.model import ModelProvenance, SampledConformers, SamplingRequest
+from inference.model import LoadedModel, ModelProvenance, SampledConformers, SamplingRequest
 from molecules.acyl_isomers import AcylIsomers, acyl_isomers_or_none, choose_acyl_isomers
 from molecules.smiles import mol_from_smiles
 from molecules.torsions import embed_seeds, torsion_system
@@ -94,7 +93,7 @@ def uniform_torsions(
     return torsion_positions(batch, phi).numpy().reshape(count, -1, 3)
 
 
-class TorsionalSampler:
+class TorsionalSampler(LoadedModel):
     """A trained torsion control network (checkpoint kind ``torsional-conformers``) plus an optional energy model
     for scoring and relaxation; implements :class:`inference.model.ConformerModel`."""
 
@@ -145,16 +144,6 @@ class TorsionalSampler:
         self._provenance = ModelProvenance.from_checkpoint(
             self.checkpoint, payload, energy_model=self.config.energy_model, integration_steps=self.config.sde_steps
         )
-
-    @property
-    def provenance(self) -> ModelProvenance:
-        return self._provenance
-
-    def with_energy(self, energy: EnergyModel | None) -> TorsionalSampler:
-        """The same network (shared, not copied) with another energy model for scoring and relaxation."""
-        other = copy.copy(self)
-        other.energy = energy
-        return other
 
     def refined_network(
         self, mol: Chem.Mol, systems: list[TorsionSystem], rounds: int, *, seed: int
