@@ -25,6 +25,8 @@ so every number is comparable to ``bench conformers``:
   default pipeline uses ``ISOMER_STARTS``; every other variant keeps that default);
 - ``thin<F>``: ``ceil(F K)`` draws, ``K`` kept by removing the most crowded in torsion space
   (:func:`molecules.diversity.thin_crowded`: near-duplicates go first);
+- ``relaxthin<F>``: ``ceil(F K)`` draws, every one relaxed by MMFF94 (no second relaxation), then thinned to
+  ``K`` in torsion space: duplicates *after* relaxation (draws that fall into one basin) go first;
 - ``amide<F>``: acyl isomers (amides, esters, acids; amides only before the rule covered esters, as in the
   ``amide_isomers_{a,b}`` runs) at room temperature with floor ``F`` (:mod:`molecules.acyl_isomers`);
   ``amideoff``: the network's own isomers.
@@ -118,6 +120,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
     stratified: bool = False
     isomer_starts: int | None = None  # None: the sampler's (ISOMER_STARTS)
     thin: float = 1.0  # ceil(thin K) draws, K kept by thinning the most crowded in torsion space
+    relaxed_thin: bool = False  # thin after relaxing every draw (MMFF94, relax_iters) rather than before
     _tag: str = field(default="", repr=False)
 
     @property
@@ -144,14 +147,20 @@ class TunedTorsionalGenerator(TorsionalGenerator):
         finally:
             sampler.network, sampler.config, sampler.isomer_floor = shipped, config, floor
             sampler.stratified, sampler.isomer_starts = stratified, starts
-        if self.relaxed_kt is not None:
+        if self.relaxed_kt is not None or self.relaxed_thin:
             relaxed = with_conformers(mol, positions)
             try:
                 energies = np.array([e for _, e in mmff_optimize(relaxed, max_iters=self.relax_iters)])
             except ValueError as exc:
                 raise GenerationError(f"relaxed selection: {exc}") from exc
-            keep = boltzmann_pick(energies, num_conformers, self.relaxed_kt, np.random.default_rng(seed + 11))
-            return with_conformers(mol, conformer_coordinates(relaxed)[keep])
+            x = conformer_coordinates(relaxed)
+            if self.relaxed_thin:
+                keep = thin_crowded(torsion_fingerprints(mol, x), num_conformers)
+            else:
+                keep = boltzmann_pick(
+                    energies, num_conformers, self.relaxed_kt or 0.0, np.random.default_rng(seed + 11)
+                )
+            return with_conformers(mol, x[keep])
         if count > num_conformers and self.thin > 1:
             positions = positions[thin_crowded(torsion_fingerprints(mol, positions), num_conformers)]
         elif count > num_conformers:
@@ -191,7 +200,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     relaxed_kt: float | None = None
     amide: float | str | None = "default"
     isomer_starts: int | None = None
-    thin = 1.0
+    thin, relaxed_thin = 1.0, False
     stratified = variant.endswith("+lhs")
     if stratified:
         variant = variant[:-4]
@@ -222,6 +231,10 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             low = high = float(variant[5:])
         elif variant.startswith("ladder"):
             low = float(variant[6:])
+        elif variant.startswith("relaxthin"):
+            thin, relaxed_thin = float(variant[9:]), True
+            if thin <= 1:
+                raise ValueError
         elif variant.startswith("thin"):
             thin = float(variant[4:])
             if thin <= 1:
@@ -246,7 +259,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     except ValueError:
         raise ValueError(
             f"unknown variant {variant!r}: mmffN, stepsN, scaleA, ladderA, overF, relaxoverF@T, seedsN, amideF, "
-            "amideoff, isostartsN, thinF, controlN, controlN+amideF or ckpt:PATH (any with +lhs)"
+            "amideoff, isostartsN, thinF, relaxthinF, controlN, controlN+amideF or ckpt:PATH (any with +lhs)"
         ) from None
     if (
         over < 1
@@ -273,12 +286,15 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             stratified=stratified,
             isomer_starts=isomer_starts,
             thin=thin,
+            relaxed_thin=relaxed_thin,
             _tag=variant + ("+lhs" if stratified else ""),
         )
         if tuned
         else TorsionalGenerator(ck, steps)
     )
-    refiner = None if relaxed_kt is not None else RdkitMmffOptimizer(iters, "MMFF94", 1)  # relaxed while selecting
+    refiner = (
+        None if relaxed_kt is not None or relaxed_thin else RdkitMmffOptimizer(iters, "MMFF94", 1)
+    )  # relaxed while selecting
     lhs = ", integration noise stratified across the samples" if stratified else ""
     description = f"torsional pipeline, {variant}{lhs} ({ck}; MMFF94 maxIters {iters})"
     register_method(name, lambda s: Method(name, generator, refiner, description))

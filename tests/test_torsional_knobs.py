@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from rdkit import Chem
 
 from benchmarks.methods import METHODS, MethodSettings, RandomTorsionGenerator, RdkitMmffOptimizer
 from benchmarks.torsional_knobs import (
@@ -17,10 +18,11 @@ from benchmarks.torsional_knobs import (
     boltzmann_pick,
     register_variant,
 )
-from energy.mmff import mmff_optimize
+from energy.mmff import mmff_energies, mmff_optimize
 from inference.torsional_sampling import ISOMER_STARTS
 from molecules.diversity import torsion_fingerprints
 from molecules.smiles import mol_from_smiles
+from molecules.structures import with_conformers
 
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "torsional.pt"
 
@@ -205,3 +207,35 @@ def test_thin_word_keeps_k_of_more_draws_the_least_crowded_and_the_default_isome
     for bad in ("thin1", "thin0.5", "thinx"):
         with pytest.raises(ValueError, match="variant"):
             register_variant(bad, SHIPPED)
+
+
+def test_relaxthin_word_relaxes_every_draw_and_returns_k_less_crowded_basins() -> None:
+    """``relaxthinF``: ceil(F K) draws relaxed by MMFF94 (so no second relaxation), thinned to K in torsion space:
+    the returned conformers sit at MMFF94 minima, less crowded than the plain pipeline's K."""
+    settings = MethodSettings()
+    method = METHODS[register_variant("relaxthin2", SHIPPED)](settings)
+    assert method.refiner is None and isinstance(method.generator, TunedTorsionalGenerator)
+    mol = mol_from_smiles("CCCCOc1ccc(CC(=O)OCC)cc1")
+    out = method.generator.generate(mol, 24, seed=3)
+    assert out.GetNumConformers() == 24
+    again = [e for _, e in mmff_optimize(Chem.Mol(out), max_iters=200)]
+    before = mmff_energies(out, np.stack([c.GetPositions() for c in out.GetConformers()]))
+    # at (200-iteration) minima: a further relaxation barely moves most of them, and moves raw draws by far more
+    assert np.median(before - np.array(again)) < 0.05
+    raw = method.generator._load().sample_positions(mol, 24, seed=3)
+    raw_mol = with_conformers(mol, raw)
+    assert np.median(mmff_energies(raw_mol, raw) - [e for _, e in mmff_optimize(raw_mol, max_iters=200)]) > 1.0
+
+    def crowding(m: Chem.Mol) -> float:
+        """The median distance from a conformer to its nearest neighbour, in torsion space (lower: more crowded)."""
+        f = torsion_fingerprints(mol, np.stack([c.GetPositions() for c in m.GetConformers()]))
+        d = np.linalg.norm(f[:, None] - f[None], axis=-1)
+        np.fill_diagonal(d, np.inf)
+        return float(np.median(d.min(1)))
+
+    plain = METHODS[register_variant("mmff200", SHIPPED)](settings)
+    assert plain.refiner is not None
+    relaxed = plain.refiner.refine(plain.generator.generate(mol, 24, seed=3)).mol
+    assert crowding(out) > crowding(relaxed)
+    with pytest.raises(ValueError, match="variant"):
+        register_variant("relaxthin1", SHIPPED)
