@@ -237,5 +237,9 @@ def test_relaxthin_word_relaxes_every_draw_and_returns_k_less_crowded_basins() -
     assert plain.refiner is not None
     relaxed = plain.refiner.refine(plain.generator.generate(mol, 24, seed=3)).mol
     assert crowding(out) > crowding(relaxed)
-    with pytest.raises(ValueError, match="variant"):
-        register_variant("relaxthin1", SHIPPED)
+    pre = METHODS[register_variant("relaxthin2@30", SHIPPED)](settings)
+    assert isinstance(pre.generator, TunedTorsionalGenerator) and pre.generator.prerelax_iters == 30
+    assert pre.refiner is not None  # the kept conformers are relaxed as the default pipeline's are
+    for bad in ("relaxthin1", "relaxthin2@0", "relaxthin2@x"):
+        with pytest.raises(ValueError, match="variant"):
+            register_variant(bad, SHIPPED)
