@@ -14,25 +14,24 @@ conformers drawn from different seeds (ring puckers) are comparable through the 
 from __future__ import annotations
 
 import numpy as np
+import torch
 from rdkit import Chem
 
 from molecules.torsions import RotorKind, TorsionRules, find_torsions
+from sampler.torsion_geometry import dihedral
 
 __all__ = ["dihedrals", "symmetry_orders", "thin_crowded", "torsion_fingerprints"]
 
 
 def dihedrals(positions: np.ndarray, atoms: np.ndarray) -> np.ndarray:
-    """Dihedral angles (rad, in ``(-pi, pi]``) ``[N, T]`` of ``positions [N, n, 3]`` for ``atoms [T, 4]``."""
+    """Dihedral angles (rad, in ``[-pi, pi)``, RDKit's sign) ``[N, T]`` of ``positions [N, n, 3]`` for ``atoms [T, 4]``
+    (:func:`sampler.torsion_geometry.dihedral`)."""
     x = np.asarray(positions, dtype=np.float64)
     if x.ndim != 3 or x.shape[-1] != 3:
         raise ValueError(f"positions must be [N, n, 3], got {x.shape}")
     if not np.isfinite(x).all():
         raise ValueError("positions must be finite")
-    a, b, c, d = (x[:, atoms[:, k]] for k in range(4))
-    b1, b2, b3 = b - a, c - b, d - c
-    n1, n2 = np.cross(b1, b2), np.cross(b2, b3)
-    axis = b2 / np.linalg.norm(b2, axis=-1, keepdims=True)
-    return np.arctan2((axis * np.cross(n1, n2)).sum(-1), (n1 * n2).sum(-1))
+    return dihedral(torch.from_numpy(x), torch.as_tensor(atoms, dtype=torch.long).reshape(-1, 4)).numpy()
 
 
 def _end_order(mol: Chem.Mol, atom: int, other: int, ranks: list[int]) -> int:

@@ -309,12 +309,13 @@ def _dihedral(xa: torch.Tensor, xb: torch.Tensor, xc: torch.Tensor, xd: torch.Te
 
 
 def dihedral(positions: torch.Tensor, abcd: torch.Tensor) -> torch.Tensor:
-    """``[T]`` dihedral angles ``a–b–c–d`` in ``[-pi, pi)`` of ``positions`` ``[N, 3]`` for ``abcd`` ``[T, 4]``.
+    """``[..., T]`` dihedral angles ``a–b–c–d`` in ``[-pi, pi)`` of ``positions`` ``[..., N, 3]`` (one structure or
+    a batch of them) for ``abcd`` ``[T, 4]``.
 
     ``phi = atan2(|b2| b1 . (b2 x b3), (b1 x b2) . (b2 x b3))`` with ``b1 = x_b - x_a``, ``b2 = x_c - x_b``,
     ``b3 = x_d - x_c``: the IUPAC sign (clockwise looking from ``b`` to ``c`` is positive), as RDKit.
     """
-    return _dihedral(*(positions[abcd[:, k]] for k in range(4)))
+    return _dihedral(*(positions[..., abcd[:, k], :] for k in range(4)))
 
 
 def _rotate(v: torch.Tensor, axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
