@@ -29,6 +29,8 @@ so every number is comparable to ``bench conformers``:
   ``K`` in torsion space: duplicates *after* relaxation (draws that fall into one basin) go first;
   ``relaxthin<F>@<N>``: the draws relaxed for only ``N`` iterations before thinning, the kept ``K`` then
   relaxed as the default pipeline does (cheaper: ``F K N + 200 K`` iterations instead of ``200 F K``);
+- ``relaxdedup<F>@<T>``: ``ceil(F K)`` draws relaxed as in ``relaxover``, duplicates removed (torsion-space gap
+  below ``DUPLICATE_GAP``, never below ``K`` left), then ``K`` drawn from the rest's Boltzmann law at ``T`` kcal/mol;
 - ``amide<F>``: acyl isomers (amides, esters, acids; amides only before the rule covered esters, as in the
   ``amide_isomers_{a,b}`` runs) at room temperature with floor ``F`` (:mod:`molecules.acyl_isomers`);
   ``amideoff``: the network's own isomers.
@@ -80,6 +82,8 @@ __all__ = ["ScaledControl", "TunedTorsionalGenerator", "boltzmann_pick", "regist
 log = logging.getLogger(__name__)
 
 _REPO = Path(__file__).resolve().parent.parent
+#: torsion-fingerprint distance below which two relaxed conformers count as one basin (about 8 degrees on one torsion)
+DUPLICATE_GAP = 0.15
 
 
 class ScaledControl(nn.Module):
@@ -123,6 +127,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
     isomer_starts: int | None = None  # None: the sampler's (ISOMER_STARTS)
     thin: float = 1.0  # ceil(thin K) draws, K kept by thinning the most crowded in torsion space
     relaxed_thin: bool = False  # thin after relaxing every draw (MMFF94, relax_iters) rather than before
+    dedup_kt: float | None = None  # relaxed draws: duplicates (gap < DUPLICATE_GAP) removed, then K by Boltzmann
     prerelax_iters: int | None = None  # relaxed_thin: this many iterations before thinning (the refiner finishes)
     _tag: str = field(default="", repr=False)
 
@@ -150,7 +155,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
         finally:
             sampler.network, sampler.config, sampler.isomer_floor = shipped, config, floor
             sampler.stratified, sampler.isomer_starts = stratified, starts
-        if self.relaxed_kt is not None or self.relaxed_thin:
+        if self.relaxed_kt is not None or self.relaxed_thin or self.dedup_kt is not None:
             relaxed = with_conformers(mol, positions)
             try:
                 iters = self.prerelax_iters or self.relax_iters
@@ -160,6 +165,10 @@ class TunedTorsionalGenerator(TorsionalGenerator):
             x = conformer_coordinates(relaxed)
             if self.relaxed_thin:
                 keep = thin_crowded(torsion_fingerprints(mol, x), num_conformers)
+            elif self.dedup_kt is not None:
+                unique = thin_crowded(torsion_fingerprints(mol, x), num_conformers, min_gap=DUPLICATE_GAP)
+                rng = np.random.default_rng(seed + 11)
+                keep = unique[boltzmann_pick(energies[unique], num_conformers, self.dedup_kt, rng)]
             else:
                 keep = boltzmann_pick(
                     energies, num_conformers, self.relaxed_kt or 0.0, np.random.default_rng(seed + 11)
@@ -205,6 +214,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     amide: float | str | None = "default"
     isomer_starts: int | None = None
     thin, relaxed_thin, prerelax = 1.0, False, None
+    dedup_kt: float | None = None
     stratified = variant.endswith("+lhs")
     if stratified:
         variant = variant[:-4]
@@ -235,6 +245,11 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             low = high = float(variant[5:])
         elif variant.startswith("ladder"):
             low = float(variant[6:])
+        elif variant.startswith("relaxdedup"):
+            factor, _, kt = variant[10:].partition("@")
+            over, dedup_kt = float(factor), float(kt)
+            if dedup_kt < 0:
+                raise ValueError
         elif variant.startswith("relaxthin"):
             factor, _, pre = variant[9:].partition("@")
             thin, relaxed_thin, prerelax = float(factor), True, int(pre) if pre else None
@@ -264,7 +279,8 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     except ValueError:
         raise ValueError(
             f"unknown variant {variant!r}: mmffN, stepsN, scaleA, ladderA, overF, relaxoverF@T, seedsN, amideF, "
-            "amideoff, isostartsN, thinF, relaxthinF[@N], controlN, controlN+amideF or ckpt:PATH (any with +lhs)"
+            "amideoff, isostartsN, thinF, relaxthinF[@N], relaxdedupF@T, controlN, controlN+amideF or ckpt:PATH "
+            "(any with +lhs)"
         ) from None
     if (
         over < 1
@@ -274,7 +290,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
         or (seeds is not None and seeds < 1)
     ):
         raise ValueError(f"variant {variant!r} out of range")
-    tuned = (low, high, over, seeds, amide, relaxed_kt, stratified, isomer_starts, thin) != (
+    tuned = (low, high, over, seeds, amide, relaxed_kt or dedup_kt, stratified, isomer_starts, thin) != (
         (1.0, 1.0, 1.0, None, "default", None, False, None, 1.0)
     )
     generator: TorsionalGenerator = (
@@ -293,6 +309,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             thin=thin,
             relaxed_thin=relaxed_thin,
             prerelax_iters=prerelax,
+            dedup_kt=dedup_kt,
             _tag=variant + ("+lhs" if stratified else ""),
         )
         if tuned
@@ -300,7 +317,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     )
     refiner = (
         None
-        if relaxed_kt is not None or (relaxed_thin and prerelax is None)
+        if relaxed_kt is not None or dedup_kt is not None or (relaxed_thin and prerelax is None)
         else RdkitMmffOptimizer(iters, "MMFF94", 1)
     )  # relaxed while selecting
     lhs = ", integration noise stratified across the samples" if stratified else ""

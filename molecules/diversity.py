@@ -66,10 +66,11 @@ def torsion_fingerprints(mol: Chem.Mol, positions: np.ndarray) -> np.ndarray:
     return np.concatenate([np.cos(angles), np.sin(angles)], axis=1)
 
 
-def thin_crowded(fingerprints: np.ndarray, keep: int) -> np.ndarray:
+def thin_crowded(fingerprints: np.ndarray, keep: int, *, min_gap: float | None = None) -> np.ndarray:
     """Indices (ascending) of ``keep`` of the ``N`` rows of ``fingerprints [N, D]``: a member of the closest
     remaining pair is removed until ``keep`` remain (of the pair, the one whose next-nearest neighbour is
-    closer). Deterministic; ``O(N^2)`` memory and time."""
+    closer). ``min_gap``: stop earlier, once no remaining pair is closer than it (only duplicates go; more than
+    ``keep`` may remain). Deterministic; ``O(N^2)`` memory and time."""
     f = np.asarray(fingerprints, dtype=np.float64)
     n = f.shape[0]
     if f.ndim != 2 or not 1 <= keep:
@@ -83,6 +84,8 @@ def thin_crowded(fingerprints: np.ndarray, keep: int) -> np.ndarray:
     nearest, partner = dist.min(1), dist.argmin(1)
     for _ in range(n - keep):
         i = int(np.argmin(nearest))
+        if min_gap is not None and nearest[i] >= min_gap * min_gap:
+            break
         j = int(partner[i])
         # the member of the pair with the closer second neighbour is the more crowded one
         second_i, second_j = (np.partition(dist[k], 1)[1] if alive.sum() > 2 else np.inf for k in (i, j))

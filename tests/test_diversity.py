@@ -93,3 +93,13 @@ def test_thinning_spreads_torsions_of_real_draws() -> None:
         return float(d.min())
 
     assert min_gap(f[kept]) > min_gap(f)
+
+
+def test_min_gap_stops_thinning_once_only_distinct_conformers_remain() -> None:
+    rng = np.random.default_rng(2)
+    distinct = rng.normal(size=(10, 4)) * 3
+    doubled = np.concatenate([distinct, distinct + 1e-3])
+    kept = thin_crowded(doubled, 5, min_gap=0.1)
+    assert sorted(k % 10 for k in kept) == list(range(10))  # the duplicates went, nothing else
+    assert len(thin_crowded(doubled, 15, min_gap=0.1)) == 15  # never below keep... nor more removed than asked
+    assert len(thin_crowded(doubled, 5)) == 5

@@ -12,6 +12,7 @@ from rdkit import Chem
 
 from benchmarks.methods import METHODS, MethodSettings, RandomTorsionGenerator, RdkitMmffOptimizer
 from benchmarks.torsional_knobs import (
+    DUPLICATE_GAP,
     ScaledControl,
     TunedTorsionalGenerator,
     _lowest_mmff,
@@ -241,5 +242,21 @@ def test_relaxthin_word_relaxes_every_draw_and_returns_k_less_crowded_basins() -
     assert isinstance(pre.generator, TunedTorsionalGenerator) and pre.generator.prerelax_iters == 30
     assert pre.refiner is not None  # the kept conformers are relaxed as the default pipeline's are
     for bad in ("relaxthin1", "relaxthin2@0", "relaxthin2@x"):
+        with pytest.raises(ValueError, match="variant"):
+            register_variant(bad, SHIPPED)
+
+
+def test_relaxdedup_word_drops_relaxed_duplicates_then_draws_k_by_energy() -> None:
+    settings = MethodSettings()
+    method = METHODS[register_variant("relaxdedup2@3", SHIPPED)](settings)
+    generator = method.generator
+    assert method.refiner is None and isinstance(generator, TunedTorsionalGenerator) and generator.dedup_kt == 3.0
+    mol = mol_from_smiles("CCCCOc1ccc(CC(=O)OCC)cc1")
+    out = generator.generate(mol, 16, seed=3)
+    f = torsion_fingerprints(mol, np.stack([c.GetPositions() for c in out.GetConformers()]))
+    d = np.linalg.norm(f[:, None] - f[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    assert out.GetNumConformers() == 16 and d.min() >= DUPLICATE_GAP  # 32 relaxed draws hold 16 distinct basins
+    for bad in ("relaxdedup2", "relaxdedup2@-1", "relaxdedup0.5@3"):
         with pytest.raises(ValueError, match="variant"):
             register_variant(bad, SHIPPED)
