@@ -31,6 +31,7 @@ so every number is comparable to ``bench conformers``:
   relaxed as the default pipeline does (cheaper: ``F K N + 200 K`` iterations instead of ``200 F K``);
 - ``relaxdedup<F>@<T>``: ``ceil(F K)`` draws relaxed as in ``relaxover``, duplicates removed (torsion-space gap
   below ``DUPLICATE_GAP``, never below ``K`` left), then ``K`` drawn from the rest's Boltzmann law at ``T`` kcal/mol;
+  ``relaxdedup<F>@<T>@<N>``: the same after only ``N`` iterations, the kept ``K`` then relaxed as the default's;
 - ``amide<F>``: acyl isomers (amides, esters, acids; amides only before the rule covered esters, as in the
   ``amide_isomers_{a,b}`` runs) at room temperature with floor ``F`` (:mod:`molecules.acyl_isomers`);
   ``amideoff``: the network's own isomers.
@@ -246,9 +247,10 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
         elif variant.startswith("ladder"):
             low = float(variant[6:])
         elif variant.startswith("relaxdedup"):
-            factor, _, kt = variant[10:].partition("@")
-            over, dedup_kt = float(factor), float(kt)
-            if dedup_kt < 0:
+            factor, _, rest = variant[10:].partition("@")
+            kt, _, pre = rest.partition("@")
+            over, dedup_kt, prerelax = float(factor), float(kt), int(pre) if pre else None
+            if dedup_kt < 0 or (prerelax is not None and prerelax < 1):
                 raise ValueError
         elif variant.startswith("relaxthin"):
             factor, _, pre = variant[9:].partition("@")
@@ -279,7 +281,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     except ValueError:
         raise ValueError(
             f"unknown variant {variant!r}: mmffN, stepsN, scaleA, ladderA, overF, relaxoverF@T, seedsN, amideF, "
-            "amideoff, isostartsN, thinF, relaxthinF[@N], relaxdedupF@T, controlN, controlN+amideF or ckpt:PATH "
+            "amideoff, isostartsN, thinF, relaxthinF[@N], relaxdedupF@T[@N], controlN, controlN+amideF or ckpt:PATH "
             "(any with +lhs)"
         ) from None
     if (
@@ -317,7 +319,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     )
     refiner = (
         None
-        if relaxed_kt is not None or dedup_kt is not None or (relaxed_thin and prerelax is None)
+        if relaxed_kt is not None or ((relaxed_thin or dedup_kt is not None) and prerelax is None)
         else RdkitMmffOptimizer(iters, "MMFF94", 1)
     )  # relaxed while selecting
     lhs = ", integration noise stratified across the samples" if stratified else ""
