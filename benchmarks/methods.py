@@ -24,6 +24,7 @@ import numpy as np
 from rdkit import Chem
 
 from molecules.etkdg import embed
+from molecules.selection import RelaxedSelection, select_relaxed
 from molecules.structures import with_conformers
 from molecules.validity import check_conformer, stereo_spec
 
@@ -193,11 +194,14 @@ class TorsionalGenerator:
 
     checkpoint: str | None
     steps: int | None = None
+    #: draw more, relax each by MMFF94, keep distinct basins by their Boltzmann law (:mod:`molecules.selection`)
+    selection: RelaxedSelection | None = None
     _sampler: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def name(self) -> str:
-        return f"torsional[{Path(self.checkpoint).name if self.checkpoint else '?'}]"
+        selected = "" if self.selection is None else f", relaxed selection {self.selection}"
+        return f"torsional[{Path(self.checkpoint).name if self.checkpoint else '?'}{selected}]"
 
     def num_seeds(self) -> int:
         return int(self._load().config.num_seeds)
@@ -213,9 +217,13 @@ class TorsionalGenerator:
 
     def generate(self, mol: Chem.Mol, num_conformers: int, seed: int) -> Chem.Mol:
         sampler = self._load()
+        count = num_conformers if self.selection is None else self.selection.draws(num_conformers)
         try:
-            positions = sampler.sample_positions(mol, num_conformers, seed=seed, steps=self.steps)
-        except ValueError as exc:  # unsupported element, ETKDG failure
+            positions = sampler.sample_positions(mol, count, seed=seed, steps=self.steps)
+            if self.selection is not None:
+                rng = np.random.default_rng(seed + 11)
+                positions, _ = select_relaxed(mol, positions, num_conformers, self.selection, rng)
+        except ValueError as exc:  # unsupported element, ETKDG failure, MMFF94 cannot type it
             raise GenerationError(str(exc)) from exc
         return with_conformers(mol, positions)
 
@@ -464,6 +472,13 @@ METHODS: dict[str, MethodFactory] = {
         _torsional(s),
         RdkitMmffOptimizer(s.mmff_max_iters, s.mmff_variant, s.threads),
         f"torsional Adjoint Sampling + RDKit {s.mmff_variant} (maxIters {s.mmff_max_iters})",
+    ),
+    "torsional+select": lambda s: Method(
+        "torsional+select",
+        TorsionalGenerator(s.torsional_checkpoint, s.torsional_steps, RelaxedSelection()),
+        None,
+        "torsional Adjoint Sampling, relaxed selection: 2K draws, each relaxed by RDKit MMFF94 (maxIters 200), "
+        "duplicate basins removed, K drawn by their Boltzmann law at 3 kcal/mol",
     ),
     "torsional+mmff+relax": lambda s: Method(
         "torsional+mmff+relax",

@@ -76,15 +76,16 @@ from benchmarks.report import summaries, write_report
 from energy.mmff import mmff_energies, mmff_optimize
 from molecules.diversity import thin_crowded, torsion_fingerprints
 from molecules.rmsd import conformer_coordinates
+from molecules.selection import RelaxedSelection, boltzmann_pick, select_relaxed
 from molecules.structures import with_conformers
 
-__all__ = ["ScaledControl", "TunedTorsionalGenerator", "boltzmann_pick", "register_variant"]
+__all__ = ["ScaledControl", "TunedTorsionalGenerator", "register_variant"]
 
 log = logging.getLogger(__name__)
 
 _REPO = Path(__file__).resolve().parent.parent
 #: torsion-fingerprint distance below which two relaxed conformers count as one basin (about 8 degrees on one torsion)
-DUPLICATE_GAP = 0.15
+DUPLICATE_GAP = RelaxedSelection().duplicate_gap
 
 
 class ScaledControl(nn.Module):
@@ -156,7 +157,19 @@ class TunedTorsionalGenerator(TorsionalGenerator):
         finally:
             sampler.network, sampler.config, sampler.isomer_floor = shipped, config, floor
             sampler.stratified, sampler.isomer_starts = stratified, starts
-        if self.relaxed_kt is not None or self.relaxed_thin or self.dedup_kt is not None:
+        if self.dedup_kt is not None:
+            selection = RelaxedSelection(
+                oversample=self.oversample,
+                kt_kcal_mol=self.dedup_kt,
+                duplicate_gap=DUPLICATE_GAP,
+                max_iters=self.prerelax_iters or self.relax_iters,
+            )
+            try:
+                x, _ = select_relaxed(mol, positions, num_conformers, selection, np.random.default_rng(seed + 11))
+            except ValueError as exc:
+                raise GenerationError(f"relaxed selection: {exc}") from exc
+            return with_conformers(mol, x)
+        if self.relaxed_kt is not None or self.relaxed_thin:
             relaxed = with_conformers(mol, positions)
             try:
                 iters = self.prerelax_iters or self.relax_iters
@@ -166,10 +179,6 @@ class TunedTorsionalGenerator(TorsionalGenerator):
             x = conformer_coordinates(relaxed)
             if self.relaxed_thin:
                 keep = thin_crowded(torsion_fingerprints(mol, x), num_conformers)
-            elif self.dedup_kt is not None:
-                unique = thin_crowded(torsion_fingerprints(mol, x), num_conformers, min_gap=DUPLICATE_GAP)
-                rng = np.random.default_rng(seed + 11)
-                keep = unique[boltzmann_pick(energies[unique], num_conformers, self.dedup_kt, rng)]
             else:
                 keep = boltzmann_pick(
                     energies, num_conformers, self.relaxed_kt or 0.0, np.random.default_rng(seed + 11)
@@ -180,16 +189,6 @@ class TunedTorsionalGenerator(TorsionalGenerator):
         elif count > num_conformers:
             positions = positions[_lowest_mmff(mol, positions, num_conformers)]
         return with_conformers(mol, positions)
-
-
-def boltzmann_pick(energies: np.ndarray, keep: int, kt: float, rng: np.random.Generator) -> np.ndarray:
-    """Indices (ascending) of ``keep`` of ``energies`` drawn without replacement with weights ``exp(-E / kt)``
-    (Gumbel top-k); ``kt = 0``: the ``keep`` lowest."""
-    e = np.asarray(energies, dtype=np.float64)
-    if kt < 0 or not np.isfinite(e).all():
-        raise ValueError(f"kt must be >= 0 and energies finite, got kt={kt}")
-    keys = -e if kt == 0 else -e / kt + rng.gumbel(size=e.shape)
-    return np.sort(np.argsort(-keys, kind="stable")[:keep])
 
 
 def _lowest_mmff(mol: Chem.Mol, positions: np.ndarray, keep: int) -> np.ndarray:

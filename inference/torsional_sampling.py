@@ -23,6 +23,7 @@ from energy.protocol import EnergyModel
 from inference.conformer_sampling import finish_samples
 from inference.model import LoadedModel, ModelProvenance, SampledConformers, SamplingRequest
 from molecules.acyl_isomers import AcylIsomers, acyl_isomers_or_none, choose_acyl_isomers
+from molecules.selection import RelaxedSelection, select_relaxed
 from molecules.smiles import mol_from_smiles
 from molecules.torsions import embed_seeds, torsion_system
 from sampler.grids import UniformGrid
@@ -111,6 +112,7 @@ class TorsionalSampler(LoadedModel):
         isomer_floor: float | None = ISOMER_FLOOR,
         stratified: bool = False,
         isomer_starts: int = ISOMER_STARTS,
+        selection: RelaxedSelection | None = None,
     ) -> None:
         payload = load_checkpoint(checkpoint)
         if payload.get("kind") != CHECKPOINT_KIND:
@@ -138,6 +140,9 @@ class TorsionalSampler(LoadedModel):
         if isomer_starts < 0:
             raise ValueError(f"isomer_starts must be >= 0, got {isomer_starts}")
         self.isomer_starts = isomer_starts
+        #: with the MMFF94 relaxation on: draw more, relax each, keep distinct basins by their Boltzmann law
+        #: (:mod:`molecules.selection`); ``None``: exactly K draws, each relaxed
+        self.selection = selection
         self.base = TorusBase()
         self.checkpoint = Path(checkpoint)
         self.training: dict[str, Any] = {k: payload.get(k) for k in ("round", "energy_calls", "versions")}
@@ -243,9 +248,11 @@ class TorsionalSampler(LoadedModel):
         counts: dict[str, int] = {}
         t0 = time.perf_counter()
         mol = mol_from_smiles(request.smiles, fragments=request.fragments)
+        mmff_relax = self.mmff_relax if request.mmff_relax is None else request.mmff_relax
+        select = self.selection if mmff_relax and not request.repair else None
         raw = self.sample_positions(
             mol,
-            request.num_conformers,
+            request.num_conformers if select is None else select.draws(request.num_conformers),
             seed=request.seed,
             steps=request.steps,
             refine_rounds=request.refine_rounds,
@@ -253,7 +260,19 @@ class TorsionalSampler(LoadedModel):
             counts=counts,
         )
         timings["sample"] = time.perf_counter() - t0 - timings.get("refine", 0.0)
-        mmff_relax = self.mmff_relax if request.mmff_relax is None else request.mmff_relax
+        selected = 0
+        if select is not None:
+            t0 = time.perf_counter()
+            try:
+                rng = np.random.default_rng(request.seed + 11)
+                raw, _ = select_relaxed(mol, raw, request.num_conformers, select, rng)
+                selected, mmff_relax = len(raw), False  # relaxed while selecting
+            except ValueError as exc:  # MMFF94 cannot type the molecule: the first K draws, as without selection
+                log.info("relaxed selection skipped: %s", exc)
+                raw = raw[: request.num_conformers]
+            timings["select"] = time.perf_counter() - t0
         sampled = finish_samples(mol, raw, request, self.energy, timings, allow_clashes=True, mmff_relax=mmff_relax)
         sampled.acyl_isomers_turned = counts.get("acyl_isomers_turned", 0)
+        if selected:
+            sampled.mmff_relaxed = sampled.num_conformers
         return sampled

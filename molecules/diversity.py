@@ -66,15 +66,20 @@ def torsion_fingerprints(mol: Chem.Mol, positions: np.ndarray) -> np.ndarray:
     return np.concatenate([np.cos(angles), np.sin(angles)], axis=1)
 
 
-def thin_crowded(fingerprints: np.ndarray, keep: int, *, min_gap: float | None = None) -> np.ndarray:
+def thin_crowded(
+    fingerprints: np.ndarray, keep: int, *, min_gap: float | None = None, priority: np.ndarray | None = None
+) -> np.ndarray:
     """Indices (ascending) of ``keep`` of the ``N`` rows of ``fingerprints [N, D]``: a member of the closest
     remaining pair is removed until ``keep`` remain (of the pair, the one whose next-nearest neighbour is
     closer). ``min_gap``: stop earlier, once no remaining pair is closer than it (only duplicates go; more than
-    ``keep`` may remain). Deterministic; ``O(N^2)`` memory and time."""
+    ``keep`` may remain). ``priority [N]`` (e.g. energies): of the pair, the one with the higher value goes.
+    Deterministic; ``O(N^2)`` memory and time."""
     f = np.asarray(fingerprints, dtype=np.float64)
     n = f.shape[0]
     if f.ndim != 2 or not 1 <= keep:
         raise ValueError(f"fingerprints must be [N, D] and keep >= 1, got {f.shape} and {keep}")
+    if priority is not None and np.shape(priority) != (n,):
+        raise ValueError(f"priority must have one value per row ({n}), got shape {np.shape(priority)}")
     if keep >= n:
         return np.arange(n)
     sq = (f * f).sum(1)
@@ -89,7 +94,10 @@ def thin_crowded(fingerprints: np.ndarray, keep: int, *, min_gap: float | None =
         j = int(partner[i])
         # the member of the pair with the closer second neighbour is the more crowded one
         second_i, second_j = (np.partition(dist[k], 1)[1] if alive.sum() > 2 else np.inf for k in (i, j))
-        drop = j if second_j < second_i else i
+        if priority is not None and priority[i] != priority[j]:
+            drop = i if priority[i] > priority[j] else j
+        else:
+            drop = j if second_j < second_i else i
         alive[drop] = False
         dist[drop, :] = np.inf
         dist[:, drop] = np.inf

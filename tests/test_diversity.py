@@ -103,3 +103,11 @@ def test_min_gap_stops_thinning_once_only_distinct_conformers_remain() -> None:
     assert sorted(k % 10 for k in kept) == list(range(10))  # the duplicates went, nothing else
     assert len(thin_crowded(doubled, 15, min_gap=0.1)) == 15  # never below keep... nor more removed than asked
     assert len(thin_crowded(doubled, 5)) == 5
+
+
+def test_priority_decides_which_member_of_a_close_pair_goes() -> None:
+    f = np.array([[0.0, 0.0], [0.01, 0.0], [5.0, 5.0]])
+    assert thin_crowded(f, 2, priority=np.array([3.0, 1.0, 9.0])).tolist() == [1, 2]
+    assert thin_crowded(f, 2, priority=np.array([1.0, 3.0, 9.0])).tolist() == [0, 2]
+    with pytest.raises(ValueError, match="priority"):
+        thin_crowded(f, 2, priority=np.array([1.0, 2.0]))

@@ -16,7 +16,6 @@ from benchmarks.torsional_knobs import (
     ScaledControl,
     TunedTorsionalGenerator,
     _lowest_mmff,
-    boltzmann_pick,
     register_variant,
 )
 from energy.mmff import mmff_energies, mmff_optimize
@@ -156,18 +155,6 @@ def test_seed_override_changes_the_ring_shapes_and_restores_the_sampler() -> Non
     for bad in ("seeds0", "control0", "controlx"):
         with pytest.raises(ValueError, match="variant"):
             register_variant(bad, SHIPPED)
-
-
-def test_boltzmann_pick_is_the_lowest_when_cold_and_the_boltzmann_law_otherwise() -> None:
-    rng = np.random.default_rng(0)
-    e = np.array([3.0, -1.0, 7.0, 0.5, 2.0])
-    np.testing.assert_array_equal(boltzmann_pick(e, 2, 0.0, rng), [1, 3])
-    kt = 0.6  # two energies kt ln 3 apart: the lower one is kept in 3 of 4 draws of one
-    picks = [int(boltzmann_pick(np.array([0.0, kt * np.log(3.0)]), 1, kt, rng)[0]) for _ in range(4000)]
-    assert abs(picks.count(0) / 4000 - 0.75) < 0.03
-    assert len(set(boltzmann_pick(e, 5, 1.0, rng))) == 5  # without replacement
-    with pytest.raises(ValueError, match="kt"):
-        boltzmann_pick(np.array([0.0, np.nan]), 1, 1.0, rng)
 
 
 def test_relaxed_oversampling_returns_relaxed_lowest_draws_without_a_second_relaxation() -> None:

@@ -1,0 +1,81 @@
+"""Relaxed selection: draw more conformers than asked, relax them, keep distinct basins by their Boltzmann law.
+
+A sampler's K draws, each relaxed by MMFF94, often land in the same basin (the same local minimum reached from
+nearby starts): those slots add nothing to an ensemble's coverage. Relaxed selection draws ``ceil(F K)``
+conformers, relaxes every one (RDKit MMFF94, ``max_iters``), removes duplicates (two relaxed conformers whose
+torsion fingerprints, :func:`molecules.diversity.torsion_fingerprints`, lie closer than ``duplicate_gap``: one
+basin, of which the lower in energy stays; never fewer than K are left), and then draws K of the rest without
+replacement from the Boltzmann law of their relaxed energies at ``kt`` (Gumbel top-k: with keys
+``-E_i / kt + G_i``, ``G_i`` standard Gumbel, the K largest keys are a draw without replacement from
+``p_i ∝ exp(-E_i / kt)``; ``kt = 0``: the K lowest).
+Removing duplicates buys recall; the energy draw buys back precision.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from rdkit import Chem
+
+from energy.mmff import mmff_optimize
+from molecules.diversity import thin_crowded, torsion_fingerprints
+from molecules.rmsd import conformer_coordinates
+from molecules.structures import with_conformers
+
+__all__ = ["RelaxedSelection", "boltzmann_pick", "select_relaxed"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RelaxedSelection:
+    """``oversample`` (F), ``kt_kcal_mol`` (the selection temperature, kcal/mol), ``duplicate_gap`` (torsion
+    fingerprint distance: about 0.15 rad on one torsion) and the MMFF94 iteration cap of every draw's relaxation."""
+
+    oversample: float = 2.0
+    kt_kcal_mol: float = 3.0
+    duplicate_gap: float = 0.15
+    max_iters: int = 200
+
+    def __post_init__(self) -> None:
+        if not self.oversample >= 1 or not self.kt_kcal_mol >= 0 or not self.duplicate_gap >= 0:
+            raise ValueError(
+                f"oversample must be >= 1 and kt_kcal_mol, duplicate_gap >= 0, got {self.oversample}, "
+                f"{self.kt_kcal_mol}, {self.duplicate_gap}"
+            )
+        if self.max_iters < 1:
+            raise ValueError(f"max_iters must be at least 1, got {self.max_iters}")
+
+    def draws(self, keep: int) -> int:
+        """How many conformers to draw for ``keep``."""
+        return math.ceil(self.oversample * keep)
+
+
+def boltzmann_pick(energies: np.ndarray, keep: int, kt: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices (ascending) of ``keep`` of ``energies`` drawn without replacement with weights ``exp(-E / kt)``
+    (Gumbel top-k; energies and ``kt`` in one unit); ``kt = 0``: the ``keep`` lowest."""
+    e = np.asarray(energies, dtype=np.float64)
+    if kt < 0 or not np.isfinite(e).all():
+        raise ValueError(f"kt must be >= 0 and energies finite, got kt={kt}")
+    keys = -e if kt == 0 else -e / kt + rng.gumbel(size=e.shape)
+    return np.sort(np.argsort(-keys, kind="stable")[:keep])
+
+
+def select_relaxed(
+    mol: Chem.Mol, positions: np.ndarray, keep: int, selection: RelaxedSelection, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``keep`` of the draws ``positions [N, n, 3]`` (Å; ``mol`` with explicit hydrogens), relaxed and selected as
+    the module docstring says: their relaxed positions ``[keep, n, 3]`` and MMFF94 energies (kcal/mol), in the
+    draws' order. Fewer draws than ``keep``: all of them, relaxed.
+
+    Raises:
+        ValueError: MMFF94 cannot type ``mol``, ``keep < 1``, or the positions do not fit ``mol``.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, got {keep}")
+    relaxed = with_conformers(mol, positions)
+    energies = np.array([e for _, e in mmff_optimize(relaxed, max_iters=selection.max_iters)])
+    x = conformer_coordinates(relaxed)
+    unique = thin_crowded(torsion_fingerprints(mol, x), keep, min_gap=selection.duplicate_gap, priority=energies)
+    chosen = unique[boltzmann_pick(energies[unique], keep, selection.kt_kcal_mol, rng)]
+    return x[chosen], energies[chosen]

@@ -1,0 +1,93 @@
+"""Relaxed selection (molecules.selection): relaxed draws, distinct basins, the Boltzmann draw; the product's and
+the benchmark's use of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rdkit import Chem
+
+from benchmarks.methods import METHODS, MethodSettings
+from energy.mmff import mmff_energies, mmff_optimize
+from inference.model import SamplingRequest
+from inference.torsional_sampling import TorsionalSampler
+from molecules.diversity import torsion_fingerprints
+from molecules.selection import RelaxedSelection, boltzmann_pick, select_relaxed
+from molecules.smiles import mol_from_smiles
+from molecules.structures import with_conformers
+
+SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "torsional.pt"
+SMILES = "CCCCOc1ccc(CC(=O)OCC)cc1"
+
+
+def _min_gap(mol: Chem.Mol, x: np.ndarray) -> float:
+    f = torsion_fingerprints(mol, x)
+    d = np.linalg.norm(f[:, None] - f[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    return float(d.min())
+
+
+def test_boltzmann_pick_is_the_lowest_when_cold_and_the_boltzmann_law_otherwise() -> None:
+    rng = np.random.default_rng(0)
+    e = np.array([3.0, -1.0, 7.0, 0.5, 2.0])
+    np.testing.assert_array_equal(boltzmann_pick(e, 2, 0.0, rng), [1, 3])
+    kt = 0.6  # two energies kt ln 3 apart: the lower one is kept in 3 of 4 draws of one
+    picks = [int(boltzmann_pick(np.array([0.0, kt * np.log(3.0)]), 1, kt, rng)[0]) for _ in range(4000)]
+    assert abs(picks.count(0) / 4000 - 0.75) < 0.03
+    assert len(set(boltzmann_pick(e, 5, 1.0, rng))) == 5  # without replacement
+    with pytest.raises(ValueError, match="kt"):
+        boltzmann_pick(np.array([0.0, np.nan]), 1, 1.0, rng)
+
+
+def test_selection_returns_relaxed_distinct_basins_and_cold_is_the_lowest_of_them() -> None:
+    mol = mol_from_smiles(SMILES)
+    draws = TorsionalSampler(SHIPPED).sample_positions(mol, 48, seed=2)
+    selection = RelaxedSelection(oversample=3.0, kt_kcal_mol=0.0)
+    x, energies = select_relaxed(mol, draws, 16, selection, np.random.default_rng(0))
+    assert x.shape == (16, *draws.shape[1:])
+    assert np.allclose(mmff_energies(mol, x), energies, atol=1e-6)  # the energies are the returned geometries'
+    assert _min_gap(mol, x) >= selection.duplicate_gap
+    # every draw relaxed alone: the kept are the lowest distinct basins among them
+    relaxed = with_conformers(mol, draws)
+    all_e = np.array([e for _, e in mmff_optimize(relaxed, max_iters=selection.max_iters)])
+    assert np.isclose(energies.min(), all_e.min(), atol=1e-6)
+    assert _min_gap(mol, np.stack([c.GetPositions() for c in relaxed.GetConformers()])) < selection.duplicate_gap
+    hot = select_relaxed(mol, draws, 16, RelaxedSelection(kt_kcal_mol=50.0), np.random.default_rng(0))[1]
+    assert hot.mean() > energies.mean()
+    again = select_relaxed(mol, draws, 16, RelaxedSelection(kt_kcal_mol=50.0), np.random.default_rng(0))[1]
+    np.testing.assert_array_equal(hot, again)  # one rng seed, one answer
+
+
+def test_selection_refuses_what_it_cannot_do() -> None:
+    for bad in ({"oversample": 0.5}, {"kt_kcal_mol": -1.0}, {"duplicate_gap": -0.1}, {"max_iters": 0}):
+        with pytest.raises(ValueError):
+            RelaxedSelection(**bad)  # type: ignore[arg-type]
+    assert RelaxedSelection(oversample=1.5).draws(5) == 8
+    mol = mol_from_smiles(SMILES)
+    with pytest.raises(ValueError, match="keep"):
+        select_relaxed(mol, np.zeros((2, mol.GetNumAtoms(), 3)), 0, RelaxedSelection(), np.random.default_rng(0))
+
+
+def test_the_sampler_with_selection_returns_k_relaxed_conformers_and_says_so() -> None:
+    request = SamplingRequest(smiles=SMILES, num_conformers=12, seed=4)
+    plain = TorsionalSampler(SHIPPED).sample(request)
+    chosen = TorsionalSampler(SHIPPED, selection=RelaxedSelection()).sample(request)
+    assert chosen.num_conformers == plain.num_conformers == 12
+    assert chosen.mmff_relaxed == 12 and "select" in chosen.seconds and "select" not in plain.seconds
+    x = np.stack([c.GetPositions() for c in chosen.mol.GetConformers()])
+    mol = mol_from_smiles(SMILES)
+    assert _min_gap(mol, x) >= RelaxedSelection().duplicate_gap
+    # without the fast relaxation there is nothing to select from: K draws, as without selection
+    raw = TorsionalSampler(SHIPPED, selection=RelaxedSelection()).sample(
+        SamplingRequest(smiles=SMILES, num_conformers=12, seed=4, mmff_relax=False)
+    )
+    assert raw.num_conformers == 12 and raw.mmff_relaxed == 0 and "select" not in raw.seconds
+
+
+def test_the_benchmark_method_selects_without_a_refiner() -> None:
+    method = METHODS["torsional+select"](MethodSettings(torsional_checkpoint=str(SHIPPED)))
+    assert method.refiner is None
+    out = method.generator.generate(mol_from_smiles(SMILES), 10, seed=3)
+    assert out.GetNumConformers() == 10
