@@ -473,13 +473,7 @@ METHODS: dict[str, MethodFactory] = {
         RdkitMmffOptimizer(s.mmff_max_iters, s.mmff_variant, s.threads),
         f"torsional Adjoint Sampling + RDKit {s.mmff_variant} (maxIters {s.mmff_max_iters})",
     ),
-    "torsional+select": lambda s: Method(
-        "torsional+select",
-        TorsionalGenerator(s.torsional_checkpoint, s.torsional_steps, RelaxedSelection()),
-        None,
-        "torsional Adjoint Sampling, relaxed selection: 2K draws, each relaxed by RDKit MMFF94 (maxIters 200), "
-        "duplicate basins removed, K drawn by their Boltzmann law at 3 kcal/mol",
-    ),
+    "torsional+select": lambda s: _selected(s, RelaxedSelection()),
     "torsional+mmff+relax": lambda s: Method(
         "torsional+mmff+relax",
         _torsional(s),
@@ -550,6 +544,21 @@ def _adjoint(settings: MethodSettings) -> AdjointGenerator:
 def _torsional(settings: MethodSettings) -> TorsionalGenerator:
     """Equal generators (same checkpoint and steps) share their conformers within a run."""
     return TorsionalGenerator(settings.torsional_checkpoint, settings.torsional_steps)
+
+
+def _selected(settings: MethodSettings, selection: RelaxedSelection) -> Method:
+    """The torsional model with relaxed selection (:mod:`molecules.selection`); the kept conformers are relaxed
+    again only where the draws were screened by a shorter relaxation."""
+    screened = selection.screen_iters is not None
+    iters = selection.screen_iters if screened else selection.max_iters
+    return Method(
+        "torsional+select",
+        TorsionalGenerator(settings.torsional_checkpoint, settings.torsional_steps, selection),
+        RdkitMmffOptimizer(settings.mmff_max_iters, settings.mmff_variant, settings.threads) if screened else None,
+        f"torsional Adjoint Sampling, relaxed selection: {selection.oversample:g} K draws, each relaxed by RDKit "
+        f"MMFF94 (maxIters {iters}), duplicate basins removed, K drawn by their Boltzmann law at "
+        f"{selection.kt_kcal_mol:g} kcal/mol" + (", then relaxed as torsional+mmff" if screened else ""),
+    )
 
 
 def _control(settings: MethodSettings, *, acyl_isomers: bool = False) -> RandomTorsionGenerator:

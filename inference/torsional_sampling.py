@@ -266,13 +266,14 @@ class TorsionalSampler(LoadedModel):
             try:
                 rng = np.random.default_rng(request.seed + 11)
                 raw, _ = select_relaxed(mol, raw, request.num_conformers, select, rng)
-                selected, mmff_relax = len(raw), False  # relaxed while selecting
+                selected = len(raw)
+                mmff_relax = select.screen_iters is not None  # else relaxed while selecting
             except ValueError as exc:  # MMFF94 cannot type the molecule: the first K draws, as without selection
                 log.info("relaxed selection skipped: %s", exc)
                 raw = raw[: request.num_conformers]
             timings["select"] = time.perf_counter() - t0
         sampled = finish_samples(mol, raw, request, self.energy, timings, allow_clashes=True, mmff_relax=mmff_relax)
         sampled.acyl_isomers_turned = counts.get("acyl_isomers_turned", 0)
-        if selected:
+        if selected and not mmff_relax:
             sampled.mmff_relaxed = sampled.num_conformers
         return sampled

@@ -36,6 +36,9 @@ class RelaxedSelection:
     kt_kcal_mol: float = 3.0
     duplicate_gap: float = 0.15
     max_iters: int = 200
+    #: relax the draws only this many iterations before selecting (the kept K are then relaxed as without
+    #: selection, by the caller): cheaper, basins judged from shorter relaxations; ``None``: ``max_iters``
+    screen_iters: int | None = None
 
     def __post_init__(self) -> None:
         if not self.oversample >= 1 or not self.kt_kcal_mol >= 0 or not self.duplicate_gap >= 0:
@@ -43,8 +46,10 @@ class RelaxedSelection:
                 f"oversample must be >= 1 and kt_kcal_mol, duplicate_gap >= 0, got {self.oversample}, "
                 f"{self.kt_kcal_mol}, {self.duplicate_gap}"
             )
-        if self.max_iters < 1:
-            raise ValueError(f"max_iters must be at least 1, got {self.max_iters}")
+        if self.max_iters < 1 or (self.screen_iters is not None and self.screen_iters < 1):
+            raise ValueError(
+                f"max_iters and screen_iters must be at least 1, got {self.max_iters}, {self.screen_iters}"
+            )
 
     def draws(self, keep: int) -> int:
         """How many conformers to draw for ``keep``."""
@@ -74,7 +79,8 @@ def select_relaxed(
     if keep < 1:
         raise ValueError(f"keep must be at least 1, got {keep}")
     relaxed = with_conformers(mol, positions)
-    energies = np.array([e for _, e in mmff_optimize(relaxed, max_iters=selection.max_iters)])
+    iters = selection.screen_iters or selection.max_iters
+    energies = np.array([e for _, e in mmff_optimize(relaxed, max_iters=iters)])
     x = conformer_coordinates(relaxed)
     unique = thin_crowded(torsion_fingerprints(mol, x), keep, min_gap=selection.duplicate_gap, priority=energies)
     chosen = unique[boltzmann_pick(energies[unique], keep, selection.kt_kcal_mol, rng)]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from rdkit import Chem
 
-from benchmarks.methods import METHODS, MethodSettings
+from benchmarks.methods import METHODS, MethodSettings, _selected
 from energy.mmff import mmff_energies, mmff_optimize
 from inference.model import SamplingRequest
 from inference.torsional_sampling import TorsionalSampler
@@ -91,3 +91,19 @@ def test_the_benchmark_method_selects_without_a_refiner() -> None:
     assert method.refiner is None
     out = method.generator.generate(mol_from_smiles(SMILES), 10, seed=3)
     assert out.GetNumConformers() == 10
+
+
+def test_screened_selection_leaves_the_final_relaxation_to_the_pipeline() -> None:
+    """With ``screen_iters`` the draws are judged after a short relaxation and the kept K are relaxed as without
+    selection: by the sampler's fast MMFF94 relaxation (counted) or, in the benchmark, by the method's refiner."""
+    screened = RelaxedSelection(screen_iters=20)
+    sampled = TorsionalSampler(SHIPPED, selection=screened).sample(
+        SamplingRequest(smiles=SMILES, num_conformers=10, seed=4)
+    )
+    assert sampled.num_conformers == 10 and sampled.mmff_relaxed == 10
+    assert "select" in sampled.seconds and "mmff_relax" in sampled.seconds
+    method = _selected(MethodSettings(torsional_checkpoint=str(SHIPPED)), screened)
+    assert method.refiner is not None and "maxIters 20" in method.description
+    assert _selected(MethodSettings(torsional_checkpoint=str(SHIPPED)), RelaxedSelection()).refiner is None
+    with pytest.raises(ValueError, match="screen_iters"):
+        RelaxedSelection(screen_iters=0)
