@@ -113,6 +113,13 @@ def add_sample_arguments(s: argparse.ArgumentParser) -> None:
     )
     s.add_argument("--max-isomers", type=int, default=DEFAULTS.max_isomers, help="cap of --stereo enumerate")
     s.add_argument(
+        "--select",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULTS.select,
+        help="relaxed selection (torsional model): draw twice the samples, MMFF94-relax each, drop duplicate basins, "
+        "keep -n by their Boltzmann law at 3 kcal/mol (better coverage and precision, about 0.4x the speed)",
+    )
+    s.add_argument(
         "--largest-fragment",
         action="store_true",
         help="for a SMILES with several fragments (salt, solvent): sample the largest (default: refuse)",
@@ -139,6 +146,7 @@ def _post_processing(args: argparse.Namespace) -> PostProcessing:
             temperature_k=args.temperature_k,
             stereo=args.stereo,
             max_isomers=args.max_isomers,
+            select=args.select,
         )
     except ValueError as exc:
         raise CliError(str(exc).replace("_", "-")) from exc

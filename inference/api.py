@@ -545,6 +545,7 @@ class ConformerGenerator:
                 fmax=fmax,
                 repair=sampler.default_repair if options.repair is None else options.repair,
                 refine_rounds=refine_rounds,
+                relaxed_selection=options.select,
             )
             sampled = sampler.sample(request)
             if unassigned or not given.smiles_order:
@@ -600,6 +601,7 @@ def generate_conformers(
     temperature_k: float = ...,
     stereo: Literal["refuse"] = ...,
     max_isomers: int = ...,
+    select: bool = ...,
     fragments: str = ...,
     seed: int = ...,
     steps: int | None = ...,
@@ -624,6 +626,7 @@ def generate_conformers(
     temperature_k: float = ...,
     stereo: Literal["enumerate"],
     max_isomers: int = ...,
+    select: bool = ...,
     fragments: str = ...,
     seed: int = ...,
     steps: int | None = ...,
@@ -647,6 +650,7 @@ def generate_conformers(
     temperature_k: float = DEFAULTS.temperature_k,
     stereo: StereoPolicy = DEFAULTS.stereo,
     max_isomers: int = DEFAULTS.max_isomers,
+    select: bool = DEFAULTS.select,
     fragments: str = "reject",
     seed: int = 0,
     steps: int | None = None,
@@ -672,6 +676,8 @@ def generate_conformers(
         stereo: ``"refuse"`` an input with unassigned stereochemistry (:class:`UnassignedStereoError`, naming
             the atoms), or ``"enumerate"`` its stereoisomers.
         max_isomers: at most this many stereoisomers with ``stereo="enumerate"``.
+        select: relaxed selection (torsional model): 2x the draws, each MMFF94-relaxed, distinct basins kept by
+            energy; better coverage and precision at about 0.4x the speed.
         fragments: ``"reject"`` salts and mixtures, or keep the ``"largest"`` fragment.
         seed: the same seed (and checkpoint and options) gives the same conformers.
         steps: integration steps (default: the checkpoint's).
@@ -698,6 +704,7 @@ def generate_conformers(
         temperature_k=temperature_k,
         stereo=stereo,
         max_isomers=max_isomers,
+        select=select,
     )
     own = generator is None
     gen = generator if generator is not None else ConformerGenerator(checkpoint=checkpoint, device=device)

@@ -113,6 +113,8 @@ class ConformerSampler(LoadedModel):
     def sample(self, request: SamplingRequest) -> SampledConformers:
         if request.num_conformers < 1:
             raise ValueError("num_conformers must be at least 1")
+        if request.relaxed_selection:
+            raise ValueError("relaxed selection (select) needs the torsional model, not the Cartesian one")
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         mol = mol_from_smiles(request.smiles, fragments=request.fragments)

@@ -39,6 +39,7 @@ class SamplingRequest:
     repair: bool = False  # MMFF94 from the input's bond graph, stereo enforced, before the checks
     repair_iters: int = 200
     mmff_relax: bool | None = None  # the model's fast MMFF94 relaxation; None: the model's default
+    relaxed_selection: bool = False  # draw more, relax each, keep distinct basins by energy (torsional model)
 
 
 @dataclass

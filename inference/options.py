@@ -74,6 +74,10 @@ class PostProcessing:
         stereo: an input with an unassigned stereocentre or stereo double bond is refused (``"refuse"``,
             naming the atoms) or expanded into its stereoisomers, each sampled on its own (``"enumerate"``).
         max_isomers: at most this many stereoisomers per input with ``stereo="enumerate"``.
+        select: relaxed selection (the torsional model with its MMFF94 relaxation): draw twice as many samples,
+            relax each, drop duplicate basins and keep the requested number by the Boltzmann law of their
+            MMFF94 energies at 3 kcal/mol (:mod:`molecules.selection`): higher coverage and precision on the
+            benchmark, at about 0.4x the speed.
     """
 
     repair: bool | None = None
@@ -84,6 +88,7 @@ class PostProcessing:
     temperature_k: float = DEFAULT_TEMPERATURE_K
     stereo: StereoPolicy = "refuse"
     max_isomers: int = DEFAULT_MAX_ISOMERS
+    select: bool = False
 
     def __post_init__(self) -> None:
         def bad(name: str, value: Any, what: str) -> ValueError:

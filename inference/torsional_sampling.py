@@ -249,7 +249,9 @@ class TorsionalSampler(LoadedModel):
         t0 = time.perf_counter()
         mol = mol_from_smiles(request.smiles, fragments=request.fragments)
         mmff_relax = self.mmff_relax if request.mmff_relax is None else request.mmff_relax
-        select = self.selection if mmff_relax and not request.repair else None
+        select = self.selection or (RelaxedSelection() if request.relaxed_selection else None)
+        if not mmff_relax or request.repair:
+            select = None
         raw = self.sample_positions(
             mol,
             request.num_conformers if select is None else select.draws(request.num_conformers),

@@ -310,6 +310,7 @@ def post_processing(options: SamplingOptions) -> PostProcessing:
         temperature_k=options.temperature_k,
         stereo=options.stereo,
         max_isomers=options.max_isomers,
+        select=options.select,
     )
 
 

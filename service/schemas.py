@@ -156,6 +156,12 @@ class SamplingOptions(BaseModel):
         "atoms; 'enumerate': each stereoisomer (up to max_isomers) is sampled and returned under its own "
         "isomeric SMILES (the answer lists them under `stereoisomers`)",
     )
+    select: bool = Field(
+        DEFAULTS.select,
+        description="relaxed selection (torsional model): draw twice the samples, MMFF94-relax each, drop duplicate "
+        "basins and keep num_conformers by their Boltzmann law at 3 kcal/mol (better coverage and precision on the "
+        "benchmark, at about 0.4x the speed)",
+    )
     max_isomers: int = Field(
         DEFAULTS.max_isomers, ge=1, le=MAX_ISOMERS, description="at most this many stereoisomers per SMILES"
     )
@@ -253,6 +259,7 @@ class PostProcessingInfo(BaseModel):
     temperature_k: float
     stereo: StereoPolicy
     max_isomers: int
+    select: bool = False
 
 
 class Provenance(BaseModel):

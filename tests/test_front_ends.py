@@ -105,6 +105,18 @@ def test_unassigned_stereo_is_refused_everywhere(
         generate_conformers("CC=CC(O)CC", energy_model="mmff", checkpoint=tiny_conformer_checkpoint)
 
 
+def test_relaxed_selection_needs_the_torsional_model_everywhere(
+    api: httpx.Client, tiny_conformer_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    r = api.post("/v1/conformers", json={**REQUEST, "select": True})
+    assert r.status_code == 422 and "needs the torsional model" in r.text
+    argv = ["sample", MOLECULE, "--select", "--energy-model", "mmff", "--checkpoint", str(tiny_conformer_checkpoint)]
+    assert main(argv) == 2
+    assert "needs the torsional model" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="needs the torsional model"):
+        generate_conformers(MOLECULE, energy_model="mmff", checkpoint=tiny_conformer_checkpoint, select=True)
+
+
 def test_enumerated_stereoisomers_over_http(api: httpx.Client) -> None:
     body = {**REQUEST, "smiles": "CC(O)CC", "num_conformers": 3, "stereo": "enumerate"}
     doc = api.post("/v1/conformers", json=body).json()

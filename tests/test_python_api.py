@@ -161,3 +161,14 @@ def test_load_sampler_reads_the_stored_kind(tiny_conformer_checkpoint: Path) -> 
             load_sampler(SHIPPED_SYNTHETIC_CHECKPOINT)
     with pytest.raises(FileNotFoundError):
         load_sampler(tiny_conformer_checkpoint.with_name("missing.pt"))
+
+
+def test_relaxed_selection_through_the_python_api() -> None:
+    """``select=True`` with the torsional model: the requested number of conformers, distinct after relaxation, and
+    the option recorded in the provenance."""
+    shipped = Path(__file__).resolve().parent.parent / "checkpoints" / "torsional.pt"
+    mol = generate_conformers(
+        FLEXIBLE, num_conformers=8, checkpoint=shipped, energy_model=None, dedup_rmsd=0, select=True
+    )
+    assert mol.GetNumConformers() == 8
+    assert json.loads(mol.GetProp("provenance"))["post_processing"]["select"] is True
