@@ -150,7 +150,7 @@ def _assert_sorted_table(rows: list[list[str]]) -> None:
 def test_page_loads_with_form_and_model(tab: Tab) -> None:
     page = tab.page
     assert "Adjoint Sampling" in page.title()
-    for selector in ("#smiles", "#num-conformers", "#relax", "#energy-window", "#dedup-rmsd", "#submit"):
+    for selector in ("#smiles", "#num-conformers", "#relax", "#select", "#energy-window", "#dedup-rmsd", "#submit"):
         assert page.locator(selector).is_visible(), selector
     assert page.locator("label[for=smiles]").inner_text() == "SMILES"
     page.wait_for_function("document.getElementById('model-info').textContent.includes('sha256')")
@@ -233,6 +233,20 @@ def test_bad_smiles_shows_the_api_message(tab: Tab, server: str) -> None:
     assert page.get_attribute("#smiles", "aria-invalid") == "true"
     assert page.locator("#results").is_hidden()  # the earlier answer is not left beside the error
     tab.errors[:] = [e for e in tab.errors if "422" not in e]  # the browser logs the refused request
+
+
+def test_relaxed_selection_box_reaches_the_server(tab: Tab) -> None:
+    """The page sends ``select`` when its box is ticked: this server's (Cartesian) model refuses it by name."""
+    page = tab.page
+    page.fill("#smiles", ETHANOL)
+    page.check("#select")
+    try:
+        page.click("#submit")
+        page.wait_for_selector("#error:not([hidden])")
+        assert "needs the torsional model" in page.inner_text("#error")
+    finally:
+        page.uncheck("#select")
+    tab.errors[:] = [e for e in tab.errors if "422" not in e]
 
 
 def test_aspirin_and_screenshot(tab: Tab, tmp_path: Path) -> None:
