@@ -31,6 +31,7 @@ METHOD_NAMES: tuple[str, ...] = (
     "torsional",
     "torsional+mmff",
     "torsional+mmff+relax",
+    "torsional+select",
     "torsion-control",
     "torsion-control+mmff",
     "torsion-control+isomers+mmff",
