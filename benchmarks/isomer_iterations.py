@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
-    command = "python -m benchmarks.isomer_iterations " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = ("python -m benchmarks.isomer_iterations " + shlex.join(sys.argv[1:] if argv is None else argv)).strip()
     caps = sorted(set(args.caps), reverse=True)
     p_syn, seconds = measure(args.index, caps, args.molecules, args.seed)
     ref = np.array(p_syn[caps[0]])
