@@ -93,10 +93,10 @@ def thin_crowded(
             break
         j = int(partner[i])
         # the member of the pair with the closer second neighbour is the more crowded one
-        second_i, second_j = (np.partition(dist[k], 1)[1] if alive.sum() > 2 else np.inf for k in (i, j))
         if priority is not None and priority[i] != priority[j]:
             drop = i if priority[i] > priority[j] else j
         else:
+            second_i, second_j = (np.partition(dist[k], 1)[1] if alive.sum() > 2 else np.inf for k in (i, j))
             drop = j if second_j < second_i else i
         alive[drop] = False
         dist[drop, :] = np.inf
