@@ -197,16 +197,26 @@ def paired_lines(
     return lines
 
 
+def split_pair(pair: str, known: set[str]) -> tuple[str, str]:
+    """``METHOD:BASELINE`` as two names; where names hold colons themselves (``knob:mmff200``), the one split whose
+    two sides are both methods in ``known``."""
+    cuts = [i for i, ch in enumerate(pair) if ch == ":"]
+    if len(cuts) == 1:
+        return pair[: cuts[0]], pair[cuts[0] + 1 :]
+    fits = [(pair[:i], pair[i + 1 :]) for i in cuts if pair[:i] in known and pair[i + 1 :] in known]
+    if len(fits) != 1:
+        raise ValueError(f"pairs are METHOD:BASELINE of methods in the results, got {pair!r}")
+    return fits[0]
+
+
 def run_from_args(args: argparse.Namespace, command: str) -> list[str]:
     scores = load_scores(args.results)
     if args.pairs is None:
         methods = sorted({m for per_method in scores.values() for m in per_method})
         pairs = default_pairs(methods)
     else:
-        bad = [p for p in args.pairs if p.count(":") != 1]
-        if bad:
-            raise ValueError(f"pairs are METHOD:BASELINE, got {bad}")
-        pairs = [(p.split(":")[0], p.split(":")[1]) for p in args.pairs]
+        known = {m for per_method in scores.values() for m in per_method}
+        pairs = [split_pair(p, known) for p in args.pairs]
     lines = paired_lines(scores, pairs, delta=args.delta)  # a --delta off the grid is a ValueError
     if not lines:
         raise ValueError(f"no dataset holds both methods of any pair {pairs} in {[str(p) for p in args.results]}")

@@ -21,6 +21,10 @@ so every number is comparable to ``bench conformers``:
   a suffix ``+lhs``: each torsion's K angles a Latin hypercube (every conformer uniform, the set spread evenly);
   on any other variant (``mmff200+lhs``, ``ckpt:PATH+lhs``): the integration noise stratified across the samples
   (:func:`sampler.torsion_sde.stratified_normal`: every conformer's law unchanged);
+  a last suffix ``+planar`` (``mmff200+planar``, ``relaxdedup2@3+lhs+planar``): every acyl torsion drawn at its
+  isomer's planar angle (0 or pi) rather than at the network's angle on that isomer;
+  ``+mix<P>`` (after the others, ``relaxdedup2@3+mix0.5``): a share ``P`` of the draws from the random-torsion
+  control with the sampler's seeds instead of the network (a mixed proposal ahead of the selection);
 - ``isostarts<N>``: the acyl isomers' relaxed energies from N more ETKDG starts than the kept seeds (the
   default pipeline uses ``ISOMER_STARTS``; every other variant keeps that default);
 - ``thin<F>``: ``ceil(F K)`` draws, ``K`` kept by removing the most crowded in torsion space
@@ -74,6 +78,7 @@ from benchmarks.methods import (
 )
 from benchmarks.report import summaries, write_report
 from energy.mmff import mmff_energies, mmff_optimize
+from inference.torsional_sampling import uniform_torsions
 from molecules.diversity import thin_crowded, torsion_fingerprints
 from molecules.rmsd import conformer_coordinates
 from molecules.selection import RelaxedSelection, boltzmann_pick, select_relaxed
@@ -131,6 +136,8 @@ class TunedTorsionalGenerator(TorsionalGenerator):
     relaxed_thin: bool = False  # thin after relaxing every draw (MMFF94, relax_iters) rather than before
     dedup_kt: float | None = None  # relaxed draws: duplicates (gap < DUPLICATE_GAP) removed, then K by Boltzmann
     prerelax_iters: int | None = None  # relaxed_thin: this many iterations before thinning (the refiner finishes)
+    acyl_planar: bool | None = None  # None: the sampler's (ACYL_PLANAR)
+    control_share: float = 0.0  # this share of the draws from the random-torsion control (the sampler's seeds)
     _tag: str = field(default="", repr=False)
 
     @property
@@ -141,7 +148,9 @@ class TunedTorsionalGenerator(TorsionalGenerator):
         sampler = self._load()
         count = math.ceil(max(self.oversample, self.thin) * num_conformers)
         shipped, config, floor, stratified = sampler.network, sampler.config, sampler.isomer_floor, sampler.stratified
-        sampler.stratified, starts = self.stratified, sampler.isomer_starts
+        sampler.stratified, starts, planar = self.stratified, sampler.isomer_starts, sampler.acyl_planar
+        if self.acyl_planar is not None:
+            sampler.acyl_planar = self.acyl_planar
         if self.isomer_starts is not None:
             sampler.isomer_starts = self.isomer_starts
         if self.isomer_floor != "default":
@@ -150,13 +159,19 @@ class TunedTorsionalGenerator(TorsionalGenerator):
             sampler.network = ScaledControl(shipped, self.low, self.high, torch.Generator().manual_seed(seed + 7))
         if self.num_seeds_override is not None:
             sampler.config = dataclasses.replace(config, num_seeds=self.num_seeds_override)
+        from_control = round(self.control_share * count)
         try:
-            positions = sampler.sample_positions(mol, count, seed=seed, steps=self.steps)
+            parts = []
+            if count > from_control:
+                parts.append(sampler.sample_positions(mol, count - from_control, seed=seed, steps=self.steps))
+            if from_control:
+                parts.append(uniform_torsions(mol, from_control, seed=seed + 13, num_seeds=sampler.config.num_seeds))
+            positions = np.concatenate(parts)
         except ValueError as exc:
             raise GenerationError(str(exc)) from exc
         finally:
             sampler.network, sampler.config, sampler.isomer_floor = shipped, config, floor
-            sampler.stratified, sampler.isomer_starts = stratified, starts
+            sampler.stratified, sampler.isomer_starts, sampler.acyl_planar = stratified, starts, planar
         if self.dedup_kt is not None:
             selection = RelaxedSelection(
                 oversample=self.oversample,
@@ -215,11 +230,25 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     isomer_starts: int | None = None
     thin, relaxed_thin, prerelax = 1.0, False, None
     dedup_kt: float | None = None
+    share = 0.0
+    if "+mix" in variant:
+        variant, _, share_word = variant.partition("+mix")
+        try:
+            share = float(share_word)
+        except ValueError:
+            share = -1.0
+        if not 0 < share <= 1:
+            raise ValueError(f"unknown variant {variant}+mix{share_word}: +mixP takes a share in (0, 1]")
+    planar = variant.endswith("+planar")
+    if planar:
+        variant = variant[: -len("+planar")]
     stratified = variant.endswith("+lhs")
     if stratified:
         variant = variant[:-4]
     try:
         if variant.startswith("control"):
+            if planar or share:  # variants of the product, not of the control
+                raise ValueError
             seeds_word, _, amide_word = variant[7:].partition("+amide")
             control = RandomTorsionGenerator(
                 num_seeds=int(seeds_word), isomer_floor=float(amide_word) if amide_word else None, stratified=stratified
@@ -291,8 +320,8 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
         or (seeds is not None and seeds < 1)
     ):
         raise ValueError(f"variant {variant!r} out of range")
-    tuned = (low, high, over, seeds, amide, relaxed_kt or dedup_kt, stratified, isomer_starts, thin) != (
-        (1.0, 1.0, 1.0, None, "default", None, False, None, 1.0)
+    tuned = (low, high, over, seeds, amide, relaxed_kt or dedup_kt, stratified, isomer_starts, thin, planar, share) != (
+        (1.0, 1.0, 1.0, None, "default", None, False, None, 1.0, False, 0.0)
     )
     generator: TorsionalGenerator = (
         TunedTorsionalGenerator(
@@ -311,7 +340,12 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             relaxed_thin=relaxed_thin,
             prerelax_iters=prerelax,
             dedup_kt=dedup_kt,
-            _tag=variant + ("+lhs" if stratified else ""),
+            acyl_planar=True if planar else None,
+            control_share=share,
+            _tag=variant
+            + ("+lhs" if stratified else "")
+            + ("+planar" if planar else "")
+            + (f"+mix{share:g}" if share else ""),
         )
         if tuned
         else TorsionalGenerator(ck, steps)
@@ -322,6 +356,8 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
         else RdkitMmffOptimizer(iters, "MMFF94", 1)
     )  # relaxed while selecting
     lhs = ", integration noise stratified across the samples" if stratified else ""
+    lhs += ", acyl torsions at their isomer's planar angle" if planar else ""
+    lhs += f", {share:.0%} of the draws from the random-torsion control" if share else ""
     description = f"torsional pipeline, {variant}{lhs} ({ck}; MMFF94 maxIters {iters})"
     register_method(name, lambda s: Method(name, generator, refiner, description))
     return name

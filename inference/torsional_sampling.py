@@ -58,6 +58,9 @@ ISOMER_FLOOR: float | None = 0.0
 #: (``benchmarks/results/conformers_{product_lhs,isostarts}{,_seed7}.md``)
 ISOMER_STARTS = 8
 
+#: acyl torsions drawn at their isomer's planar angle (:func:`molecules.acyl_isomers.choose_acyl_isomers`)
+ACYL_PLANAR = False
+
 
 def seed_systems(mol: Chem.Mol, num_seeds: int, seed: int, dtype: torch.dtype) -> list[TorsionSystem]:
     """One :class:`TorsionSystem` per kept MMFF94-relaxed ETKDG seed of ``mol`` (explicit hydrogens)."""
@@ -113,6 +116,7 @@ class TorsionalSampler(LoadedModel):
         stratified: bool = False,
         isomer_starts: int = ISOMER_STARTS,
         selection: RelaxedSelection | None = None,
+        acyl_planar: bool = ACYL_PLANAR,
     ) -> None:
         payload = load_checkpoint(checkpoint)
         if payload.get("kind") != CHECKPOINT_KIND:
@@ -140,6 +144,8 @@ class TorsionalSampler(LoadedModel):
         if isomer_starts < 0:
             raise ValueError(f"isomer_starts must be >= 0, got {isomer_starts}")
         self.isomer_starts = isomer_starts
+        #: acyl torsions drawn at their isomer's planar angle (0 or pi) instead of the network's angle on it
+        self.acyl_planar = acyl_planar
         #: with the MMFF94 relaxation on: draw more, relax each, keep distinct basins by their Boltzmann law
         #: (:mod:`molecules.selection`); ``None``: exactly K draws, each relaxed
         self.selection = selection
@@ -231,7 +237,12 @@ class TorsionalSampler(LoadedModel):
                 )
                 if isomers:
                     turned = choose_acyl_isomers(
-                        phi, len(chosen), isomers, generator, floor=float(self.isomer_floor or 0)
+                        phi,
+                        len(chosen),
+                        isomers,
+                        generator,
+                        floor=float(self.isomer_floor or 0),
+                        planar=self.acyl_planar,
                     )
                     if counts is not None:
                         key = "acyl_isomers_turned"

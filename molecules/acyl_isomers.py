@@ -174,11 +174,14 @@ def choose_acyl_isomers(
     *,
     kt: float = ROOM_TEMPERATURE_KT,
     floor: float = 0.0,
+    planar: bool = False,
 ) -> torch.Tensor:
     """``phi`` ``[G * m]`` (``G`` samples of one molecule, ``m`` torsions each, in order) with every acyl
     torsion of ``isomers`` (amides, esters, acids) put on an isomer drawn from its Boltzmann law at ``kt``
     (:meth:`AcylIsomers.p_syn`): a sample already on the drawn isomer keeps its angle; one on the other
-    isomer is turned by ``pi`` (the deviation from planarity is kept)."""
+    isomer is turned by ``pi`` (the deviation from planarity is kept). ``planar``: every acyl torsion is set
+    to its drawn isomer's planar angle instead (0 or ``-pi``): an acyl bond is planar, and a sample twisted
+    far from it may relax onto the other isomer, or stay twisted."""
     if not isomers:
         return phi
     if phi.ndim != 1 or num_samples < 1 or phi.shape[0] % num_samples:
@@ -188,6 +191,10 @@ def choose_acyl_isomers(
         want_syn = torch.rand(num_samples, generator=generator) < iso.p_syn(kt, floor)
         angle = table[:, iso.torsion]
         turn = want_syn.to(angle.device) != (angle.abs() < torch.pi / 2)
+        if planar:
+            flat = torch.zeros_like(angle)
+            table[:, iso.torsion] = torch.where(want_syn.to(angle.device), flat, flat - torch.pi)
+            continue
         turned = torch.remainder(angle + 2 * torch.pi, 2 * torch.pi) - torch.pi  # angle + pi, wrapped to [-pi, pi)
         table[:, iso.torsion] = torch.where(turn, turned, angle)
     return table.reshape(-1)

@@ -161,6 +161,40 @@ def test_turned_samples_land_on_the_drawn_isomer_and_keep_their_deviation() -> N
         choose_acyl_isomers(phi, 4, [AcylIsomers(0, 0.0, 1.0)], g)
 
 
+def test_planar_puts_each_acyl_torsion_at_its_drawn_isomers_planar_angle() -> None:
+    phi = torch.tensor([0.1, 3.0, -3.0, 0.7, 2.9, -1.2], dtype=torch.float64)  # 3 samples x 2 torsions
+    syn = choose_acyl_isomers(
+        phi, 3, [AcylIsomers(1, energy_syn=0.0, energy_anti=10.0)], torch.Generator().manual_seed(0), planar=True
+    )
+    torch.testing.assert_close(syn[0::2], phi[0::2])  # torsion 0 is not acyl: untouched
+    torch.testing.assert_close(syn[1::2], torch.zeros(3, dtype=torch.float64))
+    anti = choose_acyl_isomers(
+        phi, 3, [AcylIsomers(1, energy_syn=10.0, energy_anti=0.0)], torch.Generator().manual_seed(0), planar=True
+    )
+    torch.testing.assert_close(anti[1::2], torch.full((3,), -math.pi, dtype=torch.float64))
+    # the isomers drawn are the same with and without planar: only the angle on the isomer differs
+    draws = torch.linspace(-math.pi, math.pi - 1e-3, 400, dtype=torch.float64)
+    iso = [AcylIsomers(0, energy_syn=0.0, energy_anti=0.3)]
+    kept = choose_acyl_isomers(draws, 400, iso, torch.Generator().manual_seed(3))
+    flat = choose_acyl_isomers(draws, 400, iso, torch.Generator().manual_seed(3), planar=True)
+    assert torch.equal(kept.abs() < math.pi / 2, flat.abs() < math.pi / 2)
+    assert set(flat.tolist()) == {0.0, -math.pi}
+
+
+def test_planar_sampler_draws_a_planar_amide_on_the_same_isomers() -> None:
+    mol = mol_from_smiles("CC(=O)Nc1ccccc1CCO")
+    (torsion,) = [t for t in find_torsions(mol, TorsionRules()) if t.amide.value == "secondary"]
+    kept = TorsionalSampler(SHIPPED, isomer_floor=0.5).sample_positions(mol, 32, seed=4)
+    flat = TorsionalSampler(SHIPPED, isomer_floor=0.5, acyl_planar=True).sample_positions(mol, 32, seed=4)
+    angles = np.array([_heavy_dihedral(mol, x, torsion.atoms) for x in flat])
+    # one angle per isomer: the seed's own small deviation of the heavy-atom dihedral from planarity
+    deviation = np.minimum(np.abs(angles), 180 - np.abs(angles))
+    assert np.ptp(deviation) < 1e-3 and deviation.max() < 10
+    twisted = np.array([_heavy_dihedral(mol, x, torsion.atoms) for x in kept])
+    assert np.minimum(np.abs(twisted), 180 - np.abs(twisted)).max() > 20  # the network's angles are not
+    assert np.array_equal(np.abs(angles) > 90, np.abs(twisted) > 90)
+
+
 def test_sampler_puts_a_secondary_amide_on_its_room_temperature_isomer() -> None:
     """With floor 0 an anilide's conformers are the trans amide but for its Boltzmann share of cis (below 1 % from
     these seeds, 2.8 kcal/mol); with floor 0.5 both isomers appear about equally."""

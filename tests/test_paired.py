@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from benchmarks.coverage import THRESHOLDS, EnsembleScore, failed_score, score_matrix
-from benchmarks.paired import compare, default_pairs, load_scores, paired_lines
+from benchmarks.paired import compare, default_pairs, load_scores, paired_lines, split_pair
 
 
 def _score(nearest: list[float]) -> EnsembleScore:
@@ -103,3 +103,13 @@ def test_runs_merge_and_the_cli_prints_the_table(tmp_path: Path) -> None:
     assert bad.returncode != 0 and "METHOD:BASELINE" in bad.stderr
     off_grid = subprocess.run([*cli[:-2], "--delta", "0.3"], capture_output=True, text=True, timeout=120)
     assert off_grid.returncode != 0 and "not on the grid" in off_grid.stderr and "Traceback" not in off_grid.stderr
+
+
+def test_pairs_of_method_names_that_hold_colons() -> None:
+    known = {"knob:mmff200+planar", "knob:isostarts8", "rdkit+mmff"}
+    assert split_pair("rdkit+mmff:knob:isostarts8", known) == ("rdkit+mmff", "knob:isostarts8")
+    assert split_pair("knob:mmff200+planar:knob:isostarts8", known) == ("knob:mmff200+planar", "knob:isostarts8")
+    assert split_pair("a:b", known) == ("a", "b")  # one colon: split as written (unknown names fail later)
+    for bad in ("knob:mmff200+planar:knob:nothing", "rdkit+mmff"):
+        with pytest.raises(ValueError, match="METHOD:BASELINE"):
+            split_pair(bad, known)

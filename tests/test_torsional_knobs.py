@@ -19,8 +19,8 @@ from benchmarks.torsional_knobs import (
     register_variant,
 )
 from energy.mmff import mmff_energies, mmff_optimize
-from inference.torsional_sampling import ISOMER_STARTS
-from molecules.diversity import torsion_fingerprints
+from inference.torsional_sampling import ISOMER_STARTS, uniform_torsions
+from molecules.diversity import dihedrals, torsion_fingerprints
 from molecules.smiles import mol_from_smiles
 from molecules.structures import with_conformers
 
@@ -125,6 +125,47 @@ def test_stratified_words_and_the_stratified_product_restores_the_sampler() -> N
     starts = METHODS[register_variant("isostarts8", SHIPPED)](settings).generator
     assert isinstance(starts, TunedTorsionalGenerator) and starts.isomer_starts == 8
     for bad in ("isostarts0", "isostartsx"):
+        with pytest.raises(ValueError, match="variant"):
+            register_variant(bad, SHIPPED)
+
+
+def test_planar_word_flattens_acyl_torsions_and_restores_the_sampler() -> None:
+    """``+planar`` (after ``+lhs`` if both): the ester and amide dihedrals of the draws take one value per isomer;
+    the shipped sampler keeps its own setting afterwards; the control refuses the word."""
+    settings = MethodSettings()
+    tuned = METHODS[register_variant("mmff200+lhs+planar", SHIPPED)](settings).generator
+    assert isinstance(tuned, TunedTorsionalGenerator) and tuned.stratified and tuned.acyl_planar is True
+    mol = mol_from_smiles("CCOC(=O)c1ccccc1NC(C)=O")
+    out = tuned.generate(mol, 12, seed=3)
+    assert tuned._load().acyl_planar is False
+    x = np.stack([c.GetPositions() for c in out.GetConformers()])
+    plain = TunedTorsionalGenerator(str(SHIPPED), stratified=True, _tag="plain").generate(mol, 12, seed=3)
+    x_plain = np.stack([c.GetPositions() for c in plain.GetConformers()])
+    for atoms in ([5, 3, 2, 1], [10, 11, 12, 13]):  # c-C(=O)-O-C, c-N-C(=O)-C: heavy-atom dihedrals
+        for positions, flat in ((x, True), (x_plain, False)):
+            d = np.abs(np.degrees(dihedrals(positions, np.array([atoms]))[:, 0]))
+            deviation = np.minimum(d, 180 - d)
+            assert bool(deviation.max() < 15) is flat, deviation
+    with pytest.raises(ValueError, match="variant"):
+        register_variant("control4+planar", SHIPPED)
+
+
+def test_mix_word_takes_a_share_of_the_draws_from_the_control() -> None:
+    """``+mix1``: every draw is the control's (the same positions as the control with the sampler's seeds);
+    ``+mix0.5``: the first half the network's, the rest the control's; out-of-range shares are refused."""
+    settings = MethodSettings()
+    mol = mol_from_smiles("CCOC(=O)c1ccccc1NC(C)=O")
+    all_control = METHODS[register_variant("mmff200+mix1", SHIPPED)](settings).generator
+    assert isinstance(all_control, TunedTorsionalGenerator) and all_control.control_share == 1.0
+    x = np.stack([c.GetPositions() for c in all_control.generate(mol, 6, seed=3).GetConformers()])
+    seeds = all_control._load().config.num_seeds
+    np.testing.assert_allclose(x, uniform_torsions(mol, 6, seed=3 + 13, num_seeds=seeds), atol=1e-9)
+    half = METHODS[register_variant("mmff200+mix0.5", SHIPPED)](settings).generator
+    y = np.stack([c.GetPositions() for c in half.generate(mol, 6, seed=3).GetConformers()])
+    np.testing.assert_allclose(y[3:], uniform_torsions(mol, 3, seed=3 + 13, num_seeds=seeds), atol=1e-9)
+    model = all_control._load().sample_positions(mol, 3, seed=3)
+    np.testing.assert_allclose(y[:3], model, atol=1e-9)
+    for bad in ("mmff200+mix0", "mmff200+mix1.5", "mmff200+mixx", "control4+mix0.5"):
         with pytest.raises(ValueError, match="variant"):
             register_variant(bad, SHIPPED)
 
