@@ -217,10 +217,11 @@ class TorsionalGenerator:
 
     def generate(self, mol: Chem.Mol, num_conformers: int, seed: int) -> Chem.Mol:
         sampler = self._load()
-        count = num_conformers if self.selection is None else self.selection.draws(num_conformers)
         try:
-            positions = sampler.sample_positions(mol, count, seed=seed, steps=self.steps)
-            if self.selection is not None:
+            if self.selection is None:
+                positions = sampler.sample_positions(mol, num_conformers, seed=seed, steps=self.steps)
+            else:
+                positions = sampler.selection_draws(mol, num_conformers, self.selection, seed=seed, steps=self.steps)
                 rng = np.random.default_rng(seed + 11)
                 positions, _ = select_relaxed(mol, positions, num_conformers, self.selection, rng)
         except ValueError as exc:  # unsupported element, ETKDG failure, MMFF94 cannot type it

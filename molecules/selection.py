@@ -2,9 +2,11 @@
 
 A sampler's K draws, each relaxed by MMFF94, often land in the same basin (the same local minimum reached from
 nearby starts): those slots add nothing to an ensemble's coverage. Relaxed selection draws ``ceil(F K)``
-conformers, relaxes every one (RDKit MMFF94, ``max_iters``), removes duplicates (two relaxed conformers whose
-torsion fingerprints, :func:`molecules.diversity.torsion_fingerprints`, lie closer than ``duplicate_gap``: one
-basin, of which the lower in energy stays; never fewer than K are left), and then draws K of the rest without
+conformers, relaxes every one (RDKit MMFF94, ``max_iters``), sets aside those the relaxation left with a wrong
+bond or stereocentre (:func:`molecules.validity.check_conformer`; used only where fewer than K others are valid),
+removes duplicates (two relaxed conformers whose torsion fingerprints,
+:func:`molecules.diversity.torsion_fingerprints`, lie closer than ``duplicate_gap``: one basin, of which the lower
+in energy stays; never fewer than K are left), and then draws K of the rest without
 replacement from the Boltzmann law of their relaxed energies at ``kt`` (Gumbel top-k: with keys
 ``-E_i / kt + G_i``, ``G_i`` standard Gumbel, the K largest keys are a draw without replacement from
 ``p_i ∝ exp(-E_i / kt)``; ``kt = 0``: the K lowest).
@@ -23,6 +25,7 @@ from energy.mmff import mmff_optimize
 from molecules.diversity import thin_crowded, torsion_fingerprints
 from molecules.rmsd import conformer_coordinates
 from molecules.structures import with_conformers
+from molecules.validity import check_conformer, stereo_spec
 
 __all__ = ["RelaxedSelection", "boltzmann_pick", "select_relaxed"]
 
@@ -39,6 +42,9 @@ class RelaxedSelection:
     #: relax the draws only this many iterations before selecting (the kept K are then relaxed as without
     #: selection, by the caller): cheaper, basins judged from shorter relaxations; ``None``: ``max_iters``
     screen_iters: int | None = None
+    #: this share of the draws proposed with every rotatable torsion uniform (the random-torsion control's law, the
+    #: sampler's seeds) instead of by the sampler: breadth the relaxation and the energy draw then sort
+    uniform_share: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.oversample >= 1 or not self.kt_kcal_mol >= 0 or not self.duplicate_gap >= 0:
@@ -46,6 +52,8 @@ class RelaxedSelection:
                 f"oversample must be >= 1 and kt_kcal_mol, duplicate_gap >= 0, got {self.oversample}, "
                 f"{self.kt_kcal_mol}, {self.duplicate_gap}"
             )
+        if not 0 <= self.uniform_share <= 1:
+            raise ValueError(f"uniform_share must be in [0, 1], got {self.uniform_share}")
         if self.max_iters < 1 or (self.screen_iters is not None and self.screen_iters < 1):
             raise ValueError(
                 f"max_iters and screen_iters must be at least 1, got {self.max_iters}, {self.screen_iters}"
@@ -54,6 +62,10 @@ class RelaxedSelection:
     def draws(self, keep: int) -> int:
         """How many conformers to draw for ``keep``."""
         return math.ceil(self.oversample * keep)
+
+    def uniform_draws(self, keep: int) -> int:
+        """How many of :meth:`draws` are proposed with uniform torsions."""
+        return round(self.uniform_share * self.draws(keep))
 
 
 def boltzmann_pick(energies: np.ndarray, keep: int, kt: float, rng: np.random.Generator) -> np.ndarray:
@@ -82,6 +94,15 @@ def select_relaxed(
     iters = selection.screen_iters or selection.max_iters
     energies = np.array([e for _, e in mmff_optimize(relaxed, max_iters=iters)])
     x = conformer_coordinates(relaxed)
-    unique = thin_crowded(torsion_fingerprints(mol, x), keep, min_gap=selection.duplicate_gap, priority=energies)
+    spec = stereo_spec(mol)
+    checks = [check_conformer(mol, p, spec, allow_clashes=True) for p in x]
+    valid = np.array([c.ok for c in checks], dtype=bool)
+    x = np.stack([c.positions if c.ok else p for c, p in zip(checks, x, strict=True)])  # a mirror image reflected
+    pool = np.flatnonzero(valid)
+    if len(pool) < keep:  # too few valid: every valid one, then the rest (the caller's checks count them)
+        chosen = np.sort(np.concatenate([pool, np.flatnonzero(~valid)[: keep - len(pool)]]))
+        return x[chosen], energies[chosen]
+    fingerprints = torsion_fingerprints(mol, x[pool])
+    unique = pool[thin_crowded(fingerprints, keep, min_gap=selection.duplicate_gap, priority=energies[pool])]
     chosen = unique[boltzmann_pick(energies[unique], keep, selection.kt_kcal_mol, rng)]
     return x[chosen], energies[chosen]

@@ -11,6 +11,7 @@ import pytest
 import torch
 from rdkit.Chem import rdMolTransforms
 
+from benchmarks.acyl_planarity import off_planar
 from inference.torsional_sampling import TorsionalSampler, uniform_torsions
 from molecules.acyl_isomers import (
     ROOM_TEMPERATURE_KT,
@@ -254,3 +255,12 @@ def test_extra_starts_only_lower_each_isomers_energy() -> None:
     assert len(alone) == len(more) == 1 and alone[0].torsion == more[0].torsion
     assert more[0].energy_syn <= alone[0].energy_syn + 1e-6 and more[0].energy_anti <= alone[0].energy_anti + 1e-6
     assert min(more[0].energy_syn, more[0].energy_anti) < min(alone[0].energy_syn, alone[0].energy_anti) - 1.0
+
+
+def test_off_planar_measures_degrees_from_the_nearer_planar_angle() -> None:
+    def chain(angle_deg: float) -> np.ndarray:
+        a = math.radians(angle_deg)
+        return np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.5], [math.cos(a), math.sin(a), 1.5]])
+
+    x = np.stack([chain(d) for d in (0.0, 10.0, 90.0, 170.0, -150.0)])
+    np.testing.assert_allclose(off_planar(x, np.array([[0, 1, 2, 3]]))[:, 0], [0.0, 10.0, 90.0, 10.0, 30.0], atol=1e-9)

@@ -12,11 +12,13 @@ from rdkit import Chem
 from benchmarks.methods import METHODS, MethodSettings, _selected
 from energy.mmff import mmff_energies, mmff_optimize
 from inference.model import SamplingRequest
-from inference.torsional_sampling import TorsionalSampler
+from inference.torsional_sampling import TorsionalSampler, uniform_torsions
 from molecules.diversity import torsion_fingerprints
+from molecules.etkdg import embed
 from molecules.selection import RelaxedSelection, boltzmann_pick, select_relaxed
 from molecules.smiles import mol_from_smiles
 from molecules.structures import with_conformers
+from molecules.validity import check_conformer, stereo_spec
 
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "torsional.pt"
 SMILES = "CCCCOc1ccc(CC(=O)OCC)cc1"
@@ -107,3 +109,37 @@ def test_screened_selection_leaves_the_final_relaxation_to_the_pipeline() -> Non
     assert _selected(MethodSettings(torsional_checkpoint=str(SHIPPED)), RelaxedSelection()).refiner is None
     with pytest.raises(ValueError, match="screen_iters"):
         RelaxedSelection(screen_iters=0)
+
+
+def test_selection_sets_aside_draws_with_the_wrong_stereocentre() -> None:
+    """Draws of the diastereomer (one centre inverted: no reflection fixes it) are kept only when too few others
+    are valid, and then after every valid one."""
+    mol = mol_from_smiles("C[C@H](O)[C@H](C)CCO")
+    other = mol_from_smiles("C[C@H](O)[C@@H](C)CCO")  # same atom order, one centre inverted
+    good, bad = embed(mol, 6, 1), embed(other, 10, 2)
+    draws = np.concatenate([bad[:5], good, bad[5:]])
+    spec = stereo_spec(mol)
+    x, _ = select_relaxed(mol, draws, 4, RelaxedSelection(duplicate_gap=0.0), np.random.default_rng(0))
+    assert all(check_conformer(mol, p, spec, allow_clashes=True).ok for p in x)
+    x, _ = select_relaxed(mol, draws, 8, RelaxedSelection(duplicate_gap=0.0), np.random.default_rng(0))
+    assert sum(check_conformer(mol, p, spec, allow_clashes=True).ok for p in x) == 6
+
+
+def test_uniform_share_proposes_that_share_of_the_draws_with_uniform_torsions() -> None:
+    """The draws are the sampler's then the control's (same seeds); shares 0 and 1 give one or the other alone."""
+    mol = mol_from_smiles(SMILES)
+    sampler = TorsionalSampler(SHIPPED)
+    half = RelaxedSelection(uniform_share=0.5)
+    assert (half.draws(5), half.uniform_draws(5)) == (10, 5)
+    x = sampler.selection_draws(mol, 5, half, seed=3)
+    np.testing.assert_allclose(x[:5], sampler.sample_positions(mol, 5, seed=3), atol=1e-9)
+    uniform = uniform_torsions(mol, 5, seed=3 + 13, num_seeds=sampler.config.num_seeds)
+    np.testing.assert_allclose(x[5:], uniform, atol=1e-9)
+    none = sampler.selection_draws(mol, 5, RelaxedSelection(), seed=3)
+    np.testing.assert_allclose(none, sampler.sample_positions(mol, 10, seed=3), atol=1e-9)
+    everything = sampler.selection_draws(mol, 5, RelaxedSelection(uniform_share=1.0), seed=3)
+    np.testing.assert_allclose(everything, uniform_torsions(mol, 10, seed=16, num_seeds=sampler.config.num_seeds))
+    with pytest.raises(ValueError, match="uniform_share"):
+        RelaxedSelection(uniform_share=1.5)
+    chosen = TorsionalSampler(SHIPPED, selection=half).sample(SamplingRequest(smiles=SMILES, num_conformers=8, seed=4))
+    assert chosen.num_conformers == 8 and chosen.mmff_relaxed == 8
