@@ -65,7 +65,7 @@ def test_selection_returns_relaxed_distinct_basins_and_cold_is_the_lowest_of_the
 def test_selection_refuses_what_it_cannot_do() -> None:
     for bad in ({"oversample": 0.5}, {"kt_kcal_mol": -1.0}, {"duplicate_gap": -0.1}, {"max_iters": 0}):
         with pytest.raises(ValueError):
-            RelaxedSelection(**bad)  # type: ignore[arg-type]
+            RelaxedSelection(**bad)
     assert RelaxedSelection(oversample=1.5).draws(5) == 8
     mol = mol_from_smiles(SMILES)
     with pytest.raises(ValueError, match="keep"):
