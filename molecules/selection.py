@@ -43,8 +43,11 @@ class RelaxedSelection:
     #: selection, by the caller): cheaper, basins judged from shorter relaxations; ``None``: ``max_iters``
     screen_iters: int | None = None
     #: this share of the draws proposed with every rotatable torsion uniform (the random-torsion control's law, the
-    #: sampler's seeds) instead of by the sampler: breadth the relaxation and the energy draw then sort
-    uniform_share: float = 0.0
+    #: sampler's seeds) instead of by the sampler: breadth the relaxation and the energy draw then sort. Chosen on
+    #: drugs_dev (``python -m benchmarks.torsional_knobs --variants relaxdedup2@3+mixP``, COV-R / COV-P @1.0 Å):
+    #: 0: 82.9 / 80.7, 0.25: 84.0 / 77.1, 0.35: 85.4 / 77.1, 0.5: 86.0 / 75.8, 1: 87.0 / 70.1
+    #: (ETKDG + MMFF94 67.1 / 77.0, the control 81.9 / 61.6; ``benchmarks/results/conformers_relaxdedup_mix*.md``)
+    uniform_share: float = 0.35
 
     def __post_init__(self) -> None:
         if not self.oversample >= 1 or not self.kt_kcal_mol >= 0 or not self.duplicate_gap >= 0:
