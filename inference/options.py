@@ -74,10 +74,10 @@ class PostProcessing:
         stereo: an input with an unassigned stereocentre or stereo double bond is refused (``"refuse"``,
             naming the atoms) or expanded into its stereoisomers, each sampled on its own (``"enumerate"``).
         max_isomers: at most this many stereoisomers per input with ``stereo="enumerate"``.
-        select: relaxed selection (the torsional model with its MMFF94 relaxation): draw twice as many samples,
-            relax each, drop duplicate basins and keep the requested number by the Boltzmann law of their
-            MMFF94 energies at 3 kcal/mol (:mod:`molecules.selection`): higher coverage and precision on the
-            benchmark, at about 0.4x the speed.
+        select: relaxed selection (the torsional model with its MMFF94 relaxation): draw twice as many samples
+            (35 % of them with uniform torsions), relax each, set aside invalid ones, drop duplicate basins and keep
+            the requested number by the Boltzmann law of their MMFF94 energies at 3 kcal/mol
+            (:mod:`molecules.selection`): higher coverage on the benchmark, at about 0.4x the speed.
     """
 
     repair: bool | None = None

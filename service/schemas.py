@@ -158,9 +158,9 @@ class SamplingOptions(BaseModel):
     )
     select: bool = Field(
         DEFAULTS.select,
-        description="relaxed selection (torsional model): draw twice the samples, MMFF94-relax each, drop duplicate "
-        "basins and keep num_conformers by their Boltzmann law at 3 kcal/mol (better coverage and precision on the "
-        "benchmark, at about 0.4x the speed)",
+        description="relaxed selection (torsional model): draw twice the samples (35 % of them with uniform "
+        "torsions), MMFF94-relax each, drop duplicate basins and keep num_conformers by their Boltzmann law at 3 "
+        "kcal/mol (better coverage on the benchmark, at about 0.4x the speed)",
     )
     max_isomers: int = Field(
         DEFAULTS.max_isomers, ge=1, le=MAX_ISOMERS, description="at most this many stereoisomers per SMILES"
