@@ -78,7 +78,6 @@ from benchmarks.methods import (
 )
 from benchmarks.report import summaries, write_report
 from energy.mmff import mmff_energies, mmff_optimize
-from inference.torsional_sampling import uniform_torsions
 from molecules.diversity import thin_crowded, torsion_fingerprints
 from molecules.rmsd import conformer_coordinates
 from molecules.selection import RelaxedSelection, boltzmann_pick, select_relaxed
@@ -159,14 +158,9 @@ class TunedTorsionalGenerator(TorsionalGenerator):
             sampler.network = ScaledControl(shipped, self.low, self.high, torch.Generator().manual_seed(seed + 7))
         if self.num_seeds_override is not None:
             sampler.config = dataclasses.replace(config, num_seeds=self.num_seeds_override)
-        from_control = round(self.control_share * count)
-        try:
-            parts = []
-            if count > from_control:
-                parts.append(sampler.sample_positions(mol, count - from_control, seed=seed, steps=self.steps))
-            if from_control:
-                parts.append(uniform_torsions(mol, from_control, seed=seed + 13, num_seeds=sampler.config.num_seeds))
-            positions = np.concatenate(parts)
+        draws = RelaxedSelection(oversample=max(self.oversample, self.thin), uniform_share=self.control_share)
+        try:  # count draws, a control_share of them with uniform torsions (as relaxed selection's proposals)
+            positions = sampler.selection_draws(mol, num_conformers, draws, seed=seed, steps=self.steps)
         except ValueError as exc:
             raise GenerationError(str(exc)) from exc
         finally:

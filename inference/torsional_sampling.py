@@ -252,37 +252,14 @@ class TorsionalSampler(LoadedModel):
             out.append(x.cpu().numpy().reshape(len(chosen), -1, 3))
         return np.concatenate(out)
 
-    def selection_draws(
-        self,
-        mol: Chem.Mol,
-        keep: int,
-        selection: RelaxedSelection,
-        *,
-        seed: int,
-        steps: int | None = None,
-        refine_rounds: int = 0,
-        timings: dict[str, float] | None = None,
-        counts: dict[str, int] | None = None,
-    ) -> np.ndarray:
+    def selection_draws(self, mol: Chem.Mol, keep: int, selection: RelaxedSelection, **options: Any) -> np.ndarray:
         """The draws relaxed selection chooses ``keep`` from: ``selection.draws(keep)`` conformers, the sampler's
-        (:meth:`sample_positions`) then ``selection.uniform_draws(keep)`` with every torsion uniform
-        (:func:`uniform_torsions`, the same number of seeds)."""
+        (:meth:`sample_positions`, given ``options``: ``seed`` and the rest) then ``selection.uniform_draws(keep)``
+        with every torsion uniform (:func:`uniform_torsions`, the same number of seeds, ``seed + 13``)."""
         total, uniform = selection.draws(keep), selection.uniform_draws(keep)
-        parts = []
-        if total > uniform:
-            parts.append(
-                self.sample_positions(
-                    mol,
-                    total - uniform,
-                    seed=seed,
-                    steps=steps,
-                    refine_rounds=refine_rounds,
-                    timings=timings,
-                    counts=counts,
-                )
-            )
+        parts = [self.sample_positions(mol, total - uniform, **options)] if total > uniform else []
         if uniform:
-            parts.append(uniform_torsions(mol, uniform, seed=seed + 13, num_seeds=self.config.num_seeds))
+            parts.append(uniform_torsions(mol, uniform, seed=options["seed"] + 13, num_seeds=self.config.num_seeds))
         return np.concatenate(parts)
 
     def sample(self, request: SamplingRequest) -> SampledConformers:
@@ -296,27 +273,17 @@ class TorsionalSampler(LoadedModel):
         select = self.selection or (RelaxedSelection() if request.relaxed_selection else None)
         if not mmff_relax or request.repair:
             select = None
+        options: dict[str, Any] = {
+            "seed": request.seed,
+            "steps": request.steps,
+            "refine_rounds": request.refine_rounds,
+            "timings": timings,
+            "counts": counts,
+        }
         if select is None:
-            raw = self.sample_positions(
-                mol,
-                request.num_conformers,
-                seed=request.seed,
-                steps=request.steps,
-                refine_rounds=request.refine_rounds,
-                timings=timings,
-                counts=counts,
-            )
+            raw = self.sample_positions(mol, request.num_conformers, **options)
         else:
-            raw = self.selection_draws(
-                mol,
-                request.num_conformers,
-                select,
-                seed=request.seed,
-                steps=request.steps,
-                refine_rounds=request.refine_rounds,
-                timings=timings,
-                counts=counts,
-            )
+            raw = self.selection_draws(mol, request.num_conformers, select, **options)
         timings["sample"] = time.perf_counter() - t0 - timings.get("refine", 0.0)
         selected = 0
         if select is not None:
