@@ -41,6 +41,8 @@ class ConformerSampler(LoadedModel):
 
     #: raw Cartesian samples often miss a bond length or a stereocentre: repaired unless a request says not to
     default_repair = True
+    #: relaxed selection is a torsional pipeline's: a request asking for it is refused
+    default_select = False
 
     def __init__(self, checkpoint: str | Path, *, energy: EnergyModel | None = None, device: str = "cpu") -> None:
         payload = load_checkpoint(checkpoint)

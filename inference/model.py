@@ -39,7 +39,8 @@ class SamplingRequest:
     repair: bool = False  # MMFF94 from the input's bond graph, stereo enforced, before the checks
     repair_iters: int = 200
     mmff_relax: bool | None = None  # the model's fast MMFF94 relaxation; None: the model's default
-    relaxed_selection: bool = False  # draw more, relax each, keep distinct basins by energy (torsional model)
+    # draw more, relax each, keep distinct basins by energy (torsional model); None: the model's default
+    relaxed_selection: bool | None = None
 
 
 @dataclass
@@ -155,6 +156,8 @@ class ConformerModel(Protocol):
 
     #: whether ``repair`` is on when a request leaves it unset (``PostProcessing.repair is None``)
     default_repair: bool
+    #: whether relaxed selection is on when a request leaves it unset (``PostProcessing.select is None``)
+    default_select: bool
 
     def sample(self, request: SamplingRequest) -> SampledConformers: ...
 

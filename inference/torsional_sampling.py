@@ -103,6 +103,9 @@ class TorsionalSampler(LoadedModel):
 
     #: samples keep the seeds' bonds, angles and stereocentres: nothing to repair
     default_repair = False
+    #: relaxed selection (:mod:`molecules.selection`) unless a request turns it off: the pipeline that reaches the
+    #: benchmark's recall bar (README, "Relaxed selection is the default")
+    default_select = True
 
     def __init__(
         self,
@@ -146,8 +149,8 @@ class TorsionalSampler(LoadedModel):
         self.isomer_starts = isomer_starts
         #: acyl torsions drawn at their isomer's planar angle (0 or pi) instead of the network's angle on it
         self.acyl_planar = acyl_planar
-        #: with the MMFF94 relaxation on: draw more, relax each, keep distinct basins by their Boltzmann law
-        #: (:mod:`molecules.selection`); ``None``: exactly K draws, each relaxed
+        #: the relaxed selection of requests that leave it on (``relaxed_selection`` None or True, with the MMFF94
+        #: relaxation on: :mod:`molecules.selection`); ``None``: :class:`RelaxedSelection`'s defaults
         self.selection = selection
         self.base = TorusBase()
         self.checkpoint = Path(checkpoint)
@@ -270,7 +273,8 @@ class TorsionalSampler(LoadedModel):
         t0 = time.perf_counter()
         mol = mol_from_smiles(request.smiles, fragments=request.fragments)
         mmff_relax = self.mmff_relax if request.mmff_relax is None else request.mmff_relax
-        select = self.selection or (RelaxedSelection() if request.relaxed_selection else None)
+        wanted = self.default_select if request.relaxed_selection is None else request.relaxed_selection
+        select = (self.selection or RelaxedSelection()) if wanted else None
         if not mmff_relax or request.repair:
             select = None
         options: dict[str, Any] = {

@@ -56,7 +56,8 @@ def test_cli_http_and_python_give_the_same_conformers(
     answer = api.post("/v1/conformers", json=REQUEST).json()
     http = np.array([c["positions"] for c in answer["conformers"]])
     post = answer["provenance"]["post_processing"]
-    assert post == {**DEFAULTS.to_dict()}  # the service's defaults are the Python API's and the CLI's
+    # the service's defaults are the Python API's and the CLI's, with select resolved to this (Cartesian) model's
+    assert post == {**DEFAULTS.to_dict(), "select": False}
 
     mol = generate_conformers(
         MOLECULE, num_conformers=8, seed=11, energy_model="mmff", checkpoint=tiny_conformer_checkpoint
@@ -110,6 +111,9 @@ def test_relaxed_selection_needs_the_torsional_model_everywhere(
 ) -> None:
     r = api.post("/v1/conformers", json={**REQUEST, "select": True})
     assert r.status_code == 422 and "needs the torsional model" in r.text
+    for asked in (None, False):  # the Cartesian model's default is off, and asking for off is no error
+        r = api.post("/v1/conformers", json={**REQUEST, "select": asked})
+        assert r.status_code == 200 and r.json()["provenance"]["post_processing"]["select"] is False
     argv = ["sample", MOLECULE, "--select", "--energy-model", "mmff", "--checkpoint", str(tiny_conformer_checkpoint)]
     assert main(argv) == 2
     assert "needs the torsional model" in capsys.readouterr().err

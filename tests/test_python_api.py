@@ -59,7 +59,8 @@ def test_returns_a_molecule_with_energies_weights_ranks_and_provenance(
     assert mol.GetProp("model_sha256") == file_sha256(tiny_conformer_checkpoint)
     assert mol.GetIntProp("model_training_round") == 1 and mol.GetBoolProp("repaired")
     provenance = json.loads(mol.GetProp("provenance"))
-    assert provenance["post_processing"] == DEFAULTS.to_dict() and provenance["seed"] == 2
+    assert provenance["post_processing"] == {**DEFAULTS.to_dict(), "select": False}  # the Cartesian model's default
+    assert provenance["seed"] == 2
     assert provenance["model"]["checkpoint"] == "tiny.pt" and provenance["energy_model"] == "mmff"
     rejected = sum(json.loads(mol.GetProp("conformers_rejected")).values())
     assert mol.GetNumConformers() + rejected + mol.GetIntProp("duplicates_removed") == 8  # every draw accounted for
@@ -163,12 +164,17 @@ def test_load_sampler_reads_the_stored_kind(tiny_conformer_checkpoint: Path) -> 
         load_sampler(tiny_conformer_checkpoint.with_name("missing.pt"))
 
 
-def test_relaxed_selection_through_the_python_api() -> None:
-    """``select=True`` with the torsional model: the requested number of conformers, distinct after relaxation, and
-    the option recorded in the provenance."""
+def test_relaxed_selection_is_the_torsional_models_default() -> None:
+    """Left unset, ``select`` is the torsional model's default (on) and recorded as done; ``select=False`` is the fast
+    pipeline: other conformers from the same seed, both the requested number."""
     shipped = Path(__file__).resolve().parent.parent / "checkpoints" / "torsional.pt"
-    mol = generate_conformers(
-        FLEXIBLE, num_conformers=8, checkpoint=shipped, energy_model=None, dedup_rmsd=0, select=True
-    )
-    assert mol.GetNumConformers() == 8
-    assert json.loads(mol.GetProp("provenance"))["post_processing"]["select"] is True
+    kept = {}
+    for select in (None, True, False):
+        mol = generate_conformers(
+            FLEXIBLE, num_conformers=8, checkpoint=shipped, energy_model=None, dedup_rmsd=0, select=select
+        )
+        assert mol.GetNumConformers() == 8
+        assert json.loads(mol.GetProp("provenance"))["post_processing"]["select"] is (select is not False)
+        kept[select] = np.stack([c.GetPositions() for c in mol.GetConformers()])
+    np.testing.assert_array_equal(kept[None], kept[True])
+    assert not np.allclose(kept[None], kept[False])

@@ -3,6 +3,7 @@ the benchmark's use of it."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -74,8 +75,9 @@ def test_selection_refuses_what_it_cannot_do() -> None:
 
 def test_the_sampler_with_selection_returns_k_relaxed_conformers_and_says_so() -> None:
     request = SamplingRequest(smiles=SMILES, num_conformers=12, seed=4)
-    plain = TorsionalSampler(SHIPPED).sample(request)
+    plain = TorsionalSampler(SHIPPED).sample(dataclasses.replace(request, relaxed_selection=False))
     chosen = TorsionalSampler(SHIPPED, selection=RelaxedSelection()).sample(request)
+    assert TorsionalSampler(SHIPPED).default_select and "select" in TorsionalSampler(SHIPPED).sample(request).seconds
     assert chosen.num_conformers == plain.num_conformers == 12
     assert chosen.mmff_relaxed == 12 and "select" in chosen.seconds and "select" not in plain.seconds
     x = np.stack([c.GetPositions() for c in chosen.mol.GetConformers()])

@@ -150,7 +150,7 @@ def _assert_sorted_table(rows: list[list[str]]) -> None:
 def test_page_loads_with_form_and_model(tab: Tab) -> None:
     page = tab.page
     assert "Adjoint Sampling" in page.title()
-    for selector in ("#smiles", "#num-conformers", "#relax", "#select", "#energy-window", "#dedup-rmsd", "#submit"):
+    for selector in ("#smiles", "#num-conformers", "#relax", "#fast", "#energy-window", "#dedup-rmsd", "#submit"):
         assert page.locator(selector).is_visible(), selector
     assert page.locator("label[for=smiles]").inner_text() == "SMILES"
     page.wait_for_function("document.getElementById('model-info').textContent.includes('sha256')")
@@ -235,18 +235,25 @@ def test_bad_smiles_shows_the_api_message(tab: Tab, server: str) -> None:
     tab.errors[:] = [e for e in tab.errors if "422" not in e]  # the browser logs the refused request
 
 
-def test_relaxed_selection_box_reaches_the_server(tab: Tab) -> None:
-    """The page sends ``select`` when its box is ticked: this server's (Cartesian) model refuses it by name."""
+def test_fast_pipeline_box_turns_relaxed_selection_off(tab: Tab) -> None:
+    """Ticked, the page asks for the fast pipeline (``"select": false``); unticked, it leaves ``select`` to the
+    model's default, which the answer records (this server's Cartesian model: off)."""
     page = tab.page
     page.fill("#smiles", ETHANOL)
-    page.check("#select")
+    sent = []
     try:
-        page.click("#submit")
-        page.wait_for_selector("#error:not([hidden])")
-        assert "needs the torsional model" in page.inner_text("#error")
+        for fast in (True, False):
+            page.set_checked("#fast", fast)
+            with page.expect_response(lambda r: r.url.endswith("/v1/conformers") and r.request.method == "POST") as got:
+                page.click("#submit")
+            response = got.value
+            assert response.ok, response.text()
+            sent.append(response.request.post_data_json)
+            assert response.json()["provenance"]["post_processing"]["select"] is False
+            page.wait_for_selector("#energy-table tbody tr")
     finally:
-        page.uncheck("#select")
-    tab.errors[:] = [e for e in tab.errors if "422" not in e]
+        page.uncheck("#fast")
+    assert sent[0]["select"] is False and "select" not in sent[1]
 
 
 def test_aspirin_and_screenshot(tab: Tab, tmp_path: Path) -> None:

@@ -35,14 +35,14 @@ const FIELDS = {
   energy_model: $("energy-model"),
   seed: $("seed"),
   relax: $("relax"),
-  select: $("select"),
+  select: $("fast"), // ticked: the fast pipeline, "select": false
 };
 
 // The request body from the form; optional fields left empty are left out (the server's defaults apply).
 // Numbers are sent as typed: the server validates them and names the field when one is wrong.
 function readForm() {
   const body = { smiles: FIELDS.smiles.value.trim(), relax: FIELDS.relax.checked, format: "json" };
-  if (FIELDS.select.checked) body.select = true;
+  if (FIELDS.select.checked) body.select = false; // unticked: the model's default
   for (const name of ["num_conformers", "energy_window", "dedup_rmsd", "seed"]) {
     const text = FIELDS[name].value.trim();
     if (text !== "") body[name] = Number(text);
