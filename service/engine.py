@@ -137,7 +137,10 @@ class SamplingEngine:
 
     def _load(self, path: Path) -> LoadedModel:
         generator = ConformerGenerator(checkpoint=path, device=self.settings.device, energy_models=self._build_energy)
-        return LoadedModel(generator=generator, info=model_info(generator.sampler().provenance))
+        sampler = generator.sampler()
+        return LoadedModel(
+            generator=generator, info=model_info(sampler.provenance, default_select=sampler.default_select)
+        )
 
     @property
     def current(self) -> LoadedModel:
@@ -314,8 +317,9 @@ def post_processing(options: SamplingOptions) -> PostProcessing:
     )
 
 
-def model_info(provenance: ModelProvenance) -> ModelInfo:
+def model_info(provenance: ModelProvenance, *, default_select: bool | None = None) -> ModelInfo:
     return ModelInfo(
+        default_select=default_select,
         checkpoint=provenance.checkpoint,
         sha256=provenance.sha256,
         kind=provenance.kind,

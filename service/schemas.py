@@ -247,6 +247,9 @@ class ModelInfo(BaseModel):
     training_energy_model: str | None
     integration_steps: int
     versions: dict[str, str]
+    default_select: bool | None = Field(
+        None, description="whether a request that leaves `select` unset gets relaxed selection from this model"
+    )
 
 
 class PostProcessingInfo(BaseModel):

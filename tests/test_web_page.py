@@ -23,6 +23,7 @@ from service.settings import ServiceSettings
 from tests.helpers import live_server
 
 CHROMIUM = Path("/usr/bin/chromium")
+SHIPPED_TORSIONAL = Path(__file__).resolve().parents[1] / "checkpoints" / "torsional.pt"
 # refreshed only on request (UPDATE_SCREENSHOTS=1): every run differs (the tiny checkpoint's hash)
 SCREENSHOT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "web_page.png"
 CHROMIUM_ARGS = [
@@ -150,7 +151,7 @@ def _assert_sorted_table(rows: list[list[str]]) -> None:
 def test_page_loads_with_form_and_model(tab: Tab) -> None:
     page = tab.page
     assert "Adjoint Sampling" in page.title()
-    for selector in ("#smiles", "#num-conformers", "#relax", "#fast", "#energy-window", "#dedup-rmsd", "#submit"):
+    for selector in ("#smiles", "#num-conformers", "#relax", "#energy-window", "#dedup-rmsd", "#submit"):
         assert page.locator(selector).is_visible(), selector
     assert page.locator("label[for=smiles]").inner_text() == "SMILES"
     page.wait_for_function("document.getElementById('model-info').textContent.includes('sha256')")
@@ -235,25 +236,53 @@ def test_bad_smiles_shows_the_api_message(tab: Tab, server: str) -> None:
     tab.errors[:] = [e for e in tab.errors if "422" not in e]  # the browser logs the refused request
 
 
-def test_fast_pipeline_box_turns_relaxed_selection_off(tab: Tab) -> None:
-    """Ticked, the page asks for the fast pipeline (``"select": false``); unticked, it leaves ``select`` to the
-    model's default, which the answer records (this server's Cartesian model: off)."""
+def test_fast_pipeline_box_is_hidden_where_the_model_does_not_select(tab: Tab) -> None:
+    """This server's Cartesian model has no relaxed selection: no box, and requests leave ``select`` unset."""
     page = tab.page
+    assert page.locator("#fast").is_hidden()
     page.fill("#smiles", ETHANOL)
-    sent = []
+    with page.expect_response(lambda r: r.url.endswith("/v1/conformers") and r.request.method == "POST") as got:
+        page.click("#submit")
+    assert got.value.ok and "select" not in got.value.request.post_data_json
+    assert got.value.json()["provenance"]["post_processing"]["select"] is False
+    page.wait_for_selector("#energy-table tbody tr")
+
+
+def test_fast_pipeline_box_turns_relaxed_selection_off(tab: Tab, redis_url: str) -> None:
+    """With the torsional model (relaxed selection by default) the box is shown; ticked, the page asks for the fast
+    pipeline (``"select": false``), unticked it leaves ``select`` to the model, each answer recording what was done."""
+    settings = ServiceSettings(
+        checkpoint=SHIPPED_TORSIONAL,
+        redis_url=redis_url,
+        redis_prefix="web-page-torsional",
+        energy_model="mmff",
+        energy_models=("mmff",),
+        sampling_threads=1,
+        torch_threads=1,
+        inprocess_workers=0,
+    )
+    page = tab.page.context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
     try:
-        for fast in (True, False):
-            page.set_checked("#fast", fast)
-            with page.expect_response(lambda r: r.url.endswith("/v1/conformers") and r.request.method == "POST") as got:
-                page.click("#submit")
-            response = got.value
-            assert response.ok, response.text()
-            sent.append(response.request.post_data_json)
-            assert response.json()["provenance"]["post_processing"]["select"] is False
-            page.wait_for_selector("#energy-table tbody tr")
+        with live_server(settings) as url:
+            page.goto(url + "/")
+            page.wait_for_selector("#fast", state="visible")
+            page.fill("#smiles", "CCOC(C)=O")
+            done = []
+            for fast in (True, False):
+                page.set_checked("#fast", fast)
+                with page.expect_response(
+                    lambda r: r.url.endswith("/v1/conformers") and r.request.method == "POST"
+                ) as got:
+                    page.click("#submit")
+                assert got.value.ok, got.value.text()
+                sent = got.value.request.post_data_json
+                assert sent.get("select", "unset") == (False if fast else "unset")
+                done.append(got.value.json()["provenance"]["post_processing"]["select"])
+                page.wait_for_selector("#energy-table tbody tr")
+            assert done == [False, True]
     finally:
-        page.uncheck("#fast")
-    assert sent[0]["select"] is False and "select" not in sent[1]
+        page.close()
 
 
 def test_aspirin_and_screenshot(tab: Tab, tmp_path: Path) -> None:

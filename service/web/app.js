@@ -305,6 +305,8 @@ async function loadModelInfo() {
     select.options[0].textContent = `server default (${model.default_energy_model})`;
     for (const name of model.energy_models) select.add(new Option(name, name));
     if (model.limits?.max_sync_conformers) FIELDS.num_conformers.max = String(model.limits.max_sync_conformers);
+    // the fast-pipeline box turns relaxed selection off: shown only where this model selects by default
+    FIELDS.select.closest(".field").hidden = model.model.default_select !== true;
     const m = model.model;
     info.textContent =
       `Model: ${m.checkpoint} (sha256 ${m.sha256.slice(0, 12)}…, ${m.training_rounds ?? "?"} training rounds ` +
