@@ -2,8 +2,9 @@
 
 The cheap dev proxy used to select the shipped model (K <= 32) cannot see what limits the product on large
 ensembles, where K reaches hundreds of conformers per molecule and breadth decides recall. This benchmark scores
-variants of the default pipeline (torsional model, then RDKit MMFF94) with the conformer benchmark's own runner,
-so every number is comparable to ``bench conformers``:
+variants of the fast pipeline (torsional model, then RDKit MMFF94: ``bench conformers``' ``torsional+mmff``) with the
+conformer benchmark's own runner, so every number is comparable to ``bench conformers``; the product's default,
+relaxed selection, is the variant ``relaxdedup2@3+mix0.35`` (``torsional+select``):
 
 - ``mmff<N>``: the shipped model, MMFF94 with at most ``N`` iterations (the product and the baselines use 200);
 - ``steps<N>``: ``N`` integration steps instead of the checkpoint's;
@@ -26,16 +27,16 @@ so every number is comparable to ``bench conformers``:
   ``+mix<P>`` (after the others, ``relaxdedup2@3+mix0.5``): a share ``P`` of the draws from the random-torsion
   control with the sampler's seeds instead of the network (a mixed proposal ahead of the selection);
 - ``isostarts<N>``: the acyl isomers' relaxed energies from N more ETKDG starts than the kept seeds (the
-  default pipeline uses ``ISOMER_STARTS``; every other variant keeps that default);
+  fast pipeline uses ``ISOMER_STARTS``; every other variant keeps that default);
 - ``thin<F>``: ``ceil(F K)`` draws, ``K`` kept by removing the most crowded in torsion space
   (:func:`molecules.diversity.thin_crowded`: near-duplicates go first);
 - ``relaxthin<F>``: ``ceil(F K)`` draws, every one relaxed by MMFF94 (no second relaxation), then thinned to
   ``K`` in torsion space: duplicates *after* relaxation (draws that fall into one basin) go first;
   ``relaxthin<F>@<N>``: the draws relaxed for only ``N`` iterations before thinning, the kept ``K`` then
-  relaxed as the default pipeline does (cheaper: ``F K N + 200 K`` iterations instead of ``200 F K``);
+  relaxed as the fast pipeline does (cheaper: ``F K N + 200 K`` iterations instead of ``200 F K``);
 - ``relaxdedup<F>@<T>``: ``ceil(F K)`` draws relaxed as in ``relaxover``, duplicates removed (torsion-space gap
   below ``DUPLICATE_GAP``, never below ``K`` left), then ``K`` drawn from the rest's Boltzmann law at ``T`` kcal/mol;
-  ``relaxdedup<F>@<T>@<N>``: the same after only ``N`` iterations, the kept ``K`` then relaxed as the default's;
+  ``relaxdedup<F>@<T>@<N>``: the same after only ``N`` iterations, the kept ``K`` then relaxed as the fast pipeline's;
 - ``amide<F>``: acyl isomers (amides, esters, acids; amides only before the rule covered esters, as in the
   ``amide_isomers_{a,b}`` runs) at room temperature with floor ``F`` (:mod:`molecules.acyl_isomers`);
   ``amideoff``: the network's own isomers.
