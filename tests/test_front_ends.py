@@ -141,3 +141,21 @@ def test_enumerated_stereoisomers_over_http(api: httpx.Client) -> None:
         time.sleep(0.1)
     results = api.get(f"/v1/jobs/{job['id']}/result").json()["results"]
     assert [len(r["stereoisomers"]) for r in results] == [2, 1] and results[0]["result"] is None
+
+
+def test_no_select_flag_is_the_python_apis_select_false(tmp_path: Path) -> None:
+    """The CLI with the torsional model: no flag is relaxed selection (``select=None``, the model's default),
+    ``--no-select`` the fast pipeline (``select=False``): each the Python API's conformers, not each other's."""
+    shipped = Path(__file__).resolve().parent.parent / "checkpoints" / "torsional.pt"
+    written = {}
+    for flags, select in (([], None), (["--no-select"], False)):
+        out = tmp_path / f"{select}.sdf"
+        argv = ["sample", "CCOC(C)=O", "-n", "6", "--seed", "3", "--energy-model", "mmff", "--dedup-rmsd", "0"]
+        assert main([*argv, "--checkpoint", str(shipped), "-o", str(out), *flags]) == 0
+        cli = np.array([m.GetConformer().GetPositions() for m in Chem.SDMolSupplier(str(out), removeHs=False)])
+        mol = generate_conformers(
+            "CCOC(C)=O", num_conformers=6, seed=3, energy_model="mmff", dedup_rmsd=0, checkpoint=shipped, select=select
+        )
+        np.testing.assert_allclose(cli, np.array([c.GetPositions() for c in mol.GetConformers()]), atol=1e-3)
+        written[select] = cli
+    assert written[None].shape == written[False].shape and not np.allclose(written[None], written[False], atol=1e-2)
