@@ -27,7 +27,7 @@ kept sample, lowest energy first. Per conformer (``conf.GetDoubleProp`` / ``GetI
 ``relative_energy_kcal_mol``, ``boltzmann_weight``, ``conformer_rank`` (the SD tags of
 :mod:`molecules.tags`; absent without an energy model). On the molecule: ``_Name``, ``input_smiles``,
 ``isomeric_smiles``, ``energy_model``, ``checks_passed``, ``boltzmann_temperature_K``, ``model_checkpoint``,
-``model_sha256``, ``model_training_round``, ``relaxed``, ``repaired``, ``seed``, ``conformers_requested``,
+``model_sha256``, ``pipeline``, ``model_training_round``, ``relaxed``, ``repaired``, ``seed``, ``conformers_requested``,
 ``conformers_rejected`` (JSON: reason → count), ``duplicates_removed``, and ``provenance`` (JSON: the model,
 the energy model, every post-processing setting, the timings); the input molecule's own properties are kept.
 :func:`conformer_records` turns it into SD records (``molecules.sdf.write_sdf``).
@@ -72,8 +72,10 @@ from molecules.tags import (
     TAG_INPUT_SMILES,
     TAG_ISOMERIC_SMILES,
     TAG_MODEL_SHA256,
+    TAG_PIPELINE,
     TAG_RANK,
     TAG_RELATIVE_ENERGY,
+    pipeline_label,
     tag_conformers,
 )
 from training.paths import SHIPPED_CONFORMER_CHECKPOINT
@@ -106,6 +108,7 @@ MOLECULE_PROPERTIES = (
     TAG_BOLTZMANN_TEMPERATURE,
     "model_checkpoint",
     TAG_MODEL_SHA256,
+    TAG_PIPELINE,
     "model_training_round",
     "relaxed",
     "repaired",
@@ -326,6 +329,15 @@ def _annotate(ensemble: Ensemble) -> None:
     mol.SetProp(TAG_CHECKS_PASSED, ",".join(checks.passed) or "none")
     mol.SetProp("model_checkpoint", prov.model.checkpoint)
     mol.SetProp(TAG_MODEL_SHA256, prov.model.sha256)
+    mol.SetProp(
+        TAG_PIPELINE,
+        pipeline_label(
+            selected=bool(prov.post_processing.select),
+            mmff_relaxed=checks.mmff_relaxed,
+            repaired=checks.repaired,
+            relaxed_with=prov.energy_model if prov.post_processing.relax else None,
+        ),
+    )
     if prov.model.training_round is not None:
         mol.SetIntProp("model_training_round", int(prov.model.training_round))
     mol.SetBoolProp("relaxed", prov.post_processing.relax)
@@ -376,6 +388,7 @@ def conformer_records(mol: Chem.Mol) -> list[Chem.Mol]:
         ),
         isomeric_smiles=mol.GetProp(TAG_ISOMERIC_SMILES) if mol.HasProp(TAG_ISOMERIC_SMILES) else None,
         model_sha256=mol.GetProp(TAG_MODEL_SHA256) if mol.HasProp(TAG_MODEL_SHA256) else None,
+        pipeline=mol.GetProp(TAG_PIPELINE) if mol.HasProp(TAG_PIPELINE) else None,
     )
 
 

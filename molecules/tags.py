@@ -29,6 +29,10 @@ and, where the writer knows them (:data:`PROVENANCE_TAGS`):
 ``isomeric_smiles``            the isomeric SMILES the conformers were sampled for (one stereoisomer
                                of the input when stereoisomers were enumerated)
 ``model_sha256``               SHA-256 of the checkpoint that drew the conformers
+``pipeline``                   what was done to the model's draws before the checks
+                               (:func:`pipeline_label`: ``relaxed selection (MMFF94)``,
+                               ``MMFF94-relaxed draws``, ``MMFF94-repaired draws`` or ``raw draws``,
+                               then ``, relaxed with <energy model>`` where that was asked for)
 =============================  =====================================================================
 
 Without an energy model the energy, weight, temperature and rank tags are absent (never a fake
@@ -74,11 +78,13 @@ __all__ = [
     "TAG_INPUT_SMILES",
     "TAG_ISOMERIC_SMILES",
     "TAG_MODEL_SHA256",
+    "TAG_PIPELINE",
     "TAG_RANK",
     "TAG_RELATIVE_ENERGY",
     "conformer_tags",
     "crest_energy_ev",
     "crest_xyz_text",
+    "pipeline_label",
     "tag_conformers",
     "write_crest_xyz",
 ]
@@ -95,6 +101,7 @@ TAG_CHECKS_PASSED = "checks_passed"
 TAG_INPUT_SMILES = "input_smiles"
 TAG_ISOMERIC_SMILES = "isomeric_smiles"
 TAG_MODEL_SHA256 = "model_sha256"
+TAG_PIPELINE = "pipeline"
 
 CONFORMER_TAGS = (
     TAG_ENERGY,
@@ -108,8 +115,23 @@ CONFORMER_TAGS = (
 )
 """The conformer tags, in the order they are written."""
 
-PROVENANCE_TAGS = (TAG_ISOMERIC_SMILES, TAG_MODEL_SHA256)
-"""Written after :data:`CONFORMER_TAGS` when given: what was sampled, and by which checkpoint."""
+PROVENANCE_TAGS = (TAG_ISOMERIC_SMILES, TAG_MODEL_SHA256, TAG_PIPELINE)
+"""Written after :data:`CONFORMER_TAGS` when given: what was sampled, by which checkpoint, and how."""
+
+
+def pipeline_label(*, selected: bool, mmff_relaxed: int, repaired: int, relaxed_with: str | None = None) -> str:
+    """The :data:`TAG_PIPELINE` value from what happened to one molecule's draws: relaxed selection (``selected``,
+    its draws MMFF94-relaxed), the fast MMFF94 relaxation (``mmff_relaxed`` conformers), an MMFF94 repair
+    (``repaired``) or none; ``relaxed_with``: the energy model of a final relaxation."""
+    if selected and mmff_relaxed:
+        label = "relaxed selection (MMFF94)"
+    elif mmff_relaxed:
+        label = "MMFF94-relaxed draws"
+    elif repaired:
+        label = "MMFF94-repaired draws"
+    else:
+        label = "raw draws"
+    return label if relaxed_with is None else f"{label}, relaxed with {relaxed_with}"
 
 
 def conformer_tags(
@@ -122,6 +144,7 @@ def conformer_tags(
     temperature_k: float = DEFAULT_TEMPERATURE_K,
     isomeric_smiles: str | None = None,
     model_sha256: str | None = None,
+    pipeline: str | None = None,
 ) -> list[dict[str, str]]:
     """The tag values of each conformer, in the given conformer order, as the strings written to the SDF.
 
@@ -140,6 +163,8 @@ def conformer_tags(
         common[TAG_ISOMERIC_SMILES] = isomeric_smiles
     if model_sha256 is not None:
         common[TAG_MODEL_SHA256] = model_sha256
+    if pipeline is not None:
+        common[TAG_PIPELINE] = pipeline
     if energies_ev is None:
         return [dict(common) for _ in range(num_conformers)]
     energies = np.asarray(energies_ev, dtype=np.float64)
@@ -171,6 +196,7 @@ def tag_conformers(
     temperature_k: float = DEFAULT_TEMPERATURE_K,
     isomeric_smiles: str | None = None,
     model_sha256: str | None = None,
+    pipeline: str | None = None,
 ) -> list[Chem.Mol]:
     """One single-conformer copy of ``mol`` per conformer, titled ``record_id``, carrying the input's
     properties and the :data:`CONFORMER_TAGS`; lowest energy first (the conformers' order without energies).
@@ -189,6 +215,7 @@ def tag_conformers(
         temperature_k=temperature_k,
         isomeric_smiles=isomeric_smiles,
         model_sha256=model_sha256,
+        pipeline=pipeline,
     )
     carried = {str(k): str(v) for k, v in (input_properties or {}).items() if v is not None}
     clashes = sorted(set(carried) & set(CONFORMER_TAGS + PROVENANCE_TAGS))

@@ -86,6 +86,7 @@ def test_cli_http_and_python_give_the_same_conformers(
     served = list(Chem.ForwardSDMolSupplier(io.BytesIO(sdf.content), removeHs=False))
     assert [m.GetPropsAsDict() for m in served] == [m.GetPropsAsDict() for m in records]
     assert served[0].GetProp("_Name") == records[0].GetProp("_Name") == MOLECULE
+    assert {m.GetProp("pipeline") for m in records} == {"MMFF94-repaired draws"}  # the Cartesian model's default
 
 
 def test_unassigned_stereo_is_refused_everywhere(
@@ -152,7 +153,10 @@ def test_no_select_flag_is_the_python_apis_select_false(tmp_path: Path) -> None:
         out = tmp_path / f"{select}.sdf"
         argv = ["sample", "CCOC(C)=O", "-n", "6", "--seed", "3", "--energy-model", "mmff", "--dedup-rmsd", "0"]
         assert main([*argv, "--checkpoint", str(shipped), "-o", str(out), *flags]) == 0
-        cli = np.array([m.GetConformer().GetPositions() for m in Chem.SDMolSupplier(str(out), removeHs=False)])
+        records = list(Chem.SDMolSupplier(str(out), removeHs=False))
+        cli = np.array([m.GetConformer().GetPositions() for m in records])
+        expected = "MMFF94-relaxed draws" if select is False else "relaxed selection (MMFF94)"
+        assert {m.GetProp("pipeline") for m in records} == {expected}
         mol = generate_conformers(
             "CCOC(C)=O", num_conformers=6, seed=3, energy_model="mmff", dedup_rmsd=0, checkpoint=shipped, select=select
         )
