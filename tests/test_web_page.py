@@ -52,18 +52,23 @@ def _chromium_or_skip() -> Path:
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_conformer_checkpoint: Path, redis_url: str) -> Iterator[str]:
-    settings = ServiceSettings(
-        checkpoint=tiny_conformer_checkpoint,
+def _settings(checkpoint: Path, redis_url: str, prefix: str) -> ServiceSettings:
+    """The page tests' service on ``checkpoint``: MMFF94 scores, one sampling and one torch thread, no job workers."""
+    return ServiceSettings(
+        checkpoint=checkpoint,
         redis_url=redis_url,
-        redis_prefix="web-page-test",
+        redis_prefix=prefix,
         energy_model="mmff",
         energy_models=("mmff",),
         sampling_threads=1,
         torch_threads=1,
         inprocess_workers=0,
     )
+
+
+@pytest.fixture(scope="module")
+def server(tiny_conformer_checkpoint: Path, redis_url: str) -> Iterator[str]:
+    settings = _settings(tiny_conformer_checkpoint, redis_url, "web-page-test")
     # the network's own samples, repaired by MMFF94 from the SMILES's bond graph (the service's default)
     with live_server(settings) as url:
         yield url
@@ -251,16 +256,7 @@ def test_fast_pipeline_box_is_hidden_where_the_model_does_not_select(tab: Tab) -
 def test_fast_pipeline_box_turns_relaxed_selection_off(tab: Tab, redis_url: str) -> None:
     """With the torsional model (relaxed selection by default) the box is shown; ticked, the page asks for the fast
     pipeline (``"select": false``), unticked it leaves ``select`` to the model, each answer recording what was done."""
-    settings = ServiceSettings(
-        checkpoint=SHIPPED_TORSIONAL,
-        redis_url=redis_url,
-        redis_prefix="web-page-torsional",
-        energy_model="mmff",
-        energy_models=("mmff",),
-        sampling_threads=1,
-        torch_threads=1,
-        inprocess_workers=0,
-    )
+    settings = _settings(SHIPPED_TORSIONAL, redis_url, "web-page-torsional")
     page = tab.page.context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     try:
