@@ -30,6 +30,7 @@ from inference.model import ModelProvenance
 from inference.options import PostProcessing
 from molecules.ensemble import boltzmann_weights, relative_energies_kcal_mol
 from molecules.graph import MAX_ATOMS
+from molecules.tags import TAG_PIPELINE
 from service.schemas import (
     MAX_JOB_CONFORMERS,
     MAX_JOB_SMILES,
@@ -385,5 +386,6 @@ def build_response(ensemble: Ensemble, *, info: ModelInfo | None = None) -> Conf
             seed=prov.seed,
             timings_s={k: round(v, 3) for k, v in prov.timings_s.items()},
             post_processing=PostProcessingInfo(**options.to_dict()),
+            pipeline=mol.GetProp(TAG_PIPELINE) if mol.HasProp(TAG_PIPELINE) else None,
         ),
     )

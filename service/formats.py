@@ -18,7 +18,7 @@ from molecules.ensemble import DEFAULT_TEMPERATURE_K
 from molecules.sdf import sdf_text
 from molecules.smiles import mol_from_smiles
 from molecules.structures import with_conformers
-from molecules.tags import crest_xyz_text, pipeline_label, tag_conformers
+from molecules.tags import crest_xyz_text, tag_conformers
 from molecules.xyz import XyzFrame, xyz_text
 from service.schemas import ConformerResponse
 
@@ -50,12 +50,7 @@ def _sdf(answer: ConformerResponse) -> str:
         temperature_k=temperature,
         isomeric_smiles=answer.isomeric_smiles,
         model_sha256=prov.model.sha256,
-        pipeline=pipeline_label(
-            selected=bool(prov.post_processing and prov.post_processing.select),
-            mmff_relaxed=answer.checks.mmff_relaxed,
-            repaired=answer.checks.repaired,
-            relaxed_with=prov.energy_model if prov.relaxed else None,
-        ),
+        pipeline=prov.pipeline,
     )
     return sdf_text(records)
 

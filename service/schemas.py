@@ -274,6 +274,9 @@ class Provenance(BaseModel):
     seed: int
     timings_s: dict[str, float]
     post_processing: PostProcessingInfo | None = None
+    pipeline: str | None = Field(
+        None, description="what was done to the draws before the checks (the SD tag `pipeline`, docs/OUTPUT.md)"
+    )
 
 
 class ConformerResponse(BaseModel):
