@@ -24,8 +24,10 @@ import numpy as np
 from rdkit import Chem
 
 from molecules.etkdg import embed
+from molecules.rmsd import conformer_coordinates
 from molecules.selection import RelaxedSelection, select_relaxed
 from molecules.structures import with_conformers
+from molecules.torsion_relaxation import TorsionRelaxation
 from molecules.validity import check_conformer, stereo_spec
 
 __all__ = [
@@ -327,6 +329,34 @@ class RdkitMmffOptimizer:
                 (f"no {self.variant} parameters",) * mol.GetNumConformers(),
             )
         return Refined(out, (), sum(1 for converged, _ in results if not converged))
+
+    def close(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class TorsionFirstMmffOptimizer:
+    """MMFF94 relaxed in torsion space first, then a Cartesian polish (:mod:`molecules.torsion_relaxation`): the
+    relaxation of relaxed selection's draws, for a control that must be relaxed as the product is."""
+
+    relaxation: TorsionRelaxation = field(default_factory=TorsionRelaxation)
+
+    @property
+    def name(self) -> str:
+        r = self.relaxation
+        return f"mmff94[torsions {r.max_evals} + {r.polish_iters}]"
+
+    def refine(self, mol: Chem.Mol) -> Refined:
+        from molecules.torsion_relaxation import torsion_first_relax
+
+        try:
+            x, _ = torsion_first_relax(mol, conformer_coordinates(mol), self.relaxation)
+        except ValueError:
+            return Refined(
+                with_conformers(mol, np.zeros((0, mol.GetNumAtoms(), 3))),
+                ("no MMFF94 parameters",) * mol.GetNumConformers(),
+            )
+        return Refined(with_conformers(mol, x), ())
 
     def close(self) -> None:
         return None

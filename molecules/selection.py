@@ -25,6 +25,7 @@ from energy.mmff import mmff_optimize
 from molecules.diversity import thin_crowded, torsion_fingerprints
 from molecules.rmsd import conformer_coordinates
 from molecules.structures import with_conformers
+from molecules.torsion_relaxation import TorsionRelaxation, torsion_first_relax
 from molecules.validity import check_conformer, stereo_spec
 
 __all__ = ["RelaxedSelection", "boltzmann_pick", "select_relaxed"]
@@ -48,6 +49,9 @@ class RelaxedSelection:
     #: 0: 82.9 / 80.7, 0.25: 84.0 / 77.1, 0.35: 85.4 / 77.1, 0.5: 86.0 / 75.8, 1: 87.0 / 70.1
     #: (ETKDG + MMFF94 67.1 / 77.0, the control 81.9 / 61.6; ``benchmarks/results/conformers_relaxdedup_mix*.md``)
     uniform_share: float = 0.35
+    #: relax every draw in torsion space first, then ``polish_iters`` Cartesian iterations
+    #: (:mod:`molecules.torsion_relaxation`) instead of ``screen_iters or max_iters`` Cartesian iterations
+    torsion_first: TorsionRelaxation | None = None
 
     def __post_init__(self) -> None:
         if not self.oversample >= 1 or not self.kt_kcal_mol >= 0 or not self.duplicate_gap >= 0:
@@ -93,10 +97,13 @@ def select_relaxed(
     """
     if keep < 1:
         raise ValueError(f"keep must be at least 1, got {keep}")
-    relaxed = with_conformers(mol, positions)
-    iters = selection.screen_iters or selection.max_iters
-    energies = np.array([e for _, e in mmff_optimize(relaxed, max_iters=iters)])
-    x = conformer_coordinates(relaxed)
+    if selection.torsion_first is not None:
+        x, energies = torsion_first_relax(mol, positions, selection.torsion_first)
+    else:
+        relaxed = with_conformers(mol, positions)
+        iters = selection.screen_iters or selection.max_iters
+        energies = np.array([e for _, e in mmff_optimize(relaxed, max_iters=iters)])
+        x = conformer_coordinates(relaxed)
     spec = stereo_spec(mol)
     checks = [check_conformer(mol, p, spec, allow_clashes=True) for p in x]
     valid = np.array([c.ok for c in checks], dtype=bool)

@@ -10,7 +10,13 @@ import pytest
 import torch
 from rdkit import Chem
 
-from benchmarks.methods import METHODS, MethodSettings, RandomTorsionGenerator, RdkitMmffOptimizer
+from benchmarks.methods import (
+    METHODS,
+    MethodSettings,
+    RandomTorsionGenerator,
+    RdkitMmffOptimizer,
+    TorsionFirstMmffOptimizer,
+)
 from benchmarks.torsional_knobs import (
     DUPLICATE_GAP,
     ScaledControl,
@@ -21,8 +27,10 @@ from benchmarks.torsional_knobs import (
 from energy.mmff import mmff_energies, mmff_optimize
 from inference.torsional_sampling import ISOMER_STARTS, uniform_torsions
 from molecules.diversity import dihedrals, torsion_fingerprints
+from molecules.selection import RelaxedSelection
 from molecules.smiles import mol_from_smiles
 from molecules.structures import with_conformers
+from molecules.torsion_relaxation import TorsionRelaxation, torsion_first_relax
 
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "torsional.pt"
 
@@ -287,4 +295,28 @@ def test_relaxdedup_word_drops_relaxed_duplicates_then_draws_k_by_energy() -> No
     assert out.GetNumConformers() == 16 and d.min() >= DUPLICATE_GAP  # 32 relaxed draws hold 16 distinct basins
     for bad in ("relaxdedup2", "relaxdedup2@-1", "relaxdedup0.5@3"):
         with pytest.raises(ValueError, match="variant"):
+            register_variant(bad, SHIPPED)
+
+
+def test_tfr_word_relaxes_in_torsion_space_first_for_the_product_and_the_control() -> None:
+    """``+tfr<P>[e<E>]``: relaxed selection's draws, or the control's conformers, relaxed by torsion-space descent
+    (``E`` evaluations) and ``P`` Cartesian iterations; the energies are those of the returned geometries."""
+    settings = MethodSettings()
+    method = METHODS[register_variant("relaxdedup2@0+tfr30e25+mix0.5", SHIPPED)](settings)
+    generator = method.generator
+    assert isinstance(generator, TunedTorsionalGenerator) and generator.control_share == 0.5
+    assert generator.torsion_first == TorsionRelaxation(polish_iters=30, max_evals=25)
+    mol = mol_from_smiles("CCCCOc1ccc(CC(=O)OCC)cc1")
+    out = generator.generate(mol, 8, seed=3)
+    x = np.stack([c.GetPositions() for c in out.GetConformers()])
+    draws = generator._load().selection_draws(mol, 8, RelaxedSelection(uniform_share=0.5), seed=3)
+    relaxed = torsion_first_relax(mol, draws, generator.torsion_first)[1]
+    energies = mmff_energies(mol, x)
+    assert all(np.isclose(relaxed, e, atol=1e-6).any() for e in energies)  # each one of the torsion-first relaxed
+    assert np.isclose(energies.min(), relaxed.min(), atol=1e-6)  # cold: the lowest basin is kept
+    control = METHODS[register_variant("control2+tfr40", SHIPPED)](settings)
+    assert isinstance(control.refiner, TorsionFirstMmffOptimizer)
+    assert control.refiner.relaxation == TorsionRelaxation(polish_iters=40)
+    for bad in ("mmff200+tfr30", "steps6+tfr30"):
+        with pytest.raises(ValueError, match="tfr"):
             register_variant(bad, SHIPPED)
