@@ -520,6 +520,13 @@ METHODS: dict[str, MethodFactory] = {
         RdkitMmffOptimizer(s.mmff_max_iters, s.mmff_variant, s.threads),
         f"random torsions from the product's seeds + RDKit {s.mmff_variant} (maxIters {s.mmff_max_iters})",
     ),
+    "torsion-control+tfr": lambda s: Method(
+        "torsion-control+tfr",
+        _control(s),
+        TorsionFirstMmffOptimizer(_default_torsion_first()),
+        "random torsions from the product's seeds, relaxed as relaxed selection relaxes its draws: MMFF94 in "
+        f"torsion space first, then {_default_torsion_first().polish_iters} Cartesian iterations",
+    ),
     "torsion-control+isomers+mmff": lambda s: Method(
         "torsion-control+isomers+mmff",
         _control(s, acyl_isomers=True),
@@ -582,14 +589,26 @@ def _selected(settings: MethodSettings, selection: RelaxedSelection) -> Method:
     again only where the draws were screened by a shorter relaxation."""
     screened = selection.screen_iters is not None
     iters = selection.screen_iters if screened else selection.max_iters
+    first = selection.torsion_first
+    relaxed = (
+        f"RDKit MMFF94 (maxIters {iters})"
+        if first is None
+        else f"MMFF94 in torsion space ({first.max_evals} evaluations), then {first.polish_iters} Cartesian iterations"
+    )
     return Method(
         "torsional+select",
         TorsionalGenerator(settings.torsional_checkpoint, settings.torsional_steps, selection),
         RdkitMmffOptimizer(settings.mmff_max_iters, settings.mmff_variant, settings.threads) if screened else None,
-        f"torsional Adjoint Sampling, relaxed selection: {selection.oversample:g} K draws, each relaxed by RDKit "
-        f"MMFF94 (maxIters {iters}), duplicate basins removed, K drawn by their Boltzmann law at "
-        f"{selection.kt_kcal_mol:g} kcal/mol" + (", then relaxed as torsional+mmff" if screened else ""),
+        f"torsional Adjoint Sampling, relaxed selection: {selection.oversample:g} K draws "
+        f"({selection.uniform_share:.0%} with uniform torsions), each relaxed by {relaxed}, duplicate basins "
+        f"removed, K drawn by their Boltzmann law at {selection.kt_kcal_mol:g} kcal/mol"
+        + (", then relaxed as torsional+mmff" if screened else ""),
     )
+
+
+def _default_torsion_first() -> TorsionRelaxation:
+    """The relaxation of relaxed selection's draws (the product's default), or the torsion-first default."""
+    return RelaxedSelection().torsion_first or TorsionRelaxation()
 
 
 def _control(settings: MethodSettings, *, acyl_isomers: bool = False) -> RandomTorsionGenerator:

@@ -46,7 +46,7 @@ class TorsionRelaxation:
     below ``grad_tol`` kcal/mol/rad), then ``polish_iters`` iterations of RDKit's Cartesian MMFF94 minimizer."""
 
     max_evals: int = 40
-    polish_iters: int = 60
+    polish_iters: int = 30
     max_step: float = 0.5
     grad_tol: float = 0.05
 

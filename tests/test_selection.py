@@ -47,7 +47,7 @@ def test_boltzmann_pick_is_the_lowest_when_cold_and_the_boltzmann_law_otherwise(
 def test_selection_returns_relaxed_distinct_basins_and_cold_is_the_lowest_of_them() -> None:
     mol = mol_from_smiles(SMILES)
     draws = TorsionalSampler(SHIPPED).sample_positions(mol, 48, seed=2)
-    selection = RelaxedSelection(oversample=3.0, kt_kcal_mol=0.0)
+    selection = RelaxedSelection(oversample=3.0, kt_kcal_mol=0.0, torsion_first=None)
     x, energies = select_relaxed(mol, draws, 16, selection, np.random.default_rng(0))
     assert x.shape == (16, *draws.shape[1:])
     assert np.allclose(mmff_energies(mol, x), energies, atol=1e-6)  # the energies are the returned geometries'
@@ -100,7 +100,7 @@ def test_the_benchmark_method_selects_without_a_refiner() -> None:
 def test_screened_selection_leaves_the_final_relaxation_to_the_pipeline() -> None:
     """With ``screen_iters`` the draws are judged after a short relaxation and the kept K are relaxed as without
     selection: by the sampler's fast MMFF94 relaxation (counted) or, in the benchmark, by the method's refiner."""
-    screened = RelaxedSelection(screen_iters=20)
+    screened = RelaxedSelection(screen_iters=20, torsion_first=None)
     sampled = TorsionalSampler(SHIPPED, selection=screened).sample(
         SamplingRequest(smiles=SMILES, num_conformers=10, seed=4)
     )
@@ -131,15 +131,15 @@ def test_uniform_share_proposes_that_share_of_the_draws_with_uniform_torsions() 
     """The draws are the sampler's then the control's (same seeds); shares 0 and 1 give one or the other alone."""
     mol = mol_from_smiles(SMILES)
     sampler = TorsionalSampler(SHIPPED)
-    half = RelaxedSelection(uniform_share=0.5)
+    half = RelaxedSelection(uniform_share=0.5, oversample=2.0)
     assert (half.draws(5), half.uniform_draws(5)) == (10, 5)
     x = sampler.selection_draws(mol, 5, half, seed=3)
     np.testing.assert_allclose(x[:5], sampler.sample_positions(mol, 5, seed=3), atol=1e-9)
     uniform = uniform_torsions(mol, 5, seed=3 + 13, num_seeds=sampler.config.num_seeds)
     np.testing.assert_allclose(x[5:], uniform, atol=1e-9)
-    none = sampler.selection_draws(mol, 5, RelaxedSelection(uniform_share=0.0), seed=3)
+    none = sampler.selection_draws(mol, 5, RelaxedSelection(uniform_share=0.0, oversample=2.0), seed=3)
     np.testing.assert_allclose(none, sampler.sample_positions(mol, 10, seed=3), atol=1e-9)
-    everything = sampler.selection_draws(mol, 5, RelaxedSelection(uniform_share=1.0), seed=3)
+    everything = sampler.selection_draws(mol, 5, RelaxedSelection(uniform_share=1.0, oversample=2.0), seed=3)
     np.testing.assert_allclose(everything, uniform_torsions(mol, 10, seed=16, num_seeds=sampler.config.num_seeds))
     with pytest.raises(ValueError, match="uniform_share"):
         RelaxedSelection(uniform_share=1.5)

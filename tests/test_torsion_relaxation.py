@@ -95,6 +95,8 @@ def test_rigid_molecules_come_back_unchanged_and_bad_input_is_refused() -> None:
         torsion_descent(mol, x[:, :5])
     with pytest.raises(ValueError, match="max_evals"):
         TorsionRelaxation(max_evals=0)
+    with pytest.raises(ValueError, match="give one"):
+        RelaxedSelection(screen_iters=20, torsion_first=TorsionRelaxation())
 
 
 def test_relaxed_selection_can_relax_in_torsion_space_first() -> None:

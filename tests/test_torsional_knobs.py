@@ -309,7 +309,7 @@ def test_tfr_word_relaxes_in_torsion_space_first_for_the_product_and_the_control
     mol = mol_from_smiles("CCCCOc1ccc(CC(=O)OCC)cc1")
     out = generator.generate(mol, 8, seed=3)
     x = np.stack([c.GetPositions() for c in out.GetConformers()])
-    draws = generator._load().selection_draws(mol, 8, RelaxedSelection(uniform_share=0.5), seed=3)
+    draws = generator._load().selection_draws(mol, 8, RelaxedSelection(uniform_share=0.5, oversample=2.0), seed=3)
     relaxed = torsion_first_relax(mol, draws, generator.torsion_first)[1]
     energies = mmff_energies(mol, x)
     assert all(np.isclose(relaxed, e, atol=1e-6).any() for e in energies)  # each one of the torsion-first relaxed
