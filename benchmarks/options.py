@@ -34,6 +34,7 @@ METHOD_NAMES: tuple[str, ...] = (
     "torsional+select",
     "torsion-control",
     "torsion-control+mmff",
+    "torsion-control+tfr",
     "torsion-control+isomers+mmff",
     "conforge",
     "adjoint",
