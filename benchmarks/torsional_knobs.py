@@ -4,7 +4,7 @@ The cheap dev proxy used to select the shipped model (K <= 32) cannot see what l
 ensembles, where K reaches hundreds of conformers per molecule and breadth decides recall. This benchmark scores
 variants of the fast pipeline (torsional model, then RDKit MMFF94: ``bench conformers``' ``torsional+mmff``) with the
 conformer benchmark's own runner, so every number is comparable to ``bench conformers``; the product's default,
-relaxed selection, is the variant ``relaxdedup2@3+mix0.35`` (``torsional+select``):
+relaxed selection, is the variant ``relaxdedup3@3+tfr30+mix0.35`` (``torsional+select``):
 
 - ``mmff<N>``: the shipped model, MMFF94 with at most ``N`` iterations (the product and the baselines use 200);
 - ``steps<N>``: ``N`` integration steps instead of the checkpoint's;
@@ -26,6 +26,9 @@ relaxed selection, is the variant ``relaxdedup2@3+mix0.35`` (``torsional+select`
   isomer's planar angle (0 or pi) rather than at the network's angle on that isomer;
   ``+mix<P>`` (after the others, ``relaxdedup2@3+mix0.5``): a share ``P`` of the draws from the random-torsion
   control with the sampler's seeds instead of the network (a mixed proposal ahead of the selection);
+  ``+tfr<P>[e<E>]`` (``relaxdedup3@3+tfr30+mix0.35``, ``control4+tfr30``): relaxed selection's draws, or the control's
+  conformers, relaxed in torsion space first (at most ``E`` MMFF94 evaluations, default 40) and then by ``P``
+  Cartesian iterations (:mod:`molecules.torsion_relaxation`) instead of 200 Cartesian iterations;
 - ``isostarts<N>``: the acyl isomers' relaxed energies from N more ETKDG starts than the kept seeds (the
   fast pipeline uses ``ISOMER_STARTS``; every other variant keeps that default);
 - ``thin<F>``: ``ceil(F K)`` draws, ``K`` kept by removing the most crowded in torsion space
