@@ -63,8 +63,8 @@ def torsion_descent(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Minimize MMFF94 over the rotatable torsions of every conformer ``positions [G, n, 3]`` (Å; ``mol`` with
     explicit hydrogens), bond lengths and angles held at each conformer's own. Returns the positions
-    ``[G, n, 3]`` (centred) and their MMFF94 energies (kcal/mol). A molecule without rotatable torsions comes
-    back as it was.
+    ``[G, n, 3]`` (centred on the unweighted mean, as :func:`~sampler.torsion_geometry.torsion_positions`) and
+    their MMFF94 energies (kcal/mol). A molecule without rotatable torsions comes back as it was, not centred.
 
     Raises:
         ValueError: MMFF94 cannot type ``mol``, or the positions do not fit it or are not finite.
