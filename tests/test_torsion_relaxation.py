@@ -4,6 +4,7 @@ relaxed selection with it."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,3 +109,17 @@ def test_relaxed_selection_can_relax_in_torsion_space_first() -> None:
     np.testing.assert_allclose(mmff_energies(mol, x), energies, atol=1e-6)
     everyone = torsion_first_relax(mol, draws, selection.torsion_first)[1]
     assert np.isclose(energies.min(), everyone.min(), atol=1e-6)  # cold: the lowest relaxed draw is kept
+
+
+def test_relaxation_benchmark_writes_its_table(tmp_path: Path) -> None:
+    """``benchmarks.torsion_relaxation``: one row per molecule; 2,000 Cartesian iterations continue the 200-iteration
+    path, so the Cartesian-200 energies are never below their end (a known sign)."""
+    from benchmarks.torsion_relaxation import main
+
+    out = tmp_path / "relax.md"
+    main(["--molecules", "1", "--draws", "4", "--out", str(out)])
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| `")]
+    assert len(rows) == 1
+    cells = [c.strip() for c in rows[0].split(" | ")]
+    cartesian = [float(v) for v in cells[2].split("\\|")]
+    assert cartesian[1] >= 0.0 and 0.0 <= cartesian[2] <= 1.0
