@@ -27,7 +27,7 @@ from molecules.etkdg import embed
 from molecules.rmsd import conformer_coordinates
 from molecules.selection import RelaxedSelection, select_relaxed
 from molecules.structures import with_conformers
-from molecules.torsion_relaxation import TorsionRelaxation
+from molecules.torsion_relaxation import TorsionRelaxation, torsion_first_relax
 from molecules.validity import check_conformer, stereo_spec
 
 __all__ = [
@@ -347,8 +347,6 @@ class TorsionFirstMmffOptimizer:
         return f"mmff94[torsions {r.max_evals} + {r.polish_iters}]"
 
     def refine(self, mol: Chem.Mol) -> Refined:
-        from molecules.torsion_relaxation import torsion_first_relax
-
         try:
             x, _ = torsion_first_relax(mol, conformer_coordinates(mol), self.relaxation)
         except ValueError:
@@ -520,13 +518,7 @@ METHODS: dict[str, MethodFactory] = {
         RdkitMmffOptimizer(s.mmff_max_iters, s.mmff_variant, s.threads),
         f"random torsions from the product's seeds + RDKit {s.mmff_variant} (maxIters {s.mmff_max_iters})",
     ),
-    "torsion-control+tfr": lambda s: Method(
-        "torsion-control+tfr",
-        _control(s),
-        TorsionFirstMmffOptimizer(_default_torsion_first()),
-        "random torsions from the product's seeds, relaxed as relaxed selection relaxes its draws: MMFF94 in "
-        f"torsion space first, then {_default_torsion_first().polish_iters} Cartesian iterations",
-    ),
+    "torsion-control+tfr": lambda s: _control_relaxed_as_selection(s),
     "torsion-control+isomers+mmff": lambda s: Method(
         "torsion-control+isomers+mmff",
         _control(s, acyl_isomers=True),
@@ -590,11 +582,7 @@ def _selected(settings: MethodSettings, selection: RelaxedSelection) -> Method:
     screened = selection.screen_iters is not None
     iters = selection.screen_iters if screened else selection.max_iters
     first = selection.torsion_first
-    relaxed = (
-        f"RDKit MMFF94 (maxIters {iters})"
-        if first is None
-        else f"MMFF94 in torsion space ({first.max_evals} evaluations), then {first.polish_iters} Cartesian iterations"
-    )
+    relaxed = f"RDKit MMFF94 (maxIters {iters})" if first is None else first.description
     return Method(
         "torsional+select",
         TorsionalGenerator(settings.torsional_checkpoint, settings.torsional_steps, selection),
@@ -606,9 +594,16 @@ def _selected(settings: MethodSettings, selection: RelaxedSelection) -> Method:
     )
 
 
-def _default_torsion_first() -> TorsionRelaxation:
-    """The relaxation of relaxed selection's draws (the product's default), or the torsion-first default."""
-    return RelaxedSelection().torsion_first or TorsionRelaxation()
+def _control_relaxed_as_selection(settings: MethodSettings) -> Method:
+    """The control relaxed as the product's relaxed selection relaxes its draws (its default relaxation)."""
+    relaxation = RelaxedSelection().torsion_first or TorsionRelaxation()
+    return Method(
+        "torsion-control+tfr",
+        _control(settings),
+        TorsionFirstMmffOptimizer(relaxation),
+        f"random torsions from the product's seeds, relaxed as relaxed selection relaxes its draws: "
+        f"{relaxation.description}",
+    )
 
 
 def _control(settings: MethodSettings, *, acyl_isomers: bool = False) -> RandomTorsionGenerator:

@@ -271,7 +271,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             relaxed = f"MMFF94 maxIters {iters}"
             if torsion_first is not None:
                 control_refiner = TorsionFirstMmffOptimizer(torsion_first)
-                relaxed = f"MMFF94 in torsion space first, then {torsion_first.polish_iters} Cartesian iterations"
+                relaxed = torsion_first.description
             description = f"random torsions, {control.num_seeds} seeds{isomers}, {relaxed}"
             register_method(name, lambda s: Method(name, control, control_refiner, description))
             return name
@@ -375,11 +375,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     lhs = ", integration noise stratified across the samples" if stratified else ""
     lhs += ", acyl torsions at their isomer's planar angle" if planar else ""
     lhs += f", {share:.0%} of the draws from the random-torsion control" if share else ""
-    if torsion_first:
-        lhs += (
-            f", relaxed in torsion space first ({torsion_first.max_evals} MMFF94 evaluations), then "
-            f"{torsion_first.polish_iters} Cartesian iterations"
-        )
+    lhs += f", relaxed by {torsion_first.description}" if torsion_first else ""
     description = f"torsional pipeline, {variant}{lhs} ({ck}; MMFF94 maxIters {iters})"
     register_method(name, lambda s: Method(name, generator, refiner, description))
     return name

@@ -50,6 +50,14 @@ class TorsionRelaxation:
     max_step: float = 0.5
     grad_tol: float = 0.05
 
+    @property
+    def description(self) -> str:
+        """How the draws are relaxed, in words (method descriptions, reports)."""
+        return (
+            f"MMFF94 in torsion space first (at most {self.max_evals} evaluations), then {self.polish_iters} "
+            "Cartesian iterations"
+        )
+
     def __post_init__(self) -> None:
         if self.max_evals < 1 or self.polish_iters < 0 or not self.max_step > 0 or not self.grad_tol > 0:
             raise ValueError(
