@@ -29,6 +29,8 @@ relaxed selection, is the variant ``relaxdedup3@3+tfr30+mix0.35`` (``torsional+s
   ``+tfr<P>[e<E>]`` (``relaxdedup3@3+tfr30+mix0.35``, ``control4+tfr30``): relaxed selection's draws, or the control's
   conformers, relaxed in torsion space first (at most ``E`` MMFF94 evaluations, default 40) and then by ``P``
   Cartesian iterations (:mod:`molecules.torsion_relaxation`) instead of 200 Cartesian iterations;
+  ``+ele<E>`` (``relaxdedup3@3+tfr30+mix0.35+elescreened``): relaxed selection removes duplicates and draws the K by
+  MMFF94 energies with ``E`` electrostatics (``screened``: dielectric 4r; ``off``), relaxation unchanged;
 - ``isostarts<N>``: the acyl isomers' relaxed energies from N more ETKDG starts than the kept seeds (the
   fast pipeline uses ``ISOMER_STARTS``; every other variant keeps that default);
 - ``thin<F>``: ``ceil(F K)`` draws, ``K`` kept by removing the most crowded in torsion space
@@ -83,7 +85,7 @@ from benchmarks.methods import (
     register_method,
 )
 from benchmarks.report import summaries, write_report
-from energy.mmff import mmff_energies, mmff_optimize
+from energy.mmff import ELECTROSTATICS, mmff_energies, mmff_optimize
 from molecules.diversity import thin_crowded, torsion_fingerprints
 from molecules.rmsd import conformer_coordinates
 from molecules.selection import RelaxedSelection, boltzmann_pick, select_relaxed
@@ -145,6 +147,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
     acyl_planar: bool | None = None  # None: the sampler's (ACYL_PLANAR)
     control_share: float = 0.0  # this share of the draws from the random-torsion control (the sampler's seeds)
     torsion_first: TorsionRelaxation | None = None  # dedup_kt: relax in torsion space first, then a Cartesian polish
+    score_electrostatics: str = "vacuum"  # dedup_kt: the electrostatics of the selection's energy
     _tag: str = field(default="", repr=False)
 
     @property
@@ -181,6 +184,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
                 duplicate_gap=DUPLICATE_GAP,
                 max_iters=self.prerelax_iters or self.relax_iters,
                 torsion_first=self.torsion_first,
+                score_electrostatics=self.score_electrostatics,
             )
             try:
                 x, _ = select_relaxed(mol, positions, num_conformers, selection, np.random.default_rng(seed + 11))
@@ -235,6 +239,13 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     dedup_kt: float | None = None
     share = 0.0
     torsion_first = None
+    electrostatics = "vacuum"
+    found_ele = re.search(r"\+ele([a-z]+)", variant)
+    if found_ele:
+        variant = variant[: found_ele.start()] + variant[found_ele.end() :]
+        electrostatics = found_ele[1]
+        if electrostatics not in ELECTROSTATICS or not variant.startswith("relaxdedup"):
+            raise ValueError(f"+ele takes one of {ELECTROSTATICS} and applies to relaxdedup variants")
     found = re.search(r"\+tfr(\d+)(?:e(\d+))?", variant)
     if found:
         variant = variant[: found.start()] + variant[found.end() :]
@@ -358,11 +369,13 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             acyl_planar=True if planar else None,
             control_share=share,
             torsion_first=torsion_first,
+            score_electrostatics=electrostatics,
             _tag=variant
             + ("+lhs" if stratified else "")
             + ("+planar" if planar else "")
             + (f"+mix{share:g}" if share else "")
-            + (f"+tfr{torsion_first.polish_iters}e{torsion_first.max_evals}" if torsion_first else ""),
+            + (f"+tfr{torsion_first.polish_iters}e{torsion_first.max_evals}" if torsion_first else "")
+            + (f"+ele{electrostatics}" if electrostatics != "vacuum" else ""),
         )
         if tuned
         else TorsionalGenerator(ck, steps)
@@ -376,6 +389,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     lhs += ", acyl torsions at their isomer's planar angle" if planar else ""
     lhs += f", {share:.0%} of the draws from the random-torsion control" if share else ""
     lhs += f", relaxed by {torsion_first.description}" if torsion_first else ""
+    lhs += f", selected by MMFF94 energies with {electrostatics} electrostatics" if electrostatics != "vacuum" else ""
     description = f"torsional pipeline, {variant}{lhs} ({ck}; MMFF94 maxIters {iters})"
     register_method(name, lambda s: Method(name, generator, refiner, description))
     return name
@@ -394,6 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-refs", type=int, default=512)
     p.add_argument("--num-molecules", type=int, default=None, help="the N smallest molecules (smoke runs)")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--datasets", nargs="+", default=["drugs_dev"], help="tune on drugs_dev; spice_test only to check")
     p.add_argument("--tag", default="knobs")
     p.add_argument("--data-dir", type=Path, default=_REPO.parent / "shared" / "data")
     p.add_argument("--out-dir", type=Path, default=_REPO / "benchmarks" / "results")
@@ -403,7 +418,7 @@ def main(argv: list[str] | None = None) -> None:
     # a registered method's name (``rdkit+mmff``) is scored as it is: a baseline in the same run, for speed
     names = [v if v in METHODS else register_variant(v, args.checkpoint, args.mmff_iters) for v in args.variants]
     config = BenchConfig(
-        datasets=("drugs_dev",),
+        datasets=tuple(args.datasets),
         methods=tuple(names),
         max_refs=args.max_refs,
         num_molecules=args.num_molecules,

@@ -58,6 +58,9 @@ MMFF_ELEMENTS = frozenset({1, 3, 6, 7, 8, 9, 11, 12, 14, 15, 16, 17, 19, 20, 26,
 # does not depend on the geometry the force field was built at (and the force field can be reused).
 _NO_CUTOFF = 1.0e9
 _VARIANTS = ("MMFF94", "MMFF94s")
+#: MMFF's electrostatic term: ``vacuum`` (its own, dielectric constant 1), ``screened`` (a distance-dependent
+#: dielectric 4r, the usual damping of intramolecular hydrogen bonds and salt bridges in the gas phase) or ``off``
+ELECTROSTATICS = ("vacuum", "screened", "off")
 
 
 def _symbol(z: int) -> str:
@@ -249,19 +252,27 @@ class MmffEnergy:
         return assemble_result(structures, outcomes)
 
 
-def mmff_properties(mol: Chem.Mol, variant: str = "MMFF94") -> Any:
-    """RDKit's MMFF typing of ``mol`` (``MMFFGetMoleculeProperties``, quiet).
+def mmff_properties(mol: Chem.Mol, variant: str = "MMFF94", *, electrostatics: str = "vacuum") -> Any:
+    """RDKit's MMFF typing of ``mol`` (``MMFFGetMoleculeProperties``, quiet), its electrostatic term as
+    ``electrostatics`` says (:data:`ELECTROSTATICS`).
 
     Raises:
-        ValueError: an unknown variant, or atoms MMFF cannot type (the message names them).
+        ValueError: an unknown variant or electrostatics, or atoms MMFF cannot type (the message names them).
     """
     if variant not in _VARIANTS:
         raise ValueError(f"unknown MMFF variant {variant!r}; choose one of {_VARIANTS}")
+    if electrostatics not in ELECTROSTATICS:
+        raise ValueError(f"unknown electrostatics {electrostatics!r}; choose one of {ELECTROSTATICS}")
     with rdBase.BlockLogs():
         props = rdForceFieldHelpers.MMFFGetMoleculeProperties(mol, mmffVariant=variant)
     if props is None:
         raise ValueError(f"{variant} cannot type this molecule: {mmff_typing_problem(mol, variant) or 'no parameters'}")
     props.SetMMFFVerbosity(0)
+    if electrostatics == "screened":
+        props.SetMMFFDielectricModel(2)  # 1: constant, 2: distance-dependent
+        props.SetMMFFDielectricConstant(4.0)
+    elif electrostatics == "off":
+        props.SetMMFFEleTerm(False)
     return props
 
 

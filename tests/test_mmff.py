@@ -11,7 +11,7 @@ from ase import units
 from rdkit import Chem
 from rdkit.Chem import rdDistGeom, rdForceFieldHelpers
 
-from energy.mmff import KCAL_PER_MOL_IN_EV, MmffEnergy, mmff_energies
+from energy.mmff import KCAL_PER_MOL_IN_EV, MmffEnergy, mmff_energies, mmff_properties
 from energy.protocol import EnergyModel, Structures
 from energy.registry import build_energy_model
 from molecules.structures import conformer_structures
@@ -385,3 +385,32 @@ def test_mmff_energies_of_many_positions_equal_one_force_field_per_conformer() -
     assert mmff_energies(mol, x[:0]).shape == (0,)
     with pytest.raises(ValueError, match="positions must be"):
         mmff_energies(mol, x[:, :4])
+
+
+def _coulomb(mol: Chem.Mol, x: np.ndarray, props: object, power: int, dielectric: float) -> float:
+    """MMFF94's buffered Coulomb sum: 1-4 pairs at 3/4, farther pairs in full, 332.0716 q_i q_j / (D (R + 0.05)^n)."""
+    hops = Chem.GetDistanceMatrix(mol)
+    q = np.array([props.GetMMFFPartialCharge(i) for i in range(mol.GetNumAtoms())])  # type: ignore[attr-defined]
+    total = 0.0
+    for i in range(mol.GetNumAtoms()):
+        for j in range(i + 1, mol.GetNumAtoms()):
+            if hops[i, j] >= 3:
+                scale = 0.75 if hops[i, j] == 3 else 1.0
+                r = float(np.linalg.norm(x[i] - x[j]))
+                total += scale * 332.0716 * q[i] * q[j] / (dielectric * (r + 0.05) ** power)
+    return total
+
+
+def test_electrostatics_screened_is_dielectric_4r_and_off_drops_the_term() -> None:
+    mol = Chem.AddHs(Chem.MolFromSmiles("NCCC(=O)O"))
+    rdDistGeom.EmbedMolecule(mol, randomSeed=3)
+    x = mol.GetConformer().GetPositions()[None]
+    vacuum_props = mmff_properties(mol)
+    vacuum = mmff_energies(mol, x, properties=vacuum_props)[0]
+    off = mmff_energies(mol, x, properties=mmff_properties(mol, electrostatics="off"))[0]
+    screened = mmff_energies(mol, x, properties=mmff_properties(mol, electrostatics="screened"))[0]
+    assert abs(vacuum - off) > 1.0  # a polar molecule: the term matters
+    assert np.isclose(vacuum - off, _coulomb(mol, x[0], vacuum_props, 1, 1.0), atol=1e-3)
+    assert np.isclose(screened - off, _coulomb(mol, x[0], vacuum_props, 2, 4.0), atol=1e-3)
+    with pytest.raises(ValueError, match="electrostatics"):
+        mmff_properties(mol, electrostatics="water")

@@ -11,7 +11,7 @@ import pytest
 from rdkit import Chem
 
 from benchmarks.methods import METHODS, MethodSettings, _selected
-from energy.mmff import mmff_energies, mmff_optimize
+from energy.mmff import mmff_energies, mmff_optimize, mmff_properties
 from inference.model import SamplingRequest
 from inference.torsional_sampling import TorsionalSampler, uniform_torsions
 from molecules.diversity import torsion_fingerprints
@@ -145,3 +145,20 @@ def test_uniform_share_proposes_that_share_of_the_draws_with_uniform_torsions() 
         RelaxedSelection(uniform_share=1.5)
     chosen = TorsionalSampler(SHIPPED, selection=half).sample(SamplingRequest(smiles=SMILES, num_conformers=8, seed=4))
     assert chosen.num_conformers == 8 and chosen.mmff_relaxed == 8
+
+
+def test_screened_scoring_keeps_the_lowest_screened_basin_and_returns_mmff94_energies() -> None:
+    mol = mol_from_smiles("OCCOCCO")  # a diol: vacuum MMFF94 favours its internally hydrogen-bonded folds
+    draws = TorsionalSampler(SHIPPED).sample_positions(mol, 24, seed=2)
+    cold = RelaxedSelection(kt_kcal_mol=0.0)
+    every, _ = select_relaxed(mol, draws, 24, cold, np.random.default_rng(0))  # all relaxed, in the draws' order
+    vacuum = mmff_energies(mol, every)
+    screened = mmff_energies(mol, every, properties=mmff_properties(mol, electrostatics="screened"))
+    assert np.argmin(vacuum) != np.argmin(screened)  # the two energies rank these basins differently
+    for word, energies in (("vacuum", vacuum), ("screened", screened)):
+        selection = RelaxedSelection(kt_kcal_mol=0.0, score_electrostatics=word)
+        x, returned = select_relaxed(mol, draws, 1, selection, np.random.default_rng(0))
+        np.testing.assert_allclose(x[0], every[np.argmin(energies)], atol=1e-9)
+        assert np.isclose(returned[0], vacuum[np.argmin(energies)], atol=1e-6)  # MMFF94's own energy, as said
+    with pytest.raises(ValueError, match="score_electrostatics"):
+        RelaxedSelection(score_electrostatics="water")

@@ -320,3 +320,15 @@ def test_tfr_word_relaxes_in_torsion_space_first_for_the_product_and_the_control
     for bad in ("mmff200+tfr30", "steps6+tfr30"):
         with pytest.raises(ValueError, match="tfr"):
             register_variant(bad, SHIPPED)
+
+
+def test_ele_word_sets_the_selections_electrostatics_and_refuses_what_it_cannot_mean() -> None:
+    method = METHODS[register_variant("relaxdedup3@3+tfr30+mix0.35+elescreened", SHIPPED)](MethodSettings())
+    generator = method.generator
+    assert isinstance(generator, TunedTorsionalGenerator) and generator.score_electrostatics == "screened"
+    assert "screened electrostatics" in method.description
+    plain = METHODS[register_variant("relaxdedup3@3+tfr30+mix0.35", SHIPPED)](MethodSettings()).generator
+    assert isinstance(plain, TunedTorsionalGenerator) and plain.score_electrostatics == "vacuum"
+    for bad in ("relaxdedup3@3+elewater", "control2+eleoff", "mmff200+elescreened"):
+        with pytest.raises(ValueError, match="ele"):
+            register_variant(bad, SHIPPED)
