@@ -31,6 +31,7 @@ relaxed selection, is the variant ``relaxdedup3@3+tfr30+mix0.35`` (``torsional+s
   Cartesian iterations (:mod:`molecules.torsion_relaxation`) instead of 200 Cartesian iterations;
   ``+ele<E>`` (``relaxdedup3@3+tfr30+mix0.35+elescreened``): relaxed selection removes duplicates and draws the K by
   MMFF94 energies with ``E`` electrostatics (``screened``: dielectric 4r; ``off``), relaxation unchanged;
+  ``+final<N>`` (``relaxdedup3@3+tfr30+mix0.35+final30``): the K kept relaxed ``N`` more Cartesian iterations;
 - ``isostarts<N>``: the acyl isomers' relaxed energies from N more ETKDG starts than the kept seeds (the
   fast pipeline uses ``ISOMER_STARTS``; every other variant keeps that default);
 - ``thin<F>``: ``ceil(F K)`` draws, ``K`` kept by removing the most crowded in torsion space
@@ -148,6 +149,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
     control_share: float = 0.0  # this share of the draws from the random-torsion control (the sampler's seeds)
     torsion_first: TorsionRelaxation | None = None  # dedup_kt: relax in torsion space first, then a Cartesian polish
     score_electrostatics: str = "vacuum"  # dedup_kt: the electrostatics of the selection's energy
+    final_iters: int = 0  # dedup_kt: the K kept then relaxed this many more Cartesian iterations
     _tag: str = field(default="", repr=False)
 
     @property
@@ -185,6 +187,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
                 max_iters=self.prerelax_iters or self.relax_iters,
                 torsion_first=self.torsion_first,
                 score_electrostatics=self.score_electrostatics,
+                final_iters=self.final_iters,
             )
             try:
                 x, _ = select_relaxed(mol, positions, num_conformers, selection, np.random.default_rng(seed + 11))
@@ -246,6 +249,13 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
         electrostatics = found_ele[1]
         if electrostatics not in ELECTROSTATICS or not variant.startswith("relaxdedup"):
             raise ValueError(f"+ele takes one of {ELECTROSTATICS} and applies to relaxdedup variants")
+    final_iters = 0
+    found_final = re.search(r"\+final(\d+)", variant)
+    if found_final:
+        variant = variant[: found_final.start()] + variant[found_final.end() :]
+        final_iters = int(found_final[1])
+        if not variant.startswith("relaxdedup") or final_iters < 1:
+            raise ValueError("+final<N> (N >= 1) applies to relaxdedup variants")
     found = re.search(r"\+tfr(\d+)(?:e(\d+))?", variant)
     if found:
         variant = variant[: found.start()] + variant[found.end() :]
@@ -370,12 +380,14 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             control_share=share,
             torsion_first=torsion_first,
             score_electrostatics=electrostatics,
+            final_iters=final_iters,
             _tag=variant
             + ("+lhs" if stratified else "")
             + ("+planar" if planar else "")
             + (f"+mix{share:g}" if share else "")
             + (f"+tfr{torsion_first.polish_iters}e{torsion_first.max_evals}" if torsion_first else "")
-            + (f"+ele{electrostatics}" if electrostatics != "vacuum" else ""),
+            + (f"+ele{electrostatics}" if electrostatics != "vacuum" else "")
+            + (f"+final{final_iters}" if final_iters else ""),
         )
         if tuned
         else TorsionalGenerator(ck, steps)
@@ -390,6 +402,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     lhs += f", {share:.0%} of the draws from the random-torsion control" if share else ""
     lhs += f", relaxed by {torsion_first.description}" if torsion_first else ""
     lhs += f", selected by MMFF94 energies with {electrostatics} electrostatics" if electrostatics != "vacuum" else ""
+    lhs += f", the kept relaxed {final_iters} more Cartesian iterations" if final_iters else ""
     description = f"torsional pipeline, {variant}{lhs} ({ck}; MMFF94 maxIters {iters})"
     register_method(name, lambda s: Method(name, generator, refiner, description))
     return name

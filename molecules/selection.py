@@ -66,6 +66,8 @@ class RelaxedSelection:
     #: and 85.6 / 77.3, screened (4r) 85.4 / 74.7 and 83.9 / 74.8, off 85.3 / 73.8 and 82.7 / 74.0: the reference
     #: ensembles keep the vacuum folds, so vacuum stays
     score_electrostatics: str = "vacuum"
+    #: the K kept then relaxed this many more Cartesian MMFF94 iterations (0: as selected)
+    final_iters: int = 0
 
     def __post_init__(self) -> None:
         if self.score_electrostatics not in ELECTROSTATICS:
@@ -79,6 +81,8 @@ class RelaxedSelection:
             raise ValueError(f"uniform_share must be in [0, 1], got {self.uniform_share}")
         if self.screen_iters is not None and self.torsion_first is not None:
             raise ValueError("screen_iters and torsion_first are two ways to relax the draws: give one")
+        if self.final_iters < 0:
+            raise ValueError(f"final_iters must be >= 0, got {self.final_iters}")
         if self.max_iters < 1 or (self.screen_iters is not None and self.screen_iters < 1):
             raise ValueError(
                 f"max_iters and screen_iters must be at least 1, got {self.max_iters}, {self.screen_iters}"
@@ -138,4 +142,8 @@ def select_relaxed(
     fingerprints = torsion_fingerprints(mol, x[pool])
     unique = pool[thin_crowded(fingerprints, keep, min_gap=selection.duplicate_gap, priority=score[pool])]
     chosen = unique[boltzmann_pick(score[unique], keep, selection.kt_kcal_mol, rng)]
+    if selection.final_iters:
+        kept = with_conformers(mol, x[chosen])
+        final = np.array([e for _, e in mmff_optimize(kept, max_iters=selection.final_iters)])
+        return conformer_coordinates(kept), final
     return x[chosen], energies[chosen]

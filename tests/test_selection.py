@@ -162,3 +162,17 @@ def test_screened_scoring_keeps_the_lowest_screened_basin_and_returns_mmff94_ene
         assert np.isclose(returned[0], vacuum[np.argmin(energies)], atol=1e-6)  # MMFF94's own energy, as said
     with pytest.raises(ValueError, match="score_electrostatics"):
         RelaxedSelection(score_electrostatics="water")
+
+
+def test_final_iters_relax_the_kept_further_and_report_their_energies() -> None:
+    mol = mol_from_smiles(SMILES)
+    draws = TorsionalSampler(SHIPPED).sample_positions(mol, 24, seed=4)
+    plain = RelaxedSelection(kt_kcal_mol=1.0)
+    x0, e0 = select_relaxed(mol, draws, 8, plain, np.random.default_rng(5))
+    further = dataclasses.replace(plain, final_iters=60)
+    x1, e1 = select_relaxed(mol, draws, 8, further, np.random.default_rng(5))
+    np.testing.assert_allclose(mmff_energies(mol, x1), e1, atol=1e-6)  # the energies of the returned geometries
+    assert (e1 <= e0 + 1e-6).all() and (e1 < e0 - 1e-3).any()  # the same K, each relaxed further
+    assert np.sqrt(((x1 - x0) ** 2).sum(-1).mean(-1)).max() < 0.5  # each stays in its basin
+    with pytest.raises(ValueError, match="final_iters"):
+        RelaxedSelection(final_iters=-1)

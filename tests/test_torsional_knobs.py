@@ -332,3 +332,12 @@ def test_ele_word_sets_the_selections_electrostatics_and_refuses_what_it_cannot_
     for bad in ("relaxdedup3@3+elewater", "control2+eleoff", "mmff200+elescreened"):
         with pytest.raises(ValueError, match="ele"):
             register_variant(bad, SHIPPED)
+
+
+def test_final_word_relaxes_the_kept_further() -> None:
+    method = METHODS[register_variant("relaxdedup3@3+tfr30+mix0.35+final30", SHIPPED)](MethodSettings())
+    assert isinstance(method.generator, TunedTorsionalGenerator) and method.generator.final_iters == 30
+    assert "30 more Cartesian iterations" in method.description
+    for bad in ("control2+final30", "relaxdedup3@3+final0"):
+        with pytest.raises(ValueError, match="final"):
+            register_variant(bad, SHIPPED)
