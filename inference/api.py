@@ -528,7 +528,8 @@ class ConformerGenerator:
             SmilesError: an unreadable SMILES, or a salt/mixture with ``fragments="reject"``.
             UnassignedStereoError: open stereochemistry with ``options.stereo == "refuse"``.
             UnsupportedElementError, TooManyAtomsError: a molecule the model cannot take.
-            ValueError: invalid options (``num_conformers < 1``, ``relax`` without an energy model).
+            ValueError: invalid options (``num_conformers < 1``, ``relax`` without an energy model, ``select``
+                with ``repair``).
         """
         if num_conformers < 1:
             raise ValueError(f"num_conformers must be at least 1, got {num_conformers}")
@@ -546,8 +547,11 @@ class ConformerGenerator:
         model = self.sampler(checkpoint)
         energy = self.energy(energy_name)
         sampler = model.with_energy(energy)
+        repair = sampler.default_repair if options.repair is None else options.repair
         if options.select is None:  # the model's default, recorded in the provenance as what was done
-            options = options.replace(select=sampler.default_select)
+            options = options.replace(select=sampler.default_select and not repair)
+        elif options.select and repair:
+            raise ValueError("select relaxes every draw with MMFF94 itself: it cannot be combined with repair")
         prepared = time.perf_counter() - t0
         out = []
         for k, smiles in enumerate(isomers, 1):
@@ -558,7 +562,7 @@ class ConformerGenerator:
                 steps=steps,
                 relax=options.relax,
                 fmax=fmax,
-                repair=sampler.default_repair if options.repair is None else options.repair,
+                repair=repair,
                 refine_rounds=refine_rounds,
                 relaxed_selection=options.select,  # resolved above
             )

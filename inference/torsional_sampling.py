@@ -275,7 +275,12 @@ class TorsionalSampler(LoadedModel):
         mmff_relax = self.mmff_relax if request.mmff_relax is None else request.mmff_relax
         wanted = self.default_select if request.relaxed_selection is None else request.relaxed_selection
         select = (self.selection or RelaxedSelection()) if wanted else None
-        if not mmff_relax or request.repair:
+        if select is not None and (not mmff_relax or request.repair):
+            if request.relaxed_selection:  # asked for in so many words: say why it cannot be done
+                raise ValueError(
+                    "relaxed selection relaxes every draw with MMFF94 itself: it cannot be combined with "
+                    + ("repair" if request.repair else "MMFF94 relaxation turned off")
+                )
             select = None
         options: dict[str, Any] = {
             "seed": request.seed,

@@ -15,7 +15,16 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
 from inference.options import DEFAULT_NUM_CONFORMERS, DEFAULTS, MIN_TEMPERATURE_K, StereoPolicy
 
@@ -168,6 +177,13 @@ class SamplingOptions(BaseModel):
         DEFAULTS.max_isomers, ge=1, le=MAX_ISOMERS, description="at most this many stereoisomers per SMILES"
     )
     seed: int = Field(0, ge=0, le=MAX_SEED, description="same seed, same request: same conformers")
+
+    @field_validator("select")
+    @classmethod
+    def _select_without_repair(cls, select: bool | None, info: ValidationInfo) -> bool | None:
+        if select and info.data.get("repair"):
+            raise ValueError("relaxed selection relaxes every draw with MMFF94 itself: cannot be combined with repair")
+        return select
 
 
 class ConformerRequest(SamplingOptions):

@@ -178,3 +178,9 @@ def test_relaxed_selection_is_the_torsional_models_default() -> None:
         kept[select] = np.stack([c.GetPositions() for c in mol.GetConformers()])
     np.testing.assert_array_equal(kept[None], kept[True])
     assert not np.allclose(kept[None], kept[False])
+    # repair MMFF94-optimizes the raw samples itself: selection, left unset, is recorded as not done, and asked for,
+    # refused with the reason (it used to be dropped silently)
+    mol = generate_conformers(FLEXIBLE, num_conformers=4, checkpoint=shipped, energy_model=None, repair=True)
+    assert json.loads(mol.GetProp("provenance"))["post_processing"]["select"] is False
+    with pytest.raises(ValueError, match="repair"):
+        generate_conformers(FLEXIBLE, num_conformers=4, checkpoint=shipped, energy_model=None, repair=True, select=True)

@@ -211,6 +211,7 @@ def test_sync_sdf_and_xyz_read_back(api: httpx.Client) -> None:
         ({"smiles": "CCO", "num_conformer": 3}, "num_conformer", "unknown field"),
         ({"num_conformers": 3}, "smiles", "required"),
         ({"smiles": "x" * 501}, "smiles", "at most 500 characters"),
+        ({"smiles": "CCO", "select": True, "repair": True}, "select", "cannot be combined with repair"),
     ],
 )
 def test_sync_bad_input_is_422_naming_the_field(
