@@ -38,7 +38,7 @@ class RelaxedSelection:
     fingerprint distance: about 0.15 rad on one torsion), how every draw is relaxed (``torsion_first``; without
     it, ``max_iters`` Cartesian MMFF94 iterations) and the share of uniform proposals."""
 
-    oversample: float = 3.0
+    oversample: float = 3.5
     kt_kcal_mol: float = 3.0
     duplicate_gap: float = 0.15
     max_iters: int = 200
@@ -58,7 +58,7 @@ class RelaxedSelection:
     #: torsions first 85.2 / 74.7, 21.1 (ETKDG + MMFF94 17.0): as much recall at 1.7x the speed; the descent merges
     #: draws of one basin that 200 Cartesian iterations leave apart, so fewer distinct basins are left to choose from
     #: and ``oversample`` 3 buys the precision back: 86.8 / 77.9 at 19.9 conformers/s (ETKDG + MMFF94 18.4)
-    torsion_first: TorsionRelaxation | None = field(default_factory=TorsionRelaxation)
+    torsion_first: TorsionRelaxation | None = field(default_factory=lambda: TorsionRelaxation(max_evals=20))
     #: the electrostatics of the energy that removes duplicates and draws the K (:data:`energy.mmff.ELECTROSTATICS`;
     #: the relaxation and the energies returned stay MMFF94's own). Measured on drugs_dev (``python -m
     #: benchmarks.torsional_knobs --variants relaxdedup3@3+tfr30+mix0.35 relaxdedup3@3+tfr30+mix0.35+elescreened
