@@ -57,7 +57,11 @@ class RelaxedSelection:
     #: relaxdedup2@3+tfr60+mix0.35``, COV-R / COV-P @1.0 Å, conformers/s in one run): Cartesian 85.4 / 77.1, 12.5;
     #: torsions first 85.2 / 74.7, 21.1 (ETKDG + MMFF94 17.0): as much recall at 1.7x the speed; the descent merges
     #: draws of one basin that 200 Cartesian iterations leave apart, so fewer distinct basins are left to choose from
-    #: and ``oversample`` 3 buys the precision back: 86.8 / 77.9 at 19.9 conformers/s (ETKDG + MMFF94 18.4)
+    #: and ``oversample`` 3 buys the precision back: 86.8 / 77.9 at 19.9 conformers/s (ETKDG + MMFF94 18.4).
+    #: A shorter descent merges fewer: ``relaxdedupF@3+tfr30eE+mix0.35`` at seeds 42 / 7, COV-R / COV-P: F = 3,
+    #: E = 40: 86.5 / 78.0, 85.6 / 77.3 (1.08x ETKDG + MMFF94's speed); F = 3, E = 15: 85.6 / 79.1, 83.5 / 79.8
+    #: (1.27x); F = 4, E = 20: 85.5 / 80.1, 84.9 / 80.1 (0.98x) (tags ``evals_s42``, ``evals_s7``; ETKDG + MMFF94
+    #: 67.1 / 77.0, 70.8 / 78.0): so E = 20 and ``oversample`` 3.5, between the two for speed
     torsion_first: TorsionRelaxation | None = field(default_factory=lambda: TorsionRelaxation(max_evals=20))
     #: the electrostatics of the energy that removes duplicates and draws the K (:data:`energy.mmff.ELECTROSTATICS`;
     #: the relaxation and the energies returned stay MMFF94's own). Measured on drugs_dev (``python -m
