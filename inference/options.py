@@ -80,7 +80,7 @@ class PostProcessing:
             the requested number by the Boltzmann law of their MMFF94 energies at 3 kcal/mol
             (:mod:`molecules.selection`). ``None``: the model's default (on for the torsional model, which is
             refused for the Cartesian one); ``False``: the fast pipeline (each of K draws relaxed once by 200
-            Cartesian iterations: about 1.2x the speed, lower coverage on the benchmark).
+            Cartesian iterations: about 1.25x the speed, lower coverage on the benchmark).
     """
 
     repair: bool | None = None

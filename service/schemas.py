@@ -170,7 +170,7 @@ class SamplingOptions(BaseModel):
         description="relaxed selection: draw 3.5 times the samples (35 % of them with uniform torsions), "
         "MMFF94-relax each (torsions first, then 30 Cartesian iterations), drop duplicate basins and keep "
         "num_conformers by their Boltzmann law at 3 kcal/mol. null: the model's default (on for the torsional model; "
-        "the Cartesian model refuses true); false: the fast pipeline (each draw relaxed once: about 1.2x the speed, "
+        "the Cartesian model refuses true); false: the fast pipeline (each draw relaxed once: about 1.25x the speed, "
         "lower coverage on the benchmark)",
     )
     max_isomers: int = Field(
