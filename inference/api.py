@@ -695,7 +695,7 @@ def generate_conformers(
         stereo: ``"refuse"`` an input with unassigned stereochemistry (:class:`UnassignedStereoError`, naming
             the atoms), or ``"enumerate"`` its stereoisomers.
         max_isomers: at most this many stereoisomers with ``stereo="enumerate"``.
-        select: relaxed selection: 3.5x the draws, each MMFF94-relaxed (torsions first), distinct basins kept by
+        select: relaxed selection: 3x the draws, each MMFF94-relaxed (torsions first), distinct basins kept by
             energy. ``None``: the model's default (on for the torsional model, off for the Cartesian one);
             ``False``: the fast pipeline (about 1.25x the speed, lower coverage).
         fragments: ``"reject"`` salts and mixtures, or keep the ``"largest"`` fragment.

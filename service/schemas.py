@@ -167,7 +167,7 @@ class SamplingOptions(BaseModel):
     )
     select: bool | None = Field(
         DEFAULTS.select,
-        description="relaxed selection: draw 3.5 times the samples (35 % of them with uniform torsions), "
+        description="relaxed selection: draw three times the samples (35 % of them with uniform torsions), "
         "MMFF94-relax each (torsions first, then 30 Cartesian iterations), drop duplicate basins and keep "
         "num_conformers by their Boltzmann law at 3 kcal/mol. null: the model's default (on for the torsional model; "
         "the Cartesian model refuses true); false: the fast pipeline (each draw relaxed once: about 1.25x the speed, "
