@@ -550,8 +550,6 @@ class ConformerGenerator:
         repair = sampler.default_repair if options.repair is None else options.repair
         if options.select is None:  # the model's default, recorded in the provenance as what was done
             options = options.replace(select=sampler.default_select and not repair)
-        elif options.select and options.repair:  # asked for both (a model's own default repair says otherwise)
-            raise ValueError("select relaxes every draw with MMFF94 itself: it cannot be combined with repair")
         prepared = time.perf_counter() - t0
         out = []
         for k, smiles in enumerate(isomers, 1):

@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_ENERGY_MODEL",
     "DEFAULT_NUM_CONFORMERS",
     "MIN_TEMPERATURE_K",
+    "SELECT_WITH_REPAIR",
     "STEREO_POLICIES",
     "PostProcessing",
     "StereoPolicy",
@@ -54,6 +55,10 @@ MIN_TEMPERATURE_K = 1.0
 
 StereoPolicy = Literal["refuse", "enumerate"]
 STEREO_POLICIES: tuple[StereoPolicy, ...] = ("refuse", "enumerate")
+
+
+#: why ``select`` and ``repair`` are refused together (every front end says it in these words)
+SELECT_WITH_REPAIR = "select relaxes every draw with MMFF94 itself: it cannot be combined with repair"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,6 +116,8 @@ class PostProcessing:
             raise bad("stereo", self.stereo, f"one of {STEREO_POLICIES}")
         if self.max_isomers < 1:
             raise bad("max_isomers", self.max_isomers, "at least 1")
+        if self.select and self.repair:
+            raise ValueError(SELECT_WITH_REPAIR)
 
     def duplicates(self) -> DuplicateCriteria | None:
         """The duplicate criteria, or ``None`` when duplicate removal is off (``dedup_rmsd`` or

@@ -22,6 +22,7 @@ from rdkit import Chem
 from energy.protocol import EnergyModel
 from inference.conformer_sampling import finish_samples
 from inference.model import LoadedModel, ModelProvenance, SampledConformers, SamplingRequest
+from inference.options import SELECT_WITH_REPAIR
 from molecules.acyl_isomers import AcylIsomers, acyl_isomers_or_none, choose_acyl_isomers
 from molecules.selection import RelaxedSelection, select_relaxed
 from molecules.smiles import mol_from_smiles
@@ -278,8 +279,9 @@ class TorsionalSampler(LoadedModel):
         if select is not None and (not mmff_relax or request.repair):
             if request.relaxed_selection:  # asked for in so many words: say why it cannot be done
                 raise ValueError(
-                    "relaxed selection relaxes every draw with MMFF94 itself: it cannot be combined with "
-                    + ("repair" if request.repair else "MMFF94 relaxation turned off")
+                    SELECT_WITH_REPAIR
+                    if request.repair
+                    else "select relaxes every draw with MMFF94 itself: it needs MMFF94 relaxation on"
                 )
             select = None
         options: dict[str, Any] = {

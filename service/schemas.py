@@ -26,7 +26,13 @@ from pydantic import (
     field_validator,
 )
 
-from inference.options import DEFAULT_NUM_CONFORMERS, DEFAULTS, MIN_TEMPERATURE_K, StereoPolicy
+from inference.options import (
+    DEFAULT_NUM_CONFORMERS,
+    DEFAULTS,
+    MIN_TEMPERATURE_K,
+    SELECT_WITH_REPAIR,
+    StereoPolicy,
+)
 
 __all__ = [
     "MAX_ISOMERS",
@@ -182,7 +188,7 @@ class SamplingOptions(BaseModel):
     @classmethod
     def _select_without_repair(cls, select: bool | None, info: ValidationInfo) -> bool | None:
         if select and info.data.get("repair"):
-            raise ValueError("relaxed selection relaxes every draw with MMFF94 itself: cannot be combined with repair")
+            raise ValueError(SELECT_WITH_REPAIR)
         return select
 
 

@@ -184,3 +184,5 @@ def test_relaxed_selection_is_the_torsional_models_default() -> None:
     assert json.loads(mol.GetProp("provenance"))["post_processing"]["select"] is False
     with pytest.raises(ValueError, match="repair"):
         generate_conformers(FLEXIBLE, num_conformers=4, checkpoint=shipped, energy_model=None, repair=True, select=True)
+    with pytest.raises(ValueError, match="repair"):  # one home for the rule: every front end builds these options
+        PostProcessing(select=True, repair=True)
