@@ -225,6 +225,12 @@ def _lowest_mmff(mol: Chem.Mol, positions: np.ndarray, keep: int) -> np.ndarray:
     return np.sort(np.argsort(energies, kind="stable")[:keep])
 
 
+def _take_suffix(variant: str, pattern: str) -> tuple[str, re.Match[str] | None]:
+    """``variant`` without the first match of ``pattern`` (a ``+word`` suffix), and that match (``None``: absent)."""
+    found = re.search(pattern, variant)
+    return (variant[: found.start()] + variant[found.end() :], found) if found else (variant, None)
+
+
 def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> str:
     """Register the method of one ``--variants`` word (module docstring); returns its method name.
     ``mmff_iters``: the MMFF94 iteration cap of every variant but ``mmffN`` (which sets its own)."""
@@ -242,23 +248,16 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     dedup_kt: float | None = None
     share = 0.0
     torsion_first = None
-    electrostatics = "vacuum"
-    found_ele = re.search(r"\+ele([a-z]+)", variant)
-    if found_ele:
-        variant = variant[: found_ele.start()] + variant[found_ele.end() :]
-        electrostatics = found_ele[1]
-        if electrostatics not in ELECTROSTATICS or not variant.startswith("relaxdedup"):
-            raise ValueError(f"+ele takes one of {ELECTROSTATICS} and applies to relaxdedup variants")
-    final_iters = 0
-    found_final = re.search(r"\+final(\d+)", variant)
-    if found_final:
-        variant = variant[: found_final.start()] + variant[found_final.end() :]
-        final_iters = int(found_final[1])
-        if not variant.startswith("relaxdedup") or final_iters < 1:
-            raise ValueError("+final<N> (N >= 1) applies to relaxdedup variants")
-    found = re.search(r"\+tfr(\d+)(?:e(\d+))?", variant)
+    variant, found_ele = _take_suffix(variant, r"\+ele([a-z]+)")
+    electrostatics = found_ele[1] if found_ele else "vacuum"
+    if found_ele and (electrostatics not in ELECTROSTATICS or not variant.startswith("relaxdedup")):
+        raise ValueError(f"+ele takes one of {ELECTROSTATICS} and applies to relaxdedup variants")
+    variant, found_final = _take_suffix(variant, r"\+final(\d+)")
+    final_iters = int(found_final[1]) if found_final else 0
+    if found_final and (not variant.startswith("relaxdedup") or final_iters < 1):
+        raise ValueError("+final<N> (N >= 1) applies to relaxdedup variants")
+    variant, found = _take_suffix(variant, r"\+tfr(\d+)(?:e(\d+))?")
     if found:
-        variant = variant[: found.start()] + variant[found.end() :]
         torsion_first = TorsionRelaxation(polish_iters=int(found[1]), max_evals=int(found[2] or 40))
         if not variant.startswith(("relaxdedup", "control")):
             raise ValueError(f"+tfr applies to relaxdedup and control variants, not {variant!r}")
