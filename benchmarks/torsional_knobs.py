@@ -32,6 +32,8 @@ relaxed selection, is the variant ``relaxdedup3@3+tfr30+mix0.35`` (``torsional+s
   ``+ele<E>`` (``relaxdedup3@3+tfr30+mix0.35+elescreened``): relaxed selection removes duplicates and draws the K by
   MMFF94 energies with ``E`` electrostatics (``screened``: dielectric 4r; ``off``), relaxation unchanged;
   ``+final<N>`` (``relaxdedup3@3+tfr30+mix0.35+final30``): the K kept relaxed ``N`` more Cartesian iterations;
+  ``+gap<G>`` (``relaxdedup3@3+tfr30+mix0.35+gap0.4``): relaxed selection counts two relaxed conformers as one basin
+  below torsion-fingerprint distance ``G`` (default ``DUPLICATE_GAP``) rather than 0.15;
 - ``isostarts<N>``: the acyl isomers' relaxed energies from N more ETKDG starts than the kept seeds (the
   fast pipeline uses ``ISOMER_STARTS``; every other variant keeps that default);
 - ``thin<F>``: ``ceil(F K)`` draws, ``K`` kept by removing the most crowded in torsion space
@@ -150,6 +152,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
     torsion_first: TorsionRelaxation | None = None  # dedup_kt: relax in torsion space first, then a Cartesian polish
     score_electrostatics: str = "vacuum"  # dedup_kt: the electrostatics of the selection's energy
     final_iters: int = 0  # dedup_kt: the K kept then relaxed this many more Cartesian iterations
+    duplicate_gap: float = DUPLICATE_GAP  # dedup_kt: the torsion-fingerprint distance of one basin
     _tag: str = field(default="", repr=False)
 
     @property
@@ -183,7 +186,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
             selection = RelaxedSelection(
                 oversample=self.oversample,
                 kt_kcal_mol=self.dedup_kt,
-                duplicate_gap=DUPLICATE_GAP,
+                duplicate_gap=self.duplicate_gap,
                 max_iters=self.prerelax_iters or self.relax_iters,
                 torsion_first=self.torsion_first,
                 score_electrostatics=self.score_electrostatics,
@@ -256,6 +259,10 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     final_iters = int(found_final[1]) if found_final else 0
     if found_final and (not variant.startswith("relaxdedup") or final_iters < 1):
         raise ValueError("+final<N> (N >= 1) applies to relaxdedup variants")
+    variant, found_gap = _take_suffix(variant, r"\+gap(\d+(?:\.\d+)?)")
+    duplicate_gap = float(found_gap[1]) if found_gap else DUPLICATE_GAP
+    if found_gap and not variant.startswith("relaxdedup"):
+        raise ValueError("+gap<G> applies to relaxdedup variants")
     variant, found = _take_suffix(variant, r"\+tfr(\d+)(?:e(\d+))?")
     if found:
         torsion_first = TorsionRelaxation(polish_iters=int(found[1]), max_evals=int(found[2] or 40))
@@ -380,13 +387,15 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             torsion_first=torsion_first,
             score_electrostatics=electrostatics,
             final_iters=final_iters,
+            duplicate_gap=duplicate_gap,
             _tag=variant
             + ("+lhs" if stratified else "")
             + ("+planar" if planar else "")
             + (f"+mix{share:g}" if share else "")
             + (f"+tfr{torsion_first.polish_iters}e{torsion_first.max_evals}" if torsion_first else "")
             + (f"+ele{electrostatics}" if electrostatics != "vacuum" else "")
-            + (f"+final{final_iters}" if final_iters else ""),
+            + (f"+final{final_iters}" if final_iters else "")
+            + (f"+gap{duplicate_gap:g}" if found_gap else ""),
         )
         if tuned
         else TorsionalGenerator(ck, steps)
@@ -402,6 +411,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     lhs += f", relaxed by {torsion_first.description}" if torsion_first else ""
     lhs += f", selected by MMFF94 energies with {electrostatics} electrostatics" if electrostatics != "vacuum" else ""
     lhs += f", the kept relaxed {final_iters} more Cartesian iterations" if final_iters else ""
+    lhs += f", one basin below torsion-fingerprint distance {duplicate_gap:g}" if found_gap else ""
     description = f"torsional pipeline, {variant}{lhs} ({ck}; MMFF94 maxIters {iters})"
     register_method(name, lambda s: Method(name, generator, refiner, description))
     return name

@@ -341,3 +341,26 @@ def test_final_word_relaxes_the_kept_further() -> None:
     for bad in ("control2+final30", "relaxdedup3@3+final0"):
         with pytest.raises(ValueError, match="final"):
             register_variant(bad, SHIPPED)
+
+
+def test_gap_word_sets_what_counts_as_one_basin() -> None:
+    """``+gap<G>``: relaxed selection's duplicate distance; a gap wider than any two draws thins to the K most
+    spread, so the kept conformers lie further apart in torsion space than with the default gap."""
+    method = METHODS[register_variant("relaxdedup3@0+tfr30+mix0.35+gap9", SHIPPED)](MethodSettings())
+    wide = method.generator
+    assert isinstance(wide, TunedTorsionalGenerator) and wide.duplicate_gap == 9.0
+    assert "distance 9" in method.description
+    plain = METHODS[register_variant("relaxdedup3@0+tfr30+mix0.35", SHIPPED)](MethodSettings()).generator
+    assert isinstance(plain, TunedTorsionalGenerator) and plain.duplicate_gap == RelaxedSelection().duplicate_gap
+    mol = mol_from_smiles("CCCCOc1ccc(CC(=O)OCC)cc1")
+
+    def closest_pair(generator: TunedTorsionalGenerator) -> float:
+        out = generator.generate(mol, 6, seed=5)
+        f = torsion_fingerprints(mol, np.stack([c.GetPositions() for c in out.GetConformers()]))
+        d = np.linalg.norm(f[:, None] - f[None], axis=-1)
+        return float(d[np.triu_indices(len(f), 1)].min())
+
+    assert closest_pair(wide) > closest_pair(plain)
+    for bad in ("control2+gap0.4", "mmff200+gap0.4"):
+        with pytest.raises(ValueError, match="gap"):
+            register_variant(bad, SHIPPED)
