@@ -88,11 +88,13 @@ from benchmarks.methods import (
     register_method,
 )
 from benchmarks.report import summaries, write_report
+from energy.ani2xt import Ani2xtEnergy
 from energy.mmff import ELECTROSTATICS, mmff_energies, mmff_optimize
+from energy.units import KCAL_PER_MOL_IN_EV
 from molecules.diversity import thin_crowded, torsion_fingerprints
 from molecules.rmsd import conformer_coordinates
 from molecules.selection import RelaxedSelection, boltzmann_pick, select_relaxed
-from molecules.structures import with_conformers
+from molecules.structures import conformer_structures, with_conformers
 from molecules.torsion_relaxation import TorsionRelaxation
 
 __all__ = ["ScaledControl", "TunedTorsionalGenerator", "register_variant"]
@@ -153,7 +155,9 @@ class TunedTorsionalGenerator(TorsionalGenerator):
     score_electrostatics: str = "vacuum"  # dedup_kt: the electrostatics of the selection's energy
     final_iters: int = 0  # dedup_kt: the K kept then relaxed this many more Cartesian iterations
     duplicate_gap: float = DUPLICATE_GAP  # dedup_kt: the torsion-fingerprint distance of one basin
+    score_ani: bool = False  # dedup_kt: duplicates and the energy draw by ANI-2xt (float32) where it applies
     _tag: str = field(default="", repr=False)
+    _ani: Ani2xtEnergy | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -193,7 +197,14 @@ class TunedTorsionalGenerator(TorsionalGenerator):
                 final_iters=self.final_iters,
             )
             try:
-                x, _ = select_relaxed(mol, positions, num_conformers, selection, np.random.default_rng(seed + 11))
+                x, _ = select_relaxed(
+                    mol,
+                    positions,
+                    num_conformers,
+                    selection,
+                    np.random.default_rng(seed + 11),
+                    scorer=self._ani_scores if self.score_ani else None,
+                )
             except ValueError as exc:
                 raise GenerationError(f"relaxed selection: {exc}") from exc
             return with_conformers(mol, x)
@@ -217,6 +228,14 @@ class TunedTorsionalGenerator(TorsionalGenerator):
         elif count > num_conformers:
             positions = positions[_lowest_mmff(mol, positions, num_conformers)]
         return with_conformers(mol, positions)
+
+    def _ani_scores(self, mol: Chem.Mol, positions: np.ndarray) -> np.ndarray:
+        """ANI-2xt energies (kcal/mol, float32 network) of ``positions``; ``nan`` where it does not apply."""
+        if self._ani is None:
+            self._ani = Ani2xtEnergy(dtype="float32")
+        result = self._ani.evaluate(conformer_structures(with_conformers(mol, positions)))
+        energies = result.energies.double().numpy() / KCAL_PER_MOL_IN_EV
+        return np.where(result.valid.numpy(), energies, np.nan)
 
 
 def _lowest_mmff(mol: Chem.Mol, positions: np.ndarray, keep: int) -> np.ndarray:
@@ -263,6 +282,9 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     duplicate_gap = float(found_gap[1]) if found_gap else DUPLICATE_GAP
     if found_gap and not variant.startswith("relaxdedup"):
         raise ValueError("+gap<G> applies to relaxdedup variants")
+    variant, found_ani = _take_suffix(variant, r"\+scoreani")
+    if found_ani and not variant.startswith("relaxdedup"):
+        raise ValueError("+scoreani applies to relaxdedup variants")
     variant, found = _take_suffix(variant, r"\+tfr(\d+)(?:e(\d+))?")
     if found:
         torsion_first = TorsionRelaxation(polish_iters=int(found[1]), max_evals=int(found[2] or 40))
@@ -388,6 +410,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             score_electrostatics=electrostatics,
             final_iters=final_iters,
             duplicate_gap=duplicate_gap,
+            score_ani=found_ani is not None,
             _tag=variant
             + ("+lhs" if stratified else "")
             + ("+planar" if planar else "")
@@ -395,7 +418,8 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             + (f"+tfr{torsion_first.polish_iters}e{torsion_first.max_evals}" if torsion_first else "")
             + (f"+ele{electrostatics}" if electrostatics != "vacuum" else "")
             + (f"+final{final_iters}" if final_iters else "")
-            + (f"+gap{duplicate_gap:g}" if found_gap else ""),
+            + (f"+gap{duplicate_gap:g}" if found_gap else "")
+            + ("+scoreani" if found_ani else ""),
         )
         if tuned
         else TorsionalGenerator(ck, steps)
@@ -412,6 +436,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     lhs += f", selected by MMFF94 energies with {electrostatics} electrostatics" if electrostatics != "vacuum" else ""
     lhs += f", the kept relaxed {final_iters} more Cartesian iterations" if final_iters else ""
     lhs += f", one basin below torsion-fingerprint distance {duplicate_gap:g}" if found_gap else ""
+    lhs += ", selected by ANI-2xt energies where it applies" if found_ani else ""
     description = f"torsional pipeline, {variant}{lhs} ({ck}; MMFF94 maxIters {iters})"
     register_method(name, lambda s: Method(name, generator, refiner, description))
     return name

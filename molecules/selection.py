@@ -17,6 +17,7 @@ Removing duplicates buys recall; the energy draw buys back precision.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,12 +113,23 @@ def boltzmann_pick(energies: np.ndarray, keep: int, kt: float, rng: np.random.Ge
     return np.sort(np.argsort(-keys, kind="stable")[:keep])
 
 
+#: energies (kcal/mol) of ``positions [P, n, 3]`` of a molecule by another model, ``nan`` where it does not apply
+Scorer = Callable[[Chem.Mol, np.ndarray], np.ndarray]
+
+
 def select_relaxed(
-    mol: Chem.Mol, positions: np.ndarray, keep: int, selection: RelaxedSelection, rng: np.random.Generator
+    mol: Chem.Mol,
+    positions: np.ndarray,
+    keep: int,
+    selection: RelaxedSelection,
+    rng: np.random.Generator,
+    *,
+    scorer: Scorer | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``keep`` of the draws ``positions [N, n, 3]`` (Å; ``mol`` with explicit hydrogens), relaxed and selected as
     the module docstring says: their relaxed positions ``[keep, n, 3]`` and MMFF94 energies (kcal/mol), in the
-    draws' order. Fewer draws than ``keep``: all of them, relaxed.
+    draws' order. Fewer draws than ``keep``: all of them, relaxed. ``scorer``: the duplicates and the energy draw
+    by its energies of the relaxed geometries instead (MMFF94's where it gives any ``nan``).
 
     Raises:
         ValueError: MMFF94 cannot type ``mol``, ``keep < 1``, or the positions do not fit ``mol``.
@@ -144,6 +156,11 @@ def select_relaxed(
         props = mmff_properties(mol, electrostatics=selection.score_electrostatics)
         score = energies.copy()
         score[pool] = mmff_energies(mol, x[pool], properties=props)
+    if scorer is not None:
+        other = np.asarray(scorer(mol, x[pool]), dtype=np.float64)
+        if other.shape == (len(pool),) and np.isfinite(other).all():
+            score = score.copy()
+            score[pool] = other
     fingerprints = torsion_fingerprints(mol, x[pool])
     unique = pool[thin_crowded(fingerprints, keep, min_gap=selection.duplicate_gap, priority=score[pool])]
     chosen = unique[boltzmann_pick(score[unique], keep, selection.kt_kcal_mol, rng)]

@@ -176,3 +176,22 @@ def test_final_iters_relax_the_kept_further_and_report_their_energies() -> None:
     assert np.sqrt(((x1 - x0) ** 2).sum(-1).mean(-1)).max() < 0.5  # each stays in its basin
     with pytest.raises(ValueError, match="final_iters"):
         RelaxedSelection(final_iters=-1)
+
+
+def test_a_scorer_decides_the_draw_and_mmff94_stays_where_it_gives_nan() -> None:
+    """``scorer``: the cold draw keeps the lowest basin by the scorer's energies (here MMFF94's negated, so the
+    highest MMFF94 basin), the energies returned stay MMFF94's; a scorer with a ``nan`` leaves MMFF94's ranking."""
+    mol = mol_from_smiles(SMILES)
+    draws = TorsionalSampler(SHIPPED).sample_positions(mol, 24, seed=3)
+    cold = RelaxedSelection(kt_kcal_mol=0.0)
+    every, energies = select_relaxed(mol, draws, 24, cold, np.random.default_rng(0))
+    top = int(np.argmax(energies))
+    x, returned = select_relaxed(
+        mol, draws, 1, cold, np.random.default_rng(0), scorer=lambda m, p: -mmff_energies(m, p)
+    )
+    np.testing.assert_allclose(x[0], every[top], atol=1e-9)
+    assert np.isclose(returned[0], energies[top], atol=1e-6)
+    partial = select_relaxed(
+        mol, draws, 1, cold, np.random.default_rng(0), scorer=lambda m, p: np.full(len(p), np.nan)
+    )[0]
+    np.testing.assert_allclose(partial[0], every[np.argmin(energies)], atol=1e-9)
