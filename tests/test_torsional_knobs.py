@@ -24,12 +24,14 @@ from benchmarks.torsional_knobs import (
     _lowest_mmff,
     register_variant,
 )
+from energy.ani2xt import Ani2xtEnergy
 from energy.mmff import mmff_energies, mmff_optimize
 from inference.torsional_sampling import ISOMER_STARTS, uniform_torsions
 from molecules.diversity import dihedrals, torsion_fingerprints
+from molecules.etkdg import embed
 from molecules.selection import RelaxedSelection
 from molecules.smiles import mol_from_smiles
-from molecules.structures import with_conformers
+from molecules.structures import conformer_structures, with_conformers
 from molecules.torsion_relaxation import TorsionRelaxation, torsion_first_relax
 
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "torsional.pt"
@@ -364,3 +366,20 @@ def test_gap_word_sets_what_counts_as_one_basin() -> None:
     for bad in ("control2+gap0.4", "mmff200+gap0.4"):
         with pytest.raises(ValueError, match="gap"):
             register_variant(bad, SHIPPED)
+
+
+def test_scoreani_word_ranks_by_ani2xt_in_kcal_and_says_nan_where_it_does_not_apply() -> None:
+    method = METHODS[register_variant("relaxdedup3@2+tfr30+mix0.35+scoreani", SHIPPED)](MethodSettings())
+    generator = method.generator
+    assert isinstance(generator, TunedTorsionalGenerator) and generator.score_ani
+    assert "ANI-2xt" in method.description
+    mol = mol_from_smiles("CCOC(=O)CC")
+    x = embed(mol, 3, seed=1)
+    scores = generator._ani_scores(mol, x)
+    ev = Ani2xtEnergy(dtype="float64").evaluate(conformer_structures(with_conformers(mol, x))).energies.numpy()
+    np.testing.assert_allclose(scores - scores[0], (ev - ev[0]) * 23.0605, atol=0.02)  # eV -> kcal/mol
+    bromo = mol_from_smiles("CCOC(=O)CBr")
+    xb = embed(bromo, 2, seed=1)
+    assert np.isnan(generator._ani_scores(bromo, xb)).all()
+    with pytest.raises(ValueError, match="scoreani"):
+        register_variant("control2+scoreani", SHIPPED)
