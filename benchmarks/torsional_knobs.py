@@ -34,6 +34,9 @@ relaxed selection, is the variant ``relaxdedup3@3+tfr30+mix0.35`` (``torsional+s
   ``+final<N>`` (``relaxdedup3@3+tfr30+mix0.35+final30``): the K kept relaxed ``N`` more Cartesian iterations;
   ``+gap<G>`` (``relaxdedup3@3+tfr30+mix0.35+gap0.4``): relaxed selection counts two relaxed conformers as one basin
   below torsion-fingerprint distance ``G`` (default ``DUPLICATE_GAP``) rather than 0.15;
+  ``+scoreani``: relaxed selection removes duplicates and draws the K by ANI-2xt energies (float32) of the relaxed
+  draws where ANI-2xt applies (MMFF94's elsewhere); ``+isoani`` (any variant of the torsional model): each acyl
+  isomer's energy is ANI-2xt's of its MMFF94-relaxed starts (:func:`molecules.acyl_isomers.acyl_isomers`);
 - ``isostarts<N>``: the acyl isomers' relaxed energies from N more ETKDG starts than the kept seeds (the
   fast pipeline uses ``ISOMER_STARTS``; every other variant keeps that default);
 - ``thin<F>``: ``ceil(F K)`` draws, ``K`` kept by removing the most crowded in torsion space
@@ -90,11 +93,10 @@ from benchmarks.methods import (
 from benchmarks.report import summaries, write_report
 from energy.ani2xt import Ani2xtEnergy
 from energy.mmff import ELECTROSTATICS, mmff_energies, mmff_optimize
-from energy.units import KCAL_PER_MOL_IN_EV
 from molecules.diversity import thin_crowded, torsion_fingerprints
 from molecules.rmsd import conformer_coordinates
 from molecules.selection import RelaxedSelection, boltzmann_pick, select_relaxed
-from molecules.structures import conformer_structures, with_conformers
+from molecules.structures import Scorer, energy_scorer, with_conformers
 from molecules.torsion_relaxation import TorsionRelaxation
 
 __all__ = ["ScaledControl", "TunedTorsionalGenerator", "register_variant"]
@@ -156,8 +158,9 @@ class TunedTorsionalGenerator(TorsionalGenerator):
     final_iters: int = 0  # dedup_kt: the K kept then relaxed this many more Cartesian iterations
     duplicate_gap: float = DUPLICATE_GAP  # dedup_kt: the torsion-fingerprint distance of one basin
     score_ani: bool = False  # dedup_kt: duplicates and the energy draw by ANI-2xt (float32) where it applies
+    isomers_ani: bool = False  # the acyl isomers' energies by ANI-2xt (float32) where it applies
     _tag: str = field(default="", repr=False)
-    _ani: Ani2xtEnergy | None = field(default=None, repr=False)
+    _ani: Scorer | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -168,6 +171,9 @@ class TunedTorsionalGenerator(TorsionalGenerator):
         count = math.ceil(max(self.oversample, self.thin) * num_conformers)
         shipped, config, floor, stratified = sampler.network, sampler.config, sampler.isomer_floor, sampler.stratified
         sampler.stratified, starts, planar = self.stratified, sampler.isomer_starts, sampler.acyl_planar
+        isomer_scorer = sampler.isomer_scorer
+        if self.isomers_ani:
+            sampler.isomer_scorer = self._ani_scores
         if self.acyl_planar is not None:
             sampler.acyl_planar = self.acyl_planar
         if self.isomer_starts is not None:
@@ -186,6 +192,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
         finally:
             sampler.network, sampler.config, sampler.isomer_floor = shipped, config, floor
             sampler.stratified, sampler.isomer_starts, sampler.acyl_planar = stratified, starts, planar
+            sampler.isomer_scorer = isomer_scorer
         if self.dedup_kt is not None:
             selection = RelaxedSelection(
                 oversample=self.oversample,
@@ -232,10 +239,8 @@ class TunedTorsionalGenerator(TorsionalGenerator):
     def _ani_scores(self, mol: Chem.Mol, positions: np.ndarray) -> np.ndarray:
         """ANI-2xt energies (kcal/mol, float32 network) of ``positions``; ``nan`` where it does not apply."""
         if self._ani is None:
-            self._ani = Ani2xtEnergy(dtype="float32")
-        result = self._ani.evaluate(conformer_structures(with_conformers(mol, positions)))
-        energies = result.energies.double().numpy() / KCAL_PER_MOL_IN_EV
-        return np.where(result.valid.numpy(), energies, np.nan)
+            self._ani = energy_scorer(Ani2xtEnergy(dtype="float32"))
+        return self._ani(mol, positions)
 
 
 def _lowest_mmff(mol: Chem.Mol, positions: np.ndarray, keep: int) -> np.ndarray:
@@ -282,6 +287,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     duplicate_gap = float(found_gap[1]) if found_gap else DUPLICATE_GAP
     if found_gap and not variant.startswith("relaxdedup"):
         raise ValueError("+gap<G> applies to relaxdedup variants")
+    variant, found_isoani = _take_suffix(variant, r"\+isoani")
     variant, found_ani = _take_suffix(variant, r"\+scoreani")
     if found_ani and not variant.startswith("relaxdedup"):
         raise ValueError("+scoreani applies to relaxdedup variants")
@@ -386,7 +392,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
         raise ValueError(f"variant {variant!r} out of range")
     tuned = (low, high, over, seeds, amide, relaxed_kt or dedup_kt, stratified, isomer_starts, thin, planar, share) != (
         (1.0, 1.0, 1.0, None, "default", None, False, None, 1.0, False, 0.0)
-    )
+    ) or found_isoani is not None
     generator: TorsionalGenerator = (
         TunedTorsionalGenerator(
             ck,
@@ -411,6 +417,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             final_iters=final_iters,
             duplicate_gap=duplicate_gap,
             score_ani=found_ani is not None,
+            isomers_ani=found_isoani is not None,
             _tag=variant
             + ("+lhs" if stratified else "")
             + ("+planar" if planar else "")
@@ -419,7 +426,8 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             + (f"+ele{electrostatics}" if electrostatics != "vacuum" else "")
             + (f"+final{final_iters}" if final_iters else "")
             + (f"+gap{duplicate_gap:g}" if found_gap else "")
-            + ("+scoreani" if found_ani else ""),
+            + ("+scoreani" if found_ani else "")
+            + ("+isoani" if found_isoani else ""),
         )
         if tuned
         else TorsionalGenerator(ck, steps)
@@ -437,6 +445,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     lhs += f", the kept relaxed {final_iters} more Cartesian iterations" if final_iters else ""
     lhs += f", one basin below torsion-fingerprint distance {duplicate_gap:g}" if found_gap else ""
     lhs += ", selected by ANI-2xt energies where it applies" if found_ani else ""
+    lhs += ", acyl isomers by ANI-2xt energies where it applies" if found_isoani else ""
     description = f"torsional pipeline, {variant}{lhs} ({ck}; MMFF94 maxIters {iters})"
     register_method(name, lambda s: Method(name, generator, refiner, description))
     return name

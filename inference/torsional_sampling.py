@@ -26,6 +26,7 @@ from inference.options import SELECT_WITH_REPAIR
 from molecules.acyl_isomers import AcylIsomers, acyl_isomers_or_none, choose_acyl_isomers
 from molecules.selection import RelaxedSelection, select_relaxed
 from molecules.smiles import mol_from_smiles
+from molecules.structures import Scorer
 from molecules.torsions import embed_seeds, torsion_system
 from sampler.grids import UniformGrid
 from sampler.torsion_geometry import TorsionSystem, collate_torsion_systems, torsion_positions
@@ -121,6 +122,7 @@ class TorsionalSampler(LoadedModel):
         isomer_starts: int = ISOMER_STARTS,
         selection: RelaxedSelection | None = None,
         acyl_planar: bool = ACYL_PLANAR,
+        isomer_scorer: Scorer | None = None,
     ) -> None:
         payload = load_checkpoint(checkpoint)
         if payload.get("kind") != CHECKPOINT_KIND:
@@ -148,6 +150,9 @@ class TorsionalSampler(LoadedModel):
         if isomer_starts < 0:
             raise ValueError(f"isomer_starts must be >= 0, got {isomer_starts}")
         self.isomer_starts = isomer_starts
+        #: the acyl isomers' energies by this scorer of their MMFF94-relaxed starts (e.g. ANI-2xt's:
+        #: :func:`molecules.structures.energy_scorer`) instead of MMFF94's; ``None``: MMFF94's
+        self.isomer_scorer = isomer_scorer
         #: acyl torsions drawn at their isomer's planar angle (0 or pi) instead of the network's angle on it
         self.acyl_planar = acyl_planar
         #: the relaxed selection of requests that leave it on (``relaxed_selection`` None or True, with the MMFF94
@@ -212,7 +217,9 @@ class TorsionalSampler(LoadedModel):
         systems = seed_systems(mol, self.config.num_seeds, seed, dtype)
         isomers: list[AcylIsomers] = []
         if self.isomer_floor is not None and systems[0].num_torsions:
-            isomers = acyl_isomers_or_none(mol, systems, extra_starts=self.isomer_starts, seed=seed + 1)
+            isomers = acyl_isomers_or_none(
+                mol, systems, extra_starts=self.isomer_starts, seed=seed + 1, scorer=self.isomer_scorer
+            )
         network = self.network
         if refine_rounds:
             t0 = time.perf_counter()

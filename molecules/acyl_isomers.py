@@ -39,7 +39,8 @@ from rdkit.Chem import rdMolTransforms
 from energy.mmff import mmff_optimize
 from molecules.constants import DEFAULT_TEMPERATURE_K
 from molecules.etkdg import embed
-from molecules.structures import with_conformers
+from molecules.rmsd import conformer_coordinates
+from molecules.structures import Scorer, with_conformers
 from molecules.torsions import AmideKind, Torsion, TorsionRules, find_torsions
 from sampler.torsion_geometry import TorsionSystem
 
@@ -115,10 +116,17 @@ def is_acyl_torsion(mol: Chem.Mol, torsion: Torsion) -> bool:
 
 
 def acyl_isomers(
-    mol: Chem.Mol, seeds: np.ndarray, *, rules: TorsionRules | None = None, max_iters: int = 2000
+    mol: Chem.Mol,
+    seeds: np.ndarray,
+    *,
+    rules: TorsionRules | None = None,
+    max_iters: int = 2000,
+    scorer: Scorer | None = None,
 ) -> list[AcylIsomers]:
     """The :class:`AcylIsomers` of every acyl torsion (:func:`is_acyl_torsion`) that ``rules`` keep (the
     torsions of :func:`molecules.torsions.torsion_system` with the same rules), from seeds ``[S, n, 3]`` (Å).
+    ``scorer``: each isomer's energy is the minimum of its energies of the MMFF94-relaxed starts instead of
+    MMFF94's (MMFF94's for a torsion where it gives any ``nan``).
 
     Raises:
         ValueError: MMFF94 cannot type the molecule, or the seeds do not fit it.
@@ -139,17 +147,26 @@ def acyl_isomers(
         for conf in list(starts.GetConformers())[1::2]:
             angle = rdMolTransforms.GetDihedralRad(conf, *torsion.atoms)
             rdMolTransforms.SetDihedralRad(conf, *torsion.atoms, angle + math.pi)
-        results = mmff_optimize(starts, max_iters=max_iters)
+        energies = np.array([e for _, e in mmff_optimize(starts, max_iters=max_iters)])
+        if scorer is not None:
+            other = np.asarray(scorer(mol, conformer_coordinates(starts)), dtype=np.float64)
+            if other.shape == energies.shape and np.isfinite(other).all():
+                energies = other
         best = {True: math.inf, False: math.inf}  # keyed by "near 0"
-        for conf, (_, energy) in zip(starts.GetConformers(), results, strict=True):
+        for conf, energy in zip(starts.GetConformers(), energies, strict=True):
             syn = abs(rdMolTransforms.GetDihedralRad(conf, *torsion.atoms)) < math.pi / 2
-            best[syn] = min(best[syn], energy)
+            best[syn] = min(best[syn], float(energy))
         out.append(AcylIsomers(k, best[True], best[False]))
     return out
 
 
 def acyl_isomers_or_none(
-    mol: Chem.Mol, systems: Sequence[TorsionSystem], *, extra_starts: int = 0, seed: int = 1
+    mol: Chem.Mol,
+    systems: Sequence[TorsionSystem],
+    *,
+    extra_starts: int = 0,
+    seed: int = 1,
+    scorer: Scorer | None = None,
 ) -> list[AcylIsomers]:
     """:func:`acyl_isomers` from the systems' seeds (one molecule's); none (the sampled isomers stay) where
     MMFF94 cannot type the molecule. ``extra_starts``: that many ETKDG conformers (``seed``, not 0) added to the
@@ -160,7 +177,7 @@ def acyl_isomers_or_none(
         if len(more):
             seeds = np.concatenate([seeds, more])
     try:
-        return acyl_isomers(mol, seeds)
+        return acyl_isomers(mol, seeds, scorer=scorer)
     except ValueError as exc:
         log.info("acyl isomers left as sampled: %s", exc)
         return []

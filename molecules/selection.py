@@ -17,7 +17,6 @@ Removing duplicates buys recall; the energy draw buys back precision.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +25,7 @@ from rdkit import Chem
 from energy.mmff import ELECTROSTATICS, mmff_energies, mmff_optimize, mmff_properties
 from molecules.diversity import thin_crowded, torsion_fingerprints
 from molecules.rmsd import conformer_coordinates
-from molecules.structures import with_conformers
+from molecules.structures import Scorer, with_conformers
 from molecules.torsion_relaxation import TorsionRelaxation, torsion_first_relax
 from molecules.validity import check_conformer, stereo_spec
 
@@ -116,10 +115,6 @@ def boltzmann_pick(energies: np.ndarray, keep: int, kt: float, rng: np.random.Ge
         raise ValueError(f"kt must be >= 0 and energies finite, got kt={kt}")
     keys = -e if kt == 0 else -e / kt + rng.gumbel(size=e.shape)
     return np.sort(np.argsort(-keys, kind="stable")[:keep])
-
-
-#: energies (kcal/mol) of ``positions [P, n, 3]`` of a molecule by another model, ``nan`` where it does not apply
-Scorer = Callable[[Chem.Mol, np.ndarray], np.ndarray]
 
 
 def select_relaxed(

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from rdkit import Chem
 
-from energy.protocol import Structures
+from energy.protocol import EnergyModel, Structures
+from energy.units import KCAL_PER_MOL_IN_EV
 
-__all__ = ["conformer_structures", "spin_multiplicity", "total_charge", "with_conformers"]
+__all__ = [
+    "Scorer",
+    "conformer_structures",
+    "energy_scorer",
+    "spin_multiplicity",
+    "total_charge",
+    "with_conformers",
+]
+
+#: energies (kcal/mol) of ``positions [P, n, 3]`` of a molecule by some energy model, ``nan`` where it does not apply
+Scorer = Callable[[Chem.Mol, np.ndarray], np.ndarray]
 
 
 def total_charge(mol: Chem.Mol) -> int:
@@ -60,3 +71,14 @@ def with_conformers(mol: Chem.Mol, positions: Sequence[np.ndarray] | np.ndarray)
         conf.Set3D(True)
         out.AddConformer(conf, assignId=False)
     return out
+
+
+def energy_scorer(model: EnergyModel) -> Scorer:
+    """A :data:`Scorer` from an energy model (eV): kcal/mol, ``nan`` for the structures it calls invalid."""
+
+    def score(mol: Chem.Mol, positions: np.ndarray) -> np.ndarray:
+        result = model.evaluate(conformer_structures(with_conformers(mol, positions)))
+        energies = result.energies.detach().cpu().double().numpy() / KCAL_PER_MOL_IN_EV
+        return np.where(result.valid.cpu().numpy(), energies, np.nan)
+
+    return score

@@ -12,6 +12,7 @@ import torch
 from rdkit.Chem import rdMolTransforms
 
 from benchmarks.acyl_planarity import off_planar
+from energy.mmff import mmff_energies
 from inference.torsional_sampling import TorsionalSampler, uniform_torsions
 from molecules.acyl_isomers import (
     ROOM_TEMPERATURE_KT,
@@ -264,3 +265,20 @@ def test_off_planar_measures_degrees_from_the_nearer_planar_angle() -> None:
 
     x = np.stack([chain(d) for d in (0.0, 10.0, 90.0, 170.0, -150.0)])
     np.testing.assert_allclose(off_planar(x, np.array([[0, 1, 2, 3]]))[:, 0], [0.0, 10.0, 90.0, 10.0, 30.0], atol=1e-9)
+
+
+def test_a_scorer_gives_the_isomer_energies_and_mmff94_stays_where_it_gives_nan() -> None:
+    """``scorer``: each isomer's energy is the scorer's minimum over the MMFF94-relaxed starts (here MMFF94's own
+    energies negated: the trans amide becomes the higher isomer); a ``nan`` leaves MMFF94's energies. The sampler
+    draws its isomers by the scorer's law (``isomer_scorer``)."""
+    mol = mol_from_smiles("CC(=O)Nc1ccccc1CCO")
+    seeds = embed_seeds(mol, 2, seed=3, mmff_relax=True)
+    (plain,) = acyl_isomers(mol, seeds)
+    (flipped,) = acyl_isomers(mol, seeds, scorer=lambda m, x: -mmff_energies(m, x))
+    assert np.sign(flipped.energy_syn - flipped.energy_anti) == -np.sign(plain.energy_syn - plain.energy_anti)
+    (same,) = acyl_isomers(mol, seeds, scorer=lambda m, x: np.full(len(x), np.nan))
+    assert same == plain
+    (torsion,) = [t for t in find_torsions(mol, TorsionRules()) if t.amide.value == "secondary"]
+    sampler = TorsionalSampler(SHIPPED, isomer_floor=0.0, isomer_scorer=lambda m, x: -mmff_energies(m, x))
+    cis = sum(abs(_heavy_dihedral(mol, x, torsion.atoms)) < 90 for x in sampler.sample_positions(mol, 48, seed=4))
+    assert cis >= 45  # the trans amide of the MMFF94 law is now the rare isomer
