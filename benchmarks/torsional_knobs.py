@@ -37,6 +37,8 @@ relaxed selection, is the variant ``relaxdedup3@3+tfr30+mix0.35`` (``torsional+s
   ``+scoreani``: relaxed selection removes duplicates and draws the K by ANI-2xt energies (float32) of the relaxed
   draws where ANI-2xt applies (MMFF94's elsewhere); ``+isoani`` (any variant of the torsional model): each acyl
   isomer's energy is ANI-2xt's of its MMFF94-relaxed starts (:func:`molecules.acyl_isomers.acyl_isomers`);
+  ``+win<W>`` (``relaxdedup3@3+tfr30+mix0.35+win10``): relaxed selection chooses among the relaxed draws within ``W``
+  kcal/mol of the lowest while at least K are left (``RelaxedSelection.energy_window``);
 - ``isostarts<N>``: the acyl isomers' relaxed energies from N more ETKDG starts than the kept seeds (the
   fast pipeline uses ``ISOMER_STARTS``; every other variant keeps that default);
 - ``thin<F>``: ``ceil(F K)`` draws, ``K`` kept by removing the most crowded in torsion space
@@ -159,6 +161,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
     duplicate_gap: float = DUPLICATE_GAP  # dedup_kt: the torsion-fingerprint distance of one basin
     score_ani: bool = False  # dedup_kt: duplicates and the energy draw by ANI-2xt (float32) where it applies
     isomers_ani: bool = False  # the acyl isomers' energies by ANI-2xt (float32) where it applies
+    energy_window: float | None = None  # dedup_kt: kcal/mol above the lowest relaxed draw, while K are left
     _tag: str = field(default="", repr=False)
     _ani: Scorer | None = field(default=None, repr=False)
 
@@ -198,6 +201,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
                 oversample=self.oversample,
                 kt_kcal_mol=self.dedup_kt,
                 duplicate_gap=self.duplicate_gap,
+                energy_window=self.energy_window,
                 max_iters=self.prerelax_iters or self.relax_iters,
                 torsion_first=self.torsion_first,
                 score_electrostatics=self.score_electrostatics,
@@ -287,6 +291,10 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     duplicate_gap = float(found_gap[1]) if found_gap else DUPLICATE_GAP
     if found_gap and not variant.startswith("relaxdedup"):
         raise ValueError("+gap<G> applies to relaxdedup variants")
+    variant, found_win = _take_suffix(variant, r"\+win(\d+(?:\.\d+)?)")
+    window = float(found_win[1]) if found_win else None
+    if found_win and not variant.startswith("relaxdedup"):
+        raise ValueError("+win<W> applies to relaxdedup variants")
     variant, found_isoani = _take_suffix(variant, r"\+isoani")
     variant, found_ani = _take_suffix(variant, r"\+scoreani")
     if found_ani and not variant.startswith("relaxdedup"):
@@ -418,6 +426,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             duplicate_gap=duplicate_gap,
             score_ani=found_ani is not None,
             isomers_ani=found_isoani is not None,
+            energy_window=window,
             _tag=variant
             + ("+lhs" if stratified else "")
             + ("+planar" if planar else "")
@@ -427,7 +436,8 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             + (f"+final{final_iters}" if final_iters else "")
             + (f"+gap{duplicate_gap:g}" if found_gap else "")
             + ("+scoreani" if found_ani else "")
-            + ("+isoani" if found_isoani else ""),
+            + ("+isoani" if found_isoani else "")
+            + (f"+win{window:g}" if window is not None else ""),
         )
         if tuned
         else TorsionalGenerator(ck, steps)
@@ -446,6 +456,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     lhs += f", one basin below torsion-fingerprint distance {duplicate_gap:g}" if found_gap else ""
     lhs += ", selected by ANI-2xt energies where it applies" if found_ani else ""
     lhs += ", acyl isomers by ANI-2xt energies where it applies" if found_isoani else ""
+    lhs += f", relaxed draws within {window:g} kcal/mol of the lowest while K are left" if window is not None else ""
     description = f"torsional pipeline, {variant}{lhs} ({ck}; MMFF94 maxIters {iters})"
     register_method(name, lambda s: Method(name, generator, refiner, description))
     return name

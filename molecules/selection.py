@@ -78,6 +78,9 @@ class RelaxedSelection:
     score_electrostatics: str = "vacuum"
     #: the K kept then relaxed this many more Cartesian MMFF94 iterations (0: as selected)
     final_iters: int = 0
+    #: kcal/mol: relaxed draws above the lowest by more than this are not chosen while at least K others are left
+    #: (then near-duplicates of lower basins are kept before them); ``None``: no window
+    energy_window: float | None = None
 
     def __post_init__(self) -> None:
         if self.score_electrostatics not in ELECTROSTATICS:
@@ -91,6 +94,8 @@ class RelaxedSelection:
             raise ValueError(f"uniform_share must be in [0, 1], got {self.uniform_share}")
         if self.screen_iters is not None and self.torsion_first is not None:
             raise ValueError("screen_iters and torsion_first are two ways to relax the draws: give one")
+        if self.energy_window is not None and not self.energy_window >= 0:
+            raise ValueError(f"energy_window must be >= 0 kcal/mol or None, got {self.energy_window}")
         if self.final_iters < 0:
             raise ValueError(f"final_iters must be >= 0, got {self.final_iters}")
         if self.max_iters < 1 or (self.screen_iters is not None and self.screen_iters < 1):
@@ -161,6 +166,9 @@ def select_relaxed(
         if other.shape == (len(pool),) and np.isfinite(other).all():
             score = score.copy()
             score[pool] = other
+    if selection.energy_window is not None:
+        inside = pool[score[pool] <= score[pool].min() + selection.energy_window]
+        pool = inside if len(inside) >= keep else pool[np.sort(np.argsort(score[pool], kind="stable")[:keep])]
     fingerprints = torsion_fingerprints(mol, x[pool])
     unique = pool[thin_crowded(fingerprints, keep, min_gap=selection.duplicate_gap, priority=score[pool])]
     chosen = unique[boltzmann_pick(score[unique], keep, selection.kt_kcal_mol, rng)]

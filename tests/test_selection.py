@@ -195,3 +195,21 @@ def test_a_scorer_decides_the_draw_and_mmff94_stays_where_it_gives_nan() -> None
         mol, draws, 1, cold, np.random.default_rng(0), scorer=lambda m, p: np.full(len(p), np.nan)
     )[0]
     np.testing.assert_allclose(partial[0], every[np.argmin(energies)], atol=1e-9)
+
+
+def test_energy_window_keeps_the_draw_within_it_and_the_lowest_when_too_few_are_inside() -> None:
+    """``energy_window``: with at least K relaxed draws within W of the lowest, every one kept lies within it (at a
+    temperature hot enough that without the window higher ones are drawn); with fewer inside, the K lowest."""
+    mol = mol_from_smiles(SMILES)
+    draws = TorsionalSampler(SHIPPED).sample_positions(mol, 32, seed=6)
+    _, energies = select_relaxed(mol, draws, 32, RelaxedSelection(kt_kcal_mol=0.0), np.random.default_rng(0))
+    window = float(np.sort(energies)[12] - energies.min())  # 13 draws inside
+    hot = RelaxedSelection(kt_kcal_mol=100.0, duplicate_gap=0.0)
+    _, free = select_relaxed(mol, draws, 8, hot, np.random.default_rng(1))
+    assert free.max() > energies.min() + window  # the hot draw alone goes above the window
+    _, inside = select_relaxed(mol, draws, 8, dataclasses.replace(hot, energy_window=window), np.random.default_rng(1))
+    assert inside.max() <= energies.min() + window + 1e-9
+    _, lowest = select_relaxed(mol, draws, 8, dataclasses.replace(hot, energy_window=0.0), np.random.default_rng(1))
+    np.testing.assert_allclose(np.sort(lowest), np.sort(energies)[:8], atol=1e-6)
+    with pytest.raises(ValueError, match="energy_window"):
+        RelaxedSelection(energy_window=-1.0)

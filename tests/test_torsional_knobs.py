@@ -383,3 +383,12 @@ def test_scoreani_word_ranks_by_ani2xt_in_kcal_and_says_nan_where_it_does_not_ap
     assert np.isnan(generator._ani_scores(bromo, xb)).all()
     with pytest.raises(ValueError, match="scoreani"):
         register_variant("control2+scoreani", SHIPPED)
+
+
+def test_win_word_sets_the_selections_energy_window() -> None:
+    method = METHODS[register_variant("relaxdedup3@3+tfr30+mix0.35+win10", SHIPPED)](MethodSettings())
+    assert isinstance(method.generator, TunedTorsionalGenerator) and method.generator.energy_window == 10.0
+    assert "within 10 kcal/mol" in method.description
+    for bad in ("control2+win10", "mmff200+win10"):
+        with pytest.raises(ValueError, match="win"):
+            register_variant(bad, SHIPPED)
