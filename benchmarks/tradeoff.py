@@ -141,7 +141,7 @@ def plot_tradeoff(points: Mapping[str, Sequence[Point]], out: Path, title: str =
         if region is not None:
             ax.legend(fontsize=8, loc="lower left")
     if title:
-        fig.suptitle(textwrap.fill(title, 220), fontsize=9)
+        fig.suptitle(textwrap.fill(title, 110), fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
