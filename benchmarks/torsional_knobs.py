@@ -262,6 +262,14 @@ def _take_suffix(variant: str, pattern: str) -> tuple[str, re.Match[str] | None]
     return (variant[: found.start()] + variant[found.end() :], found) if found else (variant, None)
 
 
+def _take_selection_suffix(variant: str, pattern: str, word: str) -> tuple[str, re.Match[str] | None]:
+    """:func:`_take_suffix` for a suffix of relaxed selection (``word``, e.g. ``+gap<G>``): refused elsewhere."""
+    rest, found = _take_suffix(variant, pattern)
+    if found and not rest.startswith("relaxdedup"):
+        raise ValueError(f"{word} applies to relaxdedup variants (relaxed selection), not {rest!r}")
+    return rest, found
+
+
 def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> str:
     """Register the method of one ``--variants`` word (module docstring); returns its method name.
     ``mmff_iters``: the MMFF94 iteration cap of every variant but ``mmffN`` (which sets its own)."""
@@ -279,26 +287,20 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     dedup_kt: float | None = None
     share = 0.0
     torsion_first = None
-    variant, found_ele = _take_suffix(variant, r"\+ele([a-z]+)")
+    variant, found_ele = _take_selection_suffix(variant, r"\+ele([a-z]+)", "+ele<E>")
     electrostatics = found_ele[1] if found_ele else "vacuum"
-    if found_ele and (electrostatics not in ELECTROSTATICS or not variant.startswith("relaxdedup")):
-        raise ValueError(f"+ele takes one of {ELECTROSTATICS} and applies to relaxdedup variants")
-    variant, found_final = _take_suffix(variant, r"\+final(\d+)")
+    if electrostatics not in ELECTROSTATICS:
+        raise ValueError(f"+ele takes one of {ELECTROSTATICS}, not {electrostatics!r}")
+    variant, found_final = _take_selection_suffix(variant, r"\+final(\d+)", "+final<N>")
     final_iters = int(found_final[1]) if found_final else 0
-    if found_final and (not variant.startswith("relaxdedup") or final_iters < 1):
-        raise ValueError("+final<N> (N >= 1) applies to relaxdedup variants")
-    variant, found_gap = _take_suffix(variant, r"\+gap(\d+(?:\.\d+)?)")
+    if found_final and final_iters < 1:
+        raise ValueError("+final<N> takes N >= 1")
+    variant, found_gap = _take_selection_suffix(variant, r"\+gap(\d+(?:\.\d+)?)", "+gap<G>")
     duplicate_gap = float(found_gap[1]) if found_gap else DUPLICATE_GAP
-    if found_gap and not variant.startswith("relaxdedup"):
-        raise ValueError("+gap<G> applies to relaxdedup variants")
-    variant, found_win = _take_suffix(variant, r"\+win(\d+(?:\.\d+)?)")
+    variant, found_win = _take_selection_suffix(variant, r"\+win(\d+(?:\.\d+)?)", "+win<W>")
     window = float(found_win[1]) if found_win else None
-    if found_win and not variant.startswith("relaxdedup"):
-        raise ValueError("+win<W> applies to relaxdedup variants")
+    variant, found_ani = _take_selection_suffix(variant, r"\+scoreani", "+scoreani")
     variant, found_isoani = _take_suffix(variant, r"\+isoani")
-    variant, found_ani = _take_suffix(variant, r"\+scoreani")
-    if found_ani and not variant.startswith("relaxdedup"):
-        raise ValueError("+scoreani applies to relaxdedup variants")
     variant, found = _take_suffix(variant, r"\+tfr(\d+)(?:e(\d+))?")
     if found:
         torsion_first = TorsionRelaxation(polish_iters=int(found[1]), max_evals=int(found[2] or 40))
@@ -398,9 +400,21 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
         or (seeds is not None and seeds < 1)
     ):
         raise ValueError(f"variant {variant!r} out of range")
-    tuned = (low, high, over, seeds, amide, relaxed_kt or dedup_kt, stratified, isomer_starts, thin, planar, share) != (
-        (1.0, 1.0, 1.0, None, "default", None, False, None, 1.0, False, 0.0)
-    ) or found_isoani is not None
+    isomers_ani = found_isoani is not None
+    tuned = (
+        low,
+        high,
+        over,
+        seeds,
+        amide,
+        relaxed_kt or dedup_kt,
+        stratified,
+        isomer_starts,
+        thin,
+        planar,
+        share,
+        isomers_ani,
+    ) != (1.0, 1.0, 1.0, None, "default", None, False, None, 1.0, False, 0.0, False)
     generator: TorsionalGenerator = (
         TunedTorsionalGenerator(
             ck,
@@ -425,7 +439,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             final_iters=final_iters,
             duplicate_gap=duplicate_gap,
             score_ani=found_ani is not None,
-            isomers_ani=found_isoani is not None,
+            isomers_ani=isomers_ani,
             energy_window=window,
             _tag=variant
             + ("+lhs" if stratified else "")

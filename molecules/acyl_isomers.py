@@ -40,7 +40,7 @@ from energy.mmff import mmff_optimize
 from molecules.constants import DEFAULT_TEMPERATURE_K
 from molecules.etkdg import embed
 from molecules.rmsd import conformer_coordinates
-from molecules.structures import Scorer, with_conformers
+from molecules.structures import Scorer, scores_or_none, with_conformers
 from molecules.torsions import AmideKind, Torsion, TorsionRules, find_torsions
 from sampler.torsion_geometry import TorsionSystem
 
@@ -148,10 +148,8 @@ def acyl_isomers(
             angle = rdMolTransforms.GetDihedralRad(conf, *torsion.atoms)
             rdMolTransforms.SetDihedralRad(conf, *torsion.atoms, angle + math.pi)
         energies = np.array([e for _, e in mmff_optimize(starts, max_iters=max_iters)])
-        if scorer is not None:
-            other = np.asarray(scorer(mol, conformer_coordinates(starts)), dtype=np.float64)
-            if other.shape == energies.shape and np.isfinite(other).all():
-                energies = other
+        other = scores_or_none(scorer, mol, conformer_coordinates(starts)) if scorer is not None else None
+        energies = energies if other is None else other
         best = {True: math.inf, False: math.inf}  # keyed by "near 0"
         for conf, energy in zip(starts.GetConformers(), energies, strict=True):
             syn = abs(rdMolTransforms.GetDihedralRad(conf, *torsion.atoms)) < math.pi / 2

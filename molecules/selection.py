@@ -25,7 +25,7 @@ from rdkit import Chem
 from energy.mmff import ELECTROSTATICS, mmff_energies, mmff_optimize, mmff_properties
 from molecules.diversity import thin_crowded, torsion_fingerprints
 from molecules.rmsd import conformer_coordinates
-from molecules.structures import Scorer, with_conformers
+from molecules.structures import Scorer, scores_or_none, with_conformers
 from molecules.torsion_relaxation import TorsionRelaxation, torsion_first_relax
 from molecules.validity import check_conformer, stereo_spec
 
@@ -161,15 +161,14 @@ def select_relaxed(
         chosen = np.sort(np.concatenate([pool, np.flatnonzero(~valid)[: keep - len(pool)]]))
         return x[chosen], energies[chosen]
     score = energies
-    if selection.score_electrostatics != "vacuum":
-        props = mmff_properties(mol, electrostatics=selection.score_electrostatics)
+    other = scores_or_none(scorer, mol, x[pool])
+    if other is None and selection.score_electrostatics != "vacuum":
+        other = mmff_energies(
+            mol, x[pool], properties=mmff_properties(mol, electrostatics=selection.score_electrostatics)
+        )
+    if other is not None:
         score = energies.copy()
-        score[pool] = mmff_energies(mol, x[pool], properties=props)
-    if scorer is not None:
-        other = np.asarray(scorer(mol, x[pool]), dtype=np.float64)
-        if other.shape == (len(pool),) and np.isfinite(other).all():
-            score = score.copy()
-            score[pool] = other
+        score[pool] = other
     if selection.energy_window is not None:
         inside = pool[score[pool] <= score[pool].min() + selection.energy_window]
         pool = inside if len(inside) >= keep else pool[np.sort(np.argsort(score[pool], kind="stable")[:keep])]

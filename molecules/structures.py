@@ -15,6 +15,7 @@ __all__ = [
     "Scorer",
     "conformer_structures",
     "energy_scorer",
+    "scores_or_none",
     "spin_multiplicity",
     "total_charge",
     "with_conformers",
@@ -82,3 +83,12 @@ def energy_scorer(model: EnergyModel) -> Scorer:
         return np.where(result.valid.cpu().numpy(), energies, np.nan)
 
     return score
+
+
+def scores_or_none(scorer: Scorer | None, mol: Chem.Mol, positions: np.ndarray) -> np.ndarray | None:
+    """``scorer``'s energies of ``positions [P, n, 3]`` where it gives a finite one for every row; ``None`` where
+    there is no scorer or it does not apply to all of them (the caller keeps its own energies)."""
+    if scorer is None:
+        return None
+    energies = np.asarray(scorer(mol, positions), dtype=np.float64)
+    return energies if energies.shape == (len(positions),) and np.isfinite(energies).all() else None
