@@ -31,11 +31,12 @@ from rdkit import Chem
 from rdkit.Chem import rdMolAlign
 from tqdm import tqdm
 
-from benchmarks.coverage import THRESHOLDS, EnsembleScore, failed_score, score_matrix
+from benchmarks.coverage import THRESHOLDS, EnsembleScore, failed_score, recall_by_group, score_matrix
 from benchmarks.methods import Method, MethodSettings, build_methods
 from benchmarks.options import QUICK_MAX_REFS, QUICK_NUM_MOLECULES
 from molecules.references import CORPUS_FILE, DATASETS, ReferenceEnsemble, load_references, read_corpus, read_index
 from molecules.rmsd import HeavyAtomRmsd, RmsdConfig, conformer_coordinates, warm_up
+from molecules.shape import radius_of_gyration, rg_terciles
 from molecules.smiles import SmilesError, mol_from_smiles
 from molecules.validity import check_conformer, stereo_spec
 
@@ -166,6 +167,11 @@ def _generate_all(methods: Sequence[Method], mol: Chem.Mol, k: int, seed: int) -
     return out
 
 
+def _rg_percentiles(rg: np.ndarray) -> list[float]:
+    """10th, 50th and 90th percentiles of radii of gyration (Å); ``nan`` for none."""
+    return np.percentile(rg, [10, 50, 90]).tolist() if len(rg) else [math.nan] * 3
+
+
 def _check(mol: Chem.Mol) -> tuple[list[str], int]:
     """Reasons (connectivity, stereo) for the conformers that are not the molecule asked for, and how many of
     the others have a steric clash (every covalent bond intact, two non-bonded atoms within bonding distance)."""
@@ -285,6 +291,8 @@ def _run_dataset(
         engine = HeavyAtomRmsd(ens.mol, config.rmsd)
         engine_seconds += time.perf_counter() - start
         ref_xyz = conformer_coordinates(ens.mol)
+        ref_rg = radius_of_gyration(ens.mol, ref_xyz)
+        compactness = rg_terciles(ref_rg)
         record: dict[str, Any] = {
             "name": ens.name,
             "smiles": ens.smiles,
@@ -294,6 +302,7 @@ def _run_dataset(
             "num_refs": num_ref,
             "frames_in_file": ens.frames_in_file,
             "num_mappings": engine.num_mappings,
+            "reference_rg": _rg_percentiles(ref_rg),
             "notes": list(ens.notes),
             "methods": {},
         }
@@ -302,7 +311,8 @@ def _run_dataset(
         for method in methods:
             out = outputs[method.name]
             start = time.perf_counter()
-            d = engine.matrix(ref_xyz, conformer_coordinates(out.mol))
+            gen_xyz = conformer_coordinates(out.mol)
+            d = engine.matrix(ref_xyz, gen_xyz)
             engine_seconds += time.perf_counter() - start
             pairs_scored += d.size
             if not check["pairs"] and d.size:
@@ -311,6 +321,8 @@ def _run_dataset(
                     checks.append({"molecule": ens.name, "method": method.name, **check})
             score = score_matrix(d) if d.shape[1] else failed_score(num_ref)
             record["methods"][method.name] = _record(out, score, _check(out.mol))
+            record["methods"][method.name]["rg"] = _rg_percentiles(radius_of_gyration(ens.mol, gen_xyz))
+            record["methods"][method.name]["cov_r_by_rg"] = recall_by_group(d, compactness, 3)
         if check["pairs"]:
             rdkit_seconds_estimate += check["seconds_per_pair"] * pairs_scored
         molecules.append(record)

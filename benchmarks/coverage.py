@@ -33,6 +33,7 @@ __all__ = [
     "EnsembleScore",
     "SummaryScore",
     "failed_score",
+    "recall_by_group",
     "record_score",
     "score_matrix",
     "summarize",
@@ -100,6 +101,17 @@ def score_matrix(d: np.ndarray, thresholds: Sequence[float] = THRESHOLDS) -> Ens
         num_ref=int(d.shape[0]),
         num_gen=int(d.shape[1]),
     )
+
+
+def recall_by_group(d: np.ndarray, groups: np.ndarray, num_groups: int, threshold: float = 1.0) -> list[float]:
+    """COV-R at ``threshold`` (Å) among the references of each group: ``d`` ``[L, K]`` RMSD matrix (``K = 0``:
+    nothing covered), ``groups`` ``[L]`` ints in ``[0, num_groups)``; ``nan`` for an empty group."""
+    d = np.asarray(d, dtype=np.float64)
+    groups = np.asarray(groups)
+    if d.ndim != 2 or groups.shape != (d.shape[0],):
+        raise ValueError(f"expected an [L, K] matrix and [L] groups, got {d.shape} and {groups.shape}")
+    covered = d.min(axis=1) < threshold if d.shape[1] else np.zeros(d.shape[0], dtype=bool)
+    return [float(covered[groups == g].mean()) if (groups == g).any() else math.nan for g in range(num_groups)]
 
 
 def failed_score(num_ref: int, thresholds: Sequence[float] = THRESHOLDS) -> EnsembleScore:

@@ -152,6 +152,7 @@ def _dataset_tables(ds: dict[str, Any], summ: dict[str, SummaryScore], methods: 
         cells.append(f"{_ang(s.amr_p_mean)} ({_ang(s.amr_p_median)})")
         cells.append(f"{s.num_failed}/{s.num_molecules}")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _compactness_lines(ds, methods)
     lines += ["", "Time and output (same run, same machine):", ""]
     lines += [
         "| method | wall s | conformers scored / requested | conformers/s | refine s per conformer "
@@ -184,6 +185,32 @@ def _dataset_tables(ds: dict[str, Any], summ: dict[str, SummaryScore], methods: 
     if notes:
         lines += ["", "Reference notes:", "", *notes]
     lines.append("")
+    return lines
+
+
+def _compactness_lines(ds: dict[str, Any], methods: dict[str, str]) -> list[str]:
+    """Recall in each third of every reference ensemble by radius of gyration (runs since the fourteenth
+    session record it; none for older results)."""
+    names = [n for n in methods if all("cov_r_by_rg" in m["methods"].get(n, {}) for m in ds["molecules"])]
+    if not names or not ds["molecules"]:
+        return []
+    lines = [
+        "",
+        "Recall by compactness: COV-R@1.0 % among each molecule's reference conformers in the most compact, the "
+        "middle and the most extended third by heavy-atom radius of gyration (mean over molecules), and the "
+        "median over molecules of the method's median R_g minus the references' (Å; > 0: more extended).",
+        "",
+        "| method | compact third | middle third | extended third | R_g shift |",
+        "|---|---|---|---|---|",
+    ]
+    for name in names:
+        by_rg = np.array([m["methods"][name]["cov_r_by_rg"] for m in ds["molecules"]], dtype=np.float64)
+        shift = [m["methods"][name]["rg"][1] - m["reference_rg"][1] for m in ds["molecules"]]
+        means = np.nanmean(by_rg, axis=0)
+        lines.append(
+            f"| {name} | {100 * means[0]:.1f} | {100 * means[1]:.1f} | {100 * means[2]:.1f} "
+            f"| {np.nanmedian(shift):+.2f} |"
+        )
     return lines
 
 

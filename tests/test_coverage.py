@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.coverage import REPORT_THRESHOLDS, THRESHOLDS, failed_score, score_matrix, summarize
+from benchmarks.coverage import REPORT_THRESHOLDS, THRESHOLDS, failed_score, recall_by_group, score_matrix, summarize
 from benchmarks.methods import METHODS, EtkdgGenerator, MethodSettings, build_methods, register_method
 from molecules.smiles import mol_from_smiles
 
@@ -75,6 +75,15 @@ def test_mean_and_median_over_molecules() -> None:
     assert s.amr_r_median == pytest.approx(0.9)
 
 
+def test_recall_by_group_known_answer() -> None:
+    d = np.array([[0.5, 2.0], [1.5, 1.2], [0.9, 3.0], [2.0, 2.0]])  # covered at 1 Å: refs 0 and 2
+    assert recall_by_group(d, np.array([0, 0, 1, 1]), 3) == pytest.approx([0.5, 0.5, math.nan], nan_ok=True)
+    assert recall_by_group(d, np.array([2, 1, 2, 0]), 3, threshold=1.3) == [0.0, 1.0, 1.0]
+    assert recall_by_group(np.zeros((2, 0)), np.array([0, 1]), 2) == [0.0, 0.0]
+    with pytest.raises(ValueError, match="groups"):
+        recall_by_group(d, np.array([0, 1]), 2)
+
+
 def test_bad_matrices_are_rejected() -> None:
     with pytest.raises(ValueError, match="L >= 1"):
         score_matrix(np.zeros((0, 3)))
@@ -136,6 +145,12 @@ def test_benchmark_harness_end_to_end(tmp_path: Path) -> None:
             assert rec["scored"] == rec["requested"] and not rec["failed"]
             assert rec["seconds"] > 0 and rec["conformers_per_s"] > 0
             assert 0 <= rec["cov_r"][8] <= 1 and rec["amr_r"] >= 0
+            # recall by compactness third: the thirds' recalls average (weighted by size) to the whole
+            sizes = np.bincount((3 * np.arange(mol["num_refs"])) // mol["num_refs"], minlength=3)
+            by_rg = np.nan_to_num(rec["cov_r_by_rg"])
+            assert np.isclose((sizes * by_rg).sum() / sizes.sum(), rec["cov_r"][8])
+            assert mol["reference_rg"][0] <= mol["reference_rg"][2] and rec["rg"][0] > 1.0
+    assert "Recall by compactness" in md and "| rdkit+mmff |" in md
     assert ds["rmsd_engine"]["max_abs_diff"] < 1e-3  # the engine agrees with GetBestRMS on sampled pairs
     s = summaries(data)["drugs_dev"]["rdkit"]
     assert s.num_molecules == 2 and s.num_failed == 0
