@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 
 from benchmarks.isomer_energies import isomer_gaps, write
 from energy.ani2xt import Ani2xtEnergy
 from molecules.etkdg import embed
 from molecules.smiles import mol_from_smiles
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_trans_n_methylacetamide_is_the_lower_isomer_by_every_energy() -> None:
