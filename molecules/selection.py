@@ -12,6 +12,12 @@ replacement from the Boltzmann law of their relaxed energies at ``kt`` (Gumbel t
 ``-E_i / kt + G_i``, ``G_i`` standard Gumbel, the K largest keys are a draw without replacement from
 ``p_i ∝ exp(-E_i / kt)``; ``kt = 0``: the K lowest).
 Removing duplicates buys recall; the energy draw buys back precision.
+
+A molecule whose SMILES leaves stereocentres or stereo double bonds unassigned is drawn from seeds of each
+configuration (:func:`molecules.torsions.embed_seeds`), as ETKDG draws a random configuration per conformer. Its
+configurations are different compounds, which do not interconvert, so their energies are not compared: the K are
+shared among the configurations in proportion to their valid draws (largest remainders), and each share is
+chosen as above among that configuration's draws alone.
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ from rdkit import Chem
 from energy.mmff import ELECTROSTATICS, mmff_energies, mmff_optimize, mmff_properties
 from molecules.diversity import thin_crowded, torsion_fingerprints
 from molecules.rmsd import conformer_coordinates
+from molecules.stereo import find_unassigned_stereo
 from molecules.structures import Scorer, scores_or_none, with_conformers
 from molecules.torsion_relaxation import TorsionRelaxation, torsion_first_relax
+from molecules.torsions import configurations
 from molecules.validity import check_conformer, stereo_spec
 
-__all__ = ["RelaxedSelection", "boltzmann_pick", "select_relaxed"]
+__all__ = ["RelaxedSelection", "boltzmann_pick", "proportional_shares", "select_relaxed"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,6 +93,9 @@ class RelaxedSelection:
     #: none: 86.5 / 78.0 / 0.725: precision for recall, as a colder draw; MMFF94 puts many reference-matching
     #: conformers more than 10 kcal/mol above its vacuum minimum
     energy_window: float | None = None
+    #: share the K among a molecule's stereo configurations by their draws (module docstring); ``False``: one
+    #: energy draw over all of them, which puts the K on the configuration MMFF94 puts lowest
+    per_configuration: bool = True
 
     def __post_init__(self) -> None:
         if self.score_electrostatics not in ELECTROSTATICS:
@@ -124,6 +135,49 @@ def boltzmann_pick(energies: np.ndarray, keep: int, kt: float, rng: np.random.Ge
         raise ValueError(f"kt must be >= 0 and energies finite, got kt={kt}")
     keys = -e if kt == 0 else -e / kt + rng.gumbel(size=e.shape)
     return np.sort(np.argsort(-keys, kind="stable")[:keep])
+
+
+def proportional_shares(sizes: np.ndarray, keep: int) -> np.ndarray:
+    """``keep`` (at most ``sum(sizes)``) shared among groups in proportion to ``sizes``, by largest remainders
+    (ties to the earlier group); no group gets more than its size."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    total = int(sizes.sum())
+    if not 0 <= keep <= total:
+        raise ValueError(f"cannot share {keep} among groups of {total}")
+    exact = keep * sizes / max(total, 1)
+    shares = np.floor(exact).astype(np.int64)
+    order = np.argsort(-(exact - shares), kind="stable")
+    shares[order[: keep - int(shares.sum())]] += 1
+    return shares
+
+
+def _configuration_groups(mol: Chem.Mol, x: np.ndarray, pool: np.ndarray) -> list[np.ndarray]:
+    """``pool`` split by the stereo configuration of each draw ``x[pool]`` (of the unassigned elements; one
+    group where none is unassigned), in order of first appearance."""
+    unassigned = find_unassigned_stereo(mol)
+    if not unassigned:
+        return [pool]
+    keys = configurations(mol, x[pool], unassigned)
+    order = list(dict.fromkeys(keys))
+    return [pool[[k == key for k in keys]] for key in order]
+
+
+def _choose(
+    mol: Chem.Mol,
+    x: np.ndarray,
+    score: np.ndarray,
+    pool: np.ndarray,
+    keep: int,
+    selection: RelaxedSelection,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """``keep`` of ``pool`` (``len(pool) >= keep``): the energy window, duplicates removed, the Boltzmann draw."""
+    if selection.energy_window is not None:
+        inside = pool[score[pool] <= score[pool].min() + selection.energy_window]
+        pool = inside if len(inside) >= keep else pool[np.sort(np.argsort(score[pool], kind="stable")[:keep])]
+    fingerprints = torsion_fingerprints(mol, x[pool])
+    unique = pool[thin_crowded(fingerprints, keep, min_gap=selection.duplicate_gap, priority=score[pool])]
+    return unique[boltzmann_pick(score[unique], keep, selection.kt_kcal_mol, rng)]
 
 
 def select_relaxed(
@@ -169,12 +223,11 @@ def select_relaxed(
     if other is not None:
         score = energies.copy()
         score[pool] = other
-    if selection.energy_window is not None:
-        inside = pool[score[pool] <= score[pool].min() + selection.energy_window]
-        pool = inside if len(inside) >= keep else pool[np.sort(np.argsort(score[pool], kind="stable")[:keep])]
-    fingerprints = torsion_fingerprints(mol, x[pool])
-    unique = pool[thin_crowded(fingerprints, keep, min_gap=selection.duplicate_gap, priority=score[pool])]
-    chosen = unique[boltzmann_pick(score[unique], keep, selection.kt_kcal_mol, rng)]
+    groups = _configuration_groups(mol, x, pool) if selection.per_configuration else [pool]
+    shares = proportional_shares(np.array([len(g) for g in groups]), keep)
+    chosen = np.sort(
+        np.concatenate([_choose(mol, x, score, g, k, selection, rng) for g, k in zip(groups, shares, strict=True) if k])
+    )
     if selection.final_iters:
         kept = with_conformers(mol, x[chosen])
         final = np.array([e for _, e in mmff_optimize(kept, max_iters=selection.final_iters)])

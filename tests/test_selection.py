@@ -16,9 +16,11 @@ from inference.model import SamplingRequest
 from inference.torsional_sampling import TorsionalSampler, uniform_torsions
 from molecules.diversity import torsion_fingerprints
 from molecules.etkdg import embed
-from molecules.selection import RelaxedSelection, boltzmann_pick, select_relaxed
+from molecules.selection import RelaxedSelection, boltzmann_pick, proportional_shares, select_relaxed
 from molecules.smiles import mol_from_smiles
+from molecules.stereo import find_unassigned_stereo
 from molecules.structures import with_conformers
+from molecules.torsions import configurations
 from molecules.validity import check_conformer, stereo_spec
 
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "torsional.pt"
@@ -213,3 +215,50 @@ def test_energy_window_keeps_the_draw_within_it_and_the_lowest_when_too_few_are_
     np.testing.assert_allclose(np.sort(lowest), np.sort(energies)[:8], atol=1e-6)
     with pytest.raises(ValueError, match="energy_window"):
         RelaxedSelection(energy_window=-1.0)
+
+
+def test_proportional_shares_by_largest_remainders() -> None:
+    assert proportional_shares(np.array([6, 3, 3]), 4).tolist() == [2, 1, 1]
+    assert proportional_shares(np.array([5, 5]), 3).tolist() == [2, 1]  # a tie goes to the earlier group
+    assert proportional_shares(np.array([1, 9]), 10).tolist() == [1, 9]
+    assert proportional_shares(np.array([7]), 0).tolist() == [0]
+    with pytest.raises(ValueError, match="share"):
+        proportional_shares(np.array([2, 2]), 5)
+
+
+def test_unassigned_stereo_configurations_get_their_share_of_the_k_whatever_their_energies() -> None:
+    # two unassigned stereocentres: ETKDG draws four configurations (two diastereomer pairs). A scorer that puts
+    # one configuration 100 kcal/mol up: one energy draw over all keeps none of it; per configuration it keeps
+    # its share of the draws, as a random configuration per conformer would
+    mol = mol_from_smiles("CC(O)C(C)CCc1ccccc1")
+    assert len(find_unassigned_stereo(mol).centres) == 2
+    draws = embed(mol, 24, 5)
+    keys = configurations(mol, draws, find_unassigned_stereo(mol))
+    penalised = keys[0]
+
+    def scorer(m: Chem.Mol, x: np.ndarray) -> np.ndarray:
+        e = mmff_energies(m, x)
+        return e + 100.0 * np.array([k == penalised for k in configurations(m, x, find_unassigned_stereo(m))])
+
+    keep = 8
+    fast = dataclasses.replace(RelaxedSelection(), kt_kcal_mol=3.0)
+    per = select_relaxed(mol, draws, keep, fast, np.random.default_rng(1), scorer=scorer)[0]
+    one = select_relaxed(
+        mol, draws, keep, dataclasses.replace(fast, per_configuration=False), np.random.default_rng(1), scorer=scorer
+    )[0]
+    unassigned = find_unassigned_stereo(mol)
+    relaxed_keys = configurations(mol, draws, unassigned)  # relaxation keeps each draw's configuration
+    groups = list(dict.fromkeys(relaxed_keys))
+    expected = proportional_shares(np.array([relaxed_keys.count(g) for g in groups]), keep)
+    got = [configurations(mol, per, unassigned).count(g) for g in groups]
+    assert got == expected.tolist() and got[groups.index(penalised)] >= 1
+    assert configurations(mol, one, unassigned).count(penalised) == 0
+
+
+def test_one_configuration_is_selected_as_before() -> None:
+    # nothing unassigned: sharing per configuration changes nothing, the same rng draws the same K
+    mol = mol_from_smiles(SMILES)
+    draws = embed(mol, 12, 3)
+    a = select_relaxed(mol, draws, 4, RelaxedSelection(), np.random.default_rng(2))[0]
+    b = select_relaxed(mol, draws, 4, RelaxedSelection(per_configuration=False), np.random.default_rng(2))[0]
+    np.testing.assert_array_equal(a, b)
