@@ -241,7 +241,7 @@ def test_unassigned_stereo_configurations_get_their_share_of_the_k_whatever_thei
         return e + 100.0 * np.array([k == penalised for k in configurations(m, x, find_unassigned_stereo(m))])
 
     keep = 8
-    fast = dataclasses.replace(RelaxedSelection(), kt_kcal_mol=3.0)
+    fast = RelaxedSelection(kt_kcal_mol=3.0, per_configuration=True)
     per = select_relaxed(mol, draws, keep, fast, np.random.default_rng(1), scorer=scorer)[0]
     one = select_relaxed(
         mol, draws, keep, dataclasses.replace(fast, per_configuration=False), np.random.default_rng(1), scorer=scorer
@@ -259,6 +259,6 @@ def test_one_configuration_is_selected_as_before() -> None:
     # nothing unassigned: sharing per configuration changes nothing, the same rng draws the same K
     mol = mol_from_smiles(SMILES)
     draws = embed(mol, 12, 3)
-    a = select_relaxed(mol, draws, 4, RelaxedSelection(), np.random.default_rng(2))[0]
-    b = select_relaxed(mol, draws, 4, RelaxedSelection(per_configuration=False), np.random.default_rng(2))[0]
+    a = select_relaxed(mol, draws, 4, RelaxedSelection(per_configuration=True), np.random.default_rng(2))[0]
+    b = select_relaxed(mol, draws, 4, RelaxedSelection(), np.random.default_rng(2))[0]
     np.testing.assert_array_equal(a, b)
