@@ -43,20 +43,19 @@ from typing import Any
 import numpy as np
 import torch
 from rdkit import Chem
-from rdkit.Chem import rdMolTransforms
 
 from benchmarks.acyl_isomers import syn_share
-from energy.mmff import mmff_optimize
 from energy.protocol import EnergyModel
 from energy.registry import build_energy_model
 from energy.relax import RelaxConfig, relax
 from energy.units import KCAL_PER_MOL_IN_EV
 from inference.torsional_sampling import seed_systems
-from molecules.acyl_isomers import ROOM_TEMPERATURE_KT, AcylIsomers, is_acyl_torsion
+from molecules.acyl_isomers import ROOM_TEMPERATURE_KT, AcylIsomers, is_acyl_torsion, relaxed_isomer_starts
+from molecules.diversity import dihedrals
 from molecules.etkdg import embed
 from molecules.references import load_references
 from molecules.rmsd import conformer_coordinates
-from molecules.structures import conformer_structures, with_conformers
+from molecules.structures import conformer_structures, energy_scorer, with_conformers
 from molecules.torsions import TorsionRules, find_torsions
 
 __all__ = ["DEFAULT_MOLECULES", "isomer_gaps"]
@@ -71,7 +70,7 @@ DEFAULT_MOLECULES = ("rot6_fb3a02e10e", "rot10_132cc1a3da", "rot10_5e9a93d24a")
 
 def _syn(positions: np.ndarray, atoms: tuple[int, int, int, int]) -> np.ndarray:
     """``[C]`` bool: the dihedral ``atoms`` of each conformer ``[C, n, 3]`` within 90° of 0."""
-    return np.array([syn_share(p[None], atoms) == 1.0 for p in positions], dtype=bool)
+    return np.abs(dihedrals(positions, np.array([atoms]))[:, 0]) < math.pi / 2
 
 
 def _gap(energies: np.ndarray, syn: np.ndarray) -> float:
@@ -79,12 +78,6 @@ def _gap(energies: np.ndarray, syn: np.ndarray) -> float:
     e_syn = float(energies[syn].min()) if syn.any() else math.inf
     e_anti = float(energies[~syn].min()) if (~syn).any() else math.inf
     return e_syn - e_anti if math.isfinite(e_syn) or math.isfinite(e_anti) else math.nan
-
-
-def _kcal(model: EnergyModel, mol: Chem.Mol, positions: np.ndarray) -> np.ndarray:
-    result = model.evaluate(conformer_structures(with_conformers(mol, positions)))
-    energies = result.energies.detach().double().numpy() / KCAL_PER_MOL_IN_EV
-    return np.where(result.valid.numpy(), energies, np.nan)
 
 
 def isomer_gaps(
@@ -104,19 +97,13 @@ def isomer_gaps(
     for index, torsion in enumerate(find_torsions(mol, TorsionRules())):
         if not is_acyl_torsion(mol, torsion):
             continue
-        conformers = with_conformers(mol, np.repeat(starts, 2, axis=0))
-        for conf in list(conformers.GetConformers())[1::2]:
-            angle = rdMolTransforms.GetDihedralRad(conf, *torsion.atoms)
-            rdMolTransforms.SetDihedralRad(conf, *torsion.atoms, angle + math.pi)
-        mmff = np.array([e for _, e in mmff_optimize(conformers, max_iters=2000)])
-        positions = conformer_coordinates(conformers)
-        syn = _syn(positions, torsion.atoms)
+        positions, mmff, syn = relaxed_isomer_starts(mol, starts, torsion)
         gaps: dict[str, float] = {"mmff94": _gap(mmff, syn)}
         seconds: dict[str, float] = {}
         picks = np.concatenate([np.flatnonzero(side)[np.argsort(mmff[side])[:per_isomer]] for side in (syn, ~syn)])
         for name, model in models.items():
             start = time.perf_counter()
-            gaps[f"{name} at MMFF94"] = _gap(_kcal(model, mol, positions[picks]), syn[picks])
+            gaps[f"{name} at MMFF94"] = _gap(energy_scorer(model)(mol, positions[picks]), syn[picks])
             relaxed = relax(model, conformer_structures(with_conformers(mol, positions[picks])), config)
             moved = relaxed.positions.detach().double().numpy().reshape(len(picks), -1, 3)
             energies = np.where(relaxed.valid.numpy(), relaxed.energies.double().numpy() / KCAL_PER_MOL_IN_EV, np.nan)

@@ -38,6 +38,7 @@ from rdkit.Chem import rdMolTransforms
 
 from energy.mmff import mmff_optimize
 from molecules.constants import DEFAULT_TEMPERATURE_K
+from molecules.diversity import dihedrals
 from molecules.etkdg import embed
 from molecules.rmsd import conformer_coordinates
 from molecules.structures import Scorer, scores_or_none, with_conformers
@@ -51,6 +52,7 @@ __all__ = [
     "acyl_isomers_or_none",
     "choose_acyl_isomers",
     "is_acyl_torsion",
+    "relaxed_isomer_starts",
 ]
 
 log = logging.getLogger(__name__)
@@ -143,19 +145,28 @@ def acyl_isomers(
     acyl = [(k, t) for k, t in enumerate(torsions) if is_acyl_torsion(mol, t)]
     out = []
     for k, torsion in acyl:
-        starts = with_conformers(mol, np.repeat(seeds, 2, axis=0))  # each seed, as is and turned by pi
-        for conf in list(starts.GetConformers())[1::2]:
-            angle = rdMolTransforms.GetDihedralRad(conf, *torsion.atoms)
-            rdMolTransforms.SetDihedralRad(conf, *torsion.atoms, angle + math.pi)
-        energies = np.array([e for _, e in mmff_optimize(starts, max_iters=max_iters)])
-        other = scores_or_none(scorer, mol, conformer_coordinates(starts)) if scorer is not None else None
+        positions, energies, syn = relaxed_isomer_starts(mol, seeds, torsion, max_iters=max_iters)
+        other = scores_or_none(scorer, mol, positions)
         energies = energies if other is None else other
-        best = {True: math.inf, False: math.inf}  # keyed by "near 0"
-        for conf, energy in zip(starts.GetConformers(), energies, strict=True):
-            syn = abs(rdMolTransforms.GetDihedralRad(conf, *torsion.atoms)) < math.pi / 2
-            best[syn] = min(best[syn], float(energy))
-        out.append(AcylIsomers(k, best[True], best[False]))
+        lowest = [float(energies[side].min()) if side.any() else math.inf for side in (syn, ~syn)]
+        out.append(AcylIsomers(k, *lowest))
     return out
+
+
+def relaxed_isomer_starts(
+    mol: Chem.Mol, seeds: np.ndarray, torsion: Torsion, *, max_iters: int = 2000
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each seed ``[S, n, 3]`` as is and turned by pi about ``torsion``'s bond, MMFF94-relaxed: positions
+    ``[2S, n, 3]``, energies ``[2S]`` (kcal/mol) and whether each ended on the syn isomer (dihedral within 90°
+    of 0; a relaxation that crossed the barrier counts for the isomer it ends on)."""
+    starts = with_conformers(mol, np.repeat(seeds, 2, axis=0))
+    for conf in list(starts.GetConformers())[1::2]:
+        angle = rdMolTransforms.GetDihedralRad(conf, *torsion.atoms)
+        rdMolTransforms.SetDihedralRad(conf, *torsion.atoms, angle + math.pi)
+    energies = np.array([e for _, e in mmff_optimize(starts, max_iters=max_iters)])
+    positions = conformer_coordinates(starts)
+    syn = np.abs(dihedrals(positions, np.array([torsion.atoms]))[:, 0]) < math.pi / 2
+    return positions, energies, syn
 
 
 def acyl_isomers_or_none(
