@@ -36,7 +36,14 @@ from rdkit.Chem import rdForceFieldHelpers
 
 from energy.protocol import EnergyResult, Structures
 from energy.units import KCAL_PER_MOL_IN_EV
-from energy.validation import Evaluated, StructureLimits, assemble_result, atom_slices, structure_problems
+from energy.validation import (
+    Evaluated,
+    StructureLimits,
+    assemble_result,
+    atom_slices,
+    conformer_array,
+    structure_problems,
+)
 
 __all__ = [
     "KCAL_PER_MOL_IN_EV",
@@ -283,9 +290,7 @@ def mmff_energies(mol: Chem.Mol, positions: npt.ArrayLike, *, properties: Any = 
     Raises:
         ValueError: misshapen positions, or atoms MMFF cannot type (the message names them).
     """
-    x = np.asarray(positions, dtype=np.float64)
-    if x.ndim != 3 or x.shape[1:] != (mol.GetNumAtoms(), 3):
-        raise ValueError(f"positions must be [C, {mol.GetNumAtoms()}, 3], got {x.shape}")
+    x, _ = conformer_array(positions, mol.GetNumAtoms(), single=False, finite=False)
     if len(x) == 0:
         return np.zeros(0)
     m = Chem.Mol(mol)
@@ -356,14 +361,8 @@ def mmff_torsion_relax(
     Raises:
         ValueError: shapes that do not fit ``mol``, non-finite positions, or atoms MMFF cannot type.
     """
-    x = np.asarray(positions, dtype=np.float64)
-    single = x.ndim == 2
-    x = x[None] if single else x
     n = mol.GetNumAtoms()
-    if x.ndim != 3 or x.shape[1:] != (n, 3):
-        raise ValueError(f"positions must be [G, {n}, 3] for this molecule, got {tuple(np.shape(positions))}")
-    if not np.isfinite(x).all():
-        raise ValueError("positions contain NaN or infinite coordinates")
+    x, single = conformer_array(positions, n, axis="G")
     d = np.asarray(dihedrals, dtype=np.int64).reshape(-1, 4)
     if d.size and (d.min() < 0 or d.max() >= n):
         raise ValueError(f"a dihedral refers to an atom outside 0..{n - 1}")

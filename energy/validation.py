@@ -38,6 +38,7 @@ __all__ = [
     "StructureLimits",
     "assemble_result",
     "atom_slices",
+    "conformer_array",
     "structure_problems",
 ]
 
@@ -74,6 +75,42 @@ class Evaluated:
 
     energy_ev: float
     forces_ev_per_angstrom: np.ndarray
+
+
+def conformer_array(
+    positions: object,
+    num_atoms: int,
+    *,
+    what: str = "positions",
+    axis: str = "C",
+    single: bool = True,
+    empty: bool = True,
+    finite: bool = True,
+) -> tuple[np.ndarray, bool]:
+    """``positions`` of conformers of one ``num_atoms``-atom molecule as a float64 ``[C, n, 3]`` array.
+
+    The one shape check of every function that takes conformers of a molecule in its atom order. Returns
+    the array and whether the input was one conformer ``[n, 3]`` (lifted to ``[1, n, 3]``).
+
+    Args:
+        what: the argument's name in the error message; ``axis`` names its leading axis there.
+        single: accept one conformer ``[n, 3]``.
+        empty: accept zero conformers.
+        finite: refuse NaN or infinite coordinates.
+
+    Raises:
+        ValueError: a shape that does not fit the molecule ("``what`` must be [``axis``, n, 3] for this
+            molecule, got ..."), zero conformers where ``empty`` is off, or non-finite coordinates.
+    """
+    x = np.asarray(positions, dtype=np.float64)
+    given = tuple(x.shape)
+    was_single = single and x.ndim == 2
+    x = x[None] if was_single else x
+    if x.ndim != 3 or x.shape[1:] != (num_atoms, 3) or (not empty and len(x) == 0):
+        raise ValueError(f"{what} must be [{axis}, {num_atoms}, 3] for this molecule, got {given}")
+    if finite and not np.isfinite(x).all():
+        raise ValueError(f"{what} contain NaN or infinite coordinates")
+    return x, was_single
 
 
 def atom_slices(structures: Structures) -> list[slice]:

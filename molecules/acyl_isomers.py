@@ -37,6 +37,7 @@ from rdkit import Chem
 from rdkit.Chem import rdMolTransforms
 
 from energy.mmff import mmff_optimize
+from energy.validation import conformer_array
 from molecules.constants import DEFAULT_TEMPERATURE_K
 from molecules.diversity import dihedrals
 from molecules.etkdg import embed
@@ -133,14 +134,8 @@ def acyl_isomers(
     Raises:
         ValueError: MMFF94 cannot type the molecule, or the seeds do not fit it.
     """
-    seeds = np.asarray(seeds, dtype=np.float64)
-    if seeds.ndim == 2:
-        seeds = seeds[None]
     n = mol.GetNumAtoms()
-    if seeds.ndim != 3 or seeds.shape[1:] != (n, 3) or seeds.shape[0] < 1:
-        raise ValueError(f"seeds must be [S, {n}, 3] for this molecule, got {seeds.shape}")
-    if not np.isfinite(seeds).all():
-        raise ValueError("seeds contain NaN or infinite coordinates")
+    seeds, _ = conformer_array(seeds, n, what="seeds", axis="S", empty=False)
     torsions = find_torsions(mol, TorsionRules() if rules is None else rules)
     acyl = [(k, t) for k, t in enumerate(torsions) if is_acyl_torsion(mol, t)]
     out = []

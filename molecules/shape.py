@@ -11,17 +11,14 @@ from __future__ import annotations
 import numpy as np
 from rdkit import Chem
 
+from energy.validation import conformer_array
+
 __all__ = ["radius_of_gyration", "rg_terciles"]
 
 
 def radius_of_gyration(mol: Chem.Mol, positions: np.ndarray) -> np.ndarray:
     """``[C]`` heavy-atom radius of gyration (Å) of conformers ``[C, n, 3]`` (or one ``[n, 3]``) of ``mol``."""
-    x = np.asarray(positions, dtype=np.float64)
-    single = x.ndim == 2
-    x = x[None] if single else x
-    n = mol.GetNumAtoms()
-    if x.ndim != 3 or x.shape[1:] != (n, 3):
-        raise ValueError(f"positions must be [C, {n}, 3] for this molecule, got {np.shape(positions)}")
+    x, single = conformer_array(positions, mol.GetNumAtoms(), finite=False)
     heavy = np.array([a.GetAtomicNum() > 1 for a in mol.GetAtoms()])
     y = x[:, heavy if heavy.any() else slice(None)]
     y = y - y.mean(axis=1, keepdims=True)

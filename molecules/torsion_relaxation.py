@@ -29,6 +29,7 @@ from rdkit import Chem, rdBase
 from rdkit.Chem import rdForceFieldHelpers
 
 from energy.mmff import mmff_optimize, mmff_properties
+from energy.validation import conformer_array
 from molecules.rmsd import conformer_coordinates
 from molecules.structures import with_conformers
 from molecules.torsions import HydrogenRotors, TorsionRules, torsion_system
@@ -77,12 +78,8 @@ def torsion_descent(
     Raises:
         ValueError: MMFF94 cannot type ``mol``, or the positions do not fit it or are not finite.
     """
-    x0 = np.asarray(positions, dtype=np.float64)
     n = mol.GetNumAtoms()
-    if x0.ndim != 3 or x0.shape[1:] != (n, 3) or len(x0) == 0:
-        raise ValueError(f"positions must be [G, {n}, 3] for this molecule, got {tuple(np.shape(positions))}")
-    if not np.isfinite(x0).all():
-        raise ValueError("positions contain NaN or infinite coordinates")
+    x0, _ = conformer_array(positions, n, axis="G", single=False, empty=False)
     props = mmff_properties(mol)
     work = Chem.Mol(mol)
     work.RemoveAllConformers()

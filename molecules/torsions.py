@@ -52,6 +52,7 @@ import torch
 from rdkit import Chem, rdBase
 from rdkit.Chem import rdForceFieldHelpers
 
+from energy.validation import conformer_array
 from molecules.etkdg import embed
 from molecules.features import atom_features
 from molecules.rmsd import kabsch_rmsd
@@ -408,14 +409,14 @@ def torsion_system(
 
     ``rules`` defaults to :class:`TorsionRules` ``()`` (the measured choice). Node features are
     :func:`molecules.features.atom_features`, edges the covalent bonds (:func:`bond_graph`).
+
+    Raises:
+        ValueError: seeds that do not fit ``mol`` (none, another shape, NaN or infinite coordinates).
     """
     rules = TorsionRules() if rules is None else rules
-    seeds = torch.as_tensor(np.asarray(seed_positions), dtype=dtype)
-    if seeds.ndim == 2:
-        seeds = seeds.unsqueeze(0)
     n = mol.GetNumAtoms()
-    if seeds.ndim != 3 or seeds.shape[1:] != (n, 3) or seeds.shape[0] < 1:
-        raise ValueError(f"seed_positions must be [S, {n}, 3] for this molecule, got {tuple(seeds.shape)}")
+    seed_array, _ = conformer_array(seed_positions, n, what="seed_positions", axis="S", empty=False)
+    seeds = torch.as_tensor(seed_array, dtype=dtype)
     torsions = find_torsions(mol, rules)
     sizes = [len(t.moving) for t in torsions]
     edge_index, edge_attr = bond_graph(mol)

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from energy.protocol import Structures
-from energy.validation import Evaluated, StructureLimits, _first_problem, assemble_result, structure_problems
+from energy.validation import (
+    Evaluated,
+    StructureLimits,
+    _first_problem,
+    assemble_result,
+    conformer_array,
+    structure_problems,
+)
 
 GFN2_LIKE = StructureLimits(model="GFN2-xTB", supported_elements=frozenset(range(1, 87)))
 
@@ -186,3 +193,30 @@ def test_assemble_result_checks_counts_and_shapes() -> None:
         assemble_result(structures, [])
     with pytest.raises(ValueError, match="forces of shape"):
         assemble_result(structures, [Evaluated(energy_ev=0.0, forces_ev_per_angstrom=np.zeros((2, 3)))])
+
+
+def test_conformer_array_lifts_one_conformer_and_keeps_a_batch() -> None:
+    one = np.arange(9.0).reshape(3, 3)
+    x, single = conformer_array(one, 3)
+    assert single and x.shape == (1, 3, 3) and x.dtype == np.float64
+    np.testing.assert_array_equal(x[0], one)
+    batch3, single = conformer_array(np.stack([one, one + 1.0]).astype(np.float32), 3)
+    assert not single and batch3.shape == (2, 3, 3) and batch3.dtype == np.float64
+    empty, _ = conformer_array(np.zeros((0, 3, 3)), 3)
+    assert empty.shape == (0, 3, 3)
+
+
+def test_conformer_array_refuses_what_each_caller_forbids() -> None:
+    one = np.zeros((3, 3))
+    with pytest.raises(ValueError, match=r"seeds must be \[S, 4, 3\] for this molecule, got \(3, 3\)"):
+        conformer_array(one, 4, what="seeds", axis="S")
+    with pytest.raises(ValueError, match=r"positions must be \[C, 3, 3\] for this molecule, got \(3, 3\)"):
+        conformer_array(one, 3, single=False)
+    with pytest.raises(ValueError, match=r"got \(0, 3, 3\)"):
+        conformer_array(np.zeros((0, 3, 3)), 3, empty=False)
+    bad = np.zeros((2, 3, 3))
+    bad[1, 2, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        conformer_array(bad, 3)
+    x, _ = conformer_array(bad, 3, finite=False)
+    assert np.isnan(x[1, 2, 0])

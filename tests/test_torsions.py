@@ -366,6 +366,17 @@ def test_torsion_system_fields_and_validation() -> None:
         collate_torsion_systems([system], torch.tensor([3]))
     with pytest.raises(ValueError, match="implicit hydrogens"):
         find_torsions(Chem.MolFromSmiles("CCO"))
+    mol = mol_from_smiles(DRUG_LIKE[3])
+    seeds = embed_seeds(mol, 1, seed=11)
+    with pytest.raises(ValueError, match=r"seed_positions must be \[S, \d+, 3\]"):
+        torsion_system(mol, seeds[:, :-1])
+    with pytest.raises(ValueError, match=r"seed_positions must be .* got \(0, "):
+        torsion_system(mol, seeds[:0])
+    broken = seeds.copy()
+    broken[0, 0, 1] = np.inf
+    with pytest.raises(ValueError, match="seed_positions contain NaN or infinite"):
+        torsion_system(mol, broken)
+    assert torsion_system(mol, seeds[0]).num_seeds == 1  # one [n, 3] seed is lifted
 
 
 def test_seeds_are_deduplicated_by_ring_shape() -> None:
