@@ -64,7 +64,8 @@ log = logging.getLogger(__name__)
 
 _REPO = Path(__file__).resolve().parent.parent
 
-#: the drugs_dev molecules whose acyl isomers decide most of its precision (README, "More selection levers")
+#: the drugs_dev molecules whose acyl isomers decide most of its precision
+#: (docs/torsional_model.md, "More selection levers")
 DEFAULT_MOLECULES = ("rot6_fb3a02e10e", "rot10_132cc1a3da", "rot10_5e9a93d24a")
 
 

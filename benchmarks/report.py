@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import numpy as np
 from benchmarks.coverage import REPORT_THRESHOLDS, SummaryScore, record_score, summarize
 from benchmarks.paired import default_pairs, paired_lines, scores_by_dataset
 
-__all__ = ["PUBLISHED", "summaries", "write_corpus_report", "write_report"]
+__all__ = ["PUBLISHED", "method_timing", "summaries", "write_corpus_report", "write_report"]
 
 DATASET_TITLES = {"spice_test": "SPICE", "drugs_dev": "GEOM-DRUGS"}
 
@@ -84,7 +85,8 @@ def _ang(x: float) -> str:
     return "–" if math.isnan(x) else f"{x:.2f}"
 
 
-def _timing(ds: dict[str, Any], name: str) -> dict[str, float]:
+def method_timing(ds: Mapping[str, Any], name: str) -> dict[str, float]:
+    """One method's totals over a dataset's molecules: seconds, conformers scored / generated / requested, ..."""
     recs = [m["methods"][name] for m in ds["molecules"]]
     total = {
         key: float(sum(r.get(key, 0) for r in recs))
@@ -161,7 +163,7 @@ def _dataset_tables(ds: dict[str, Any], summ: dict[str, SummaryScore], methods: 
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in methods:
-        t = _timing(ds, name)
+        t = method_timing(ds, name)
         rate = t["scored"] / t["seconds"] if t["seconds"] > 0 else math.nan
         per_conf = t["refine_seconds"] / t["generated"] if t["generated"] and t["refine_seconds"] else math.nan
         steps = t["refine_steps"] / t["generated"] if t["generated"] and t["refine_steps"] else math.nan

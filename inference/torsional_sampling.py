@@ -106,7 +106,7 @@ class TorsionalSampler(LoadedModel):
     #: samples keep the seeds' bonds, angles and stereocentres: nothing to repair
     default_repair = False
     #: relaxed selection (:mod:`molecules.selection`) unless a request turns it off: the pipeline that reaches the
-    #: benchmark's recall bar (README, "Relaxed selection is the default")
+    #: benchmark's recall bar (docs/torsional_model.md, "Relaxed selection is the default")
     default_select = True
 
     def __init__(
