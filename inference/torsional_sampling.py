@@ -24,6 +24,7 @@ from inference.conformer_sampling import finish_samples
 from inference.model import LoadedModel, ModelProvenance, SampledConformers, SamplingRequest
 from inference.options import SELECT_WITH_REPAIR
 from molecules.acyl_isomers import AcylIsomers, acyl_isomers_or_none, choose_acyl_isomers
+from molecules.graph import check_size
 from molecules.selection import RelaxedSelection, select_relaxed
 from molecules.smiles import mol_from_smiles
 from molecules.structures import Scorer
@@ -280,6 +281,7 @@ class TorsionalSampler(LoadedModel):
         counts: dict[str, int] = {}
         t0 = time.perf_counter()
         mol = mol_from_smiles(request.smiles, fragments=request.fragments)
+        check_size(mol)  # the limit every model and the service share, before seconds of ETKDG on a huge molecule
         mmff_relax = self.mmff_relax if request.mmff_relax is None else request.mmff_relax
         wanted = self.default_select if request.relaxed_selection is None else request.relaxed_selection
         select = (self.selection or RelaxedSelection()) if wanted else None

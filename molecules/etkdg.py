@@ -19,23 +19,53 @@ __all__ = ["embed", "embed_many"]
 log = logging.getLogger(__name__)
 
 
-def embed(mol: Chem.Mol, num_conformers: int, seed: int = 0, threads: int = 1) -> np.ndarray:
-    """``[k, n, 3]`` float64 ETKDGv3 conformers of ``mol`` (explicit hydrogens, atom order kept;
-    ``k <= num_conformers``, 0 when embedding fails). ``seed`` must not be 0: RDKit 2026.9 then returns
-    identical conformers."""
-    if seed == 0:
-        raise ValueError("ETKDG randomSeed 0 gives identical conformers in RDKit 2026.9; use a non-zero seed")
+def _embed_once(mol: Chem.Mol, num_conformers: int, seed: int, threads: int, random_coords: bool) -> np.ndarray:
     mol = Chem.Mol(mol)
     mol.RemoveAllConformers()
     with rdBase.BlockLogs():
         params = rdDistGeom.ETKDGv3()
-        settings = {"randomSeed": seed, "pruneRmsThresh": -1.0, "enforceChirality": True, "numThreads": threads}
+        settings = {
+            "randomSeed": seed,
+            "pruneRmsThresh": -1.0,
+            "enforceChirality": True,
+            "numThreads": threads,
+            "useRandomCoords": random_coords,
+        }
         for name, value in settings.items():  # (RDKit's stubs mistype these attributes)
             setattr(params, name, value)
         ids = list(rdDistGeom.EmbedMultipleConfs(mol, numConfs=num_conformers, params=params))
     if not ids:
         return np.zeros((0, mol.GetNumAtoms(), 3))
     return np.stack([mol.GetConformer(i).GetPositions() for i in ids])
+
+
+def embed(
+    mol: Chem.Mol, num_conformers: int, seed: int = 0, threads: int = 1, *, random_coords_fallback: bool = False
+) -> np.ndarray:
+    """``[k, n, 3]`` float64 ETKDGv3 conformers of ``mol`` (explicit hydrogens, atom order kept;
+    ``k <= num_conformers``, 0 when embedding fails). ``seed`` must not be 0: RDKit 2026.9 then returns
+    identical conformers.
+
+    RDKit starts each embedding from the eigenvectors of a random distance matrix, which fails more often the
+    larger and floppier the molecule (a 60-carbon chain: 1 or 0 of 4 embedded, depending on the seed).
+    ``random_coords_fallback`` embeds the missing ones again from random coordinates (RDKit's
+    ``useRandomCoords``, its advice for large molecules); off by default, so the ETKDG baseline stays RDKit's
+    own method, and where every embedding succeeds the result is the same either way.
+    """
+    if seed == 0:
+        raise ValueError("ETKDG randomSeed 0 gives identical conformers in RDKit 2026.9; use a non-zero seed")
+    out = _embed_once(mol, num_conformers, seed, threads, random_coords=False)
+    missing = num_conformers - len(out)
+    if random_coords_fallback and missing > 0:
+        extra = _embed_once(mol, missing, seed, threads, random_coords=True)
+        log.info(
+            "ETKDG embedded %d of %d from eigenvectors, %d more from random coordinates",
+            len(out),
+            num_conformers,
+            len(extra),
+        )
+        out = np.concatenate([out, extra])
+    return out
 
 
 def _job(args: tuple[Chem.Mol, int, int]) -> np.ndarray:

@@ -12,7 +12,7 @@ from molecules.features import atom_features, pair_features
 from molecules.structures import spin_multiplicity, total_charge
 from sampler.state import SystemGraph
 
-__all__ = ["MAX_ATOMS", "MolecularSystem", "TooManyAtomsError", "molecular_system"]
+__all__ = ["MAX_ATOMS", "MolecularSystem", "TooManyAtomsError", "check_size", "molecular_system"]
 
 # Fully connected message passing costs O(n^2) per layer; beyond this the sampler refuses politely.
 MAX_ATOMS = 200
@@ -39,11 +39,21 @@ class MolecularSystem:
         return self.graph.num_nodes
 
 
-def molecular_system(mol: Chem.Mol, system_id: int = 0, *, max_atoms: int = MAX_ATOMS) -> MolecularSystem:
-    """Build the graph of ``mol`` (which must already carry explicit hydrogens)."""
+def check_size(mol: Chem.Mol, max_atoms: int = MAX_ATOMS) -> None:
+    """Refuse a molecule (explicit hydrogens) with more than ``max_atoms`` atoms, before any work is spent on it.
+
+    Raises:
+        TooManyAtomsError: the count and the limit.
+    """
     n = mol.GetNumAtoms()
     if n > max_atoms:
         raise TooManyAtomsError(f"{n} atoms (with hydrogens) exceeds the sampler's limit of {max_atoms}")
+
+
+def molecular_system(mol: Chem.Mol, system_id: int = 0, *, max_atoms: int = MAX_ATOMS) -> MolecularSystem:
+    """Build the graph of ``mol`` (which must already carry explicit hydrogens)."""
+    check_size(mol, max_atoms)
+    n = mol.GetNumAtoms()
     if n < 2:
         raise ValueError("a molecule needs at least two atoms to have a conformation")
     node = atom_features(mol)

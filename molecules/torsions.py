@@ -52,6 +52,7 @@ import torch
 from rdkit import Chem, rdBase
 from rdkit.Chem import rdForceFieldHelpers
 
+from energy.mmff import mmff_properties
 from energy.validation import conformer_array
 from molecules.etkdg import embed
 from molecules.features import atom_features
@@ -357,7 +358,7 @@ def embed_seeds(
     _require_explicit_hydrogens(mol)
     unassigned = find_unassigned_stereo(mol)
     open_elements = len(unassigned.centres) + len(unassigned.bonds)
-    confs = embed(mol, num_seeds * min(2**open_elements, 4), seed=seed)
+    confs = embed(mol, num_seeds * min(2**open_elements, 4), seed=seed, random_coords_fallback=True)
     if len(confs) == 0:
         raise ValueError(f"ETKDG could not embed {Chem.MolToSmiles(Chem.RemoveHs(mol))} in 3D")
     if mmff_relax:
@@ -390,9 +391,11 @@ def configurations(mol: Chem.Mol, confs: np.ndarray, elements: UnassignedStereo)
 
 def _mmff_relaxed(mol: Chem.Mol, confs: np.ndarray) -> np.ndarray:
     work = with_conformers(mol, confs)
+    try:
+        mmff_properties(work)
+    except ValueError as exc:  # names the atoms MMFF94 cannot type
+        raise ValueError(f"the seeds are MMFF94-relaxed, and {exc}") from None
     with rdBase.BlockLogs():
-        if not rdForceFieldHelpers.MMFFHasAllMoleculeParams(work):
-            raise ValueError("MMFF94 has no parameters for this molecule; embed without mmff_relax")
         rdForceFieldHelpers.MMFFOptimizeMoleculeConfs(work, maxIters=2000)
     return np.stack([work.GetConformer(k).GetPositions() for k in range(len(confs))])
 

@@ -226,6 +226,19 @@ def test_samples_are_valid_by_construction(trained: Path) -> None:
     assert out.num_conformers == 8 and not out.rejected and out.repaired == 0
 
 
+def test_a_molecule_over_the_atom_limit_is_refused_before_any_embedding(trained: Path) -> None:
+    from inference.model import SamplingRequest
+    from inference.torsional_sampling import TorsionalSampler
+    from molecules.graph import MAX_ATOMS, TooManyAtomsError
+
+    sampler = TorsionalSampler(trained)
+    chain = "C" * ((MAX_ATOMS - 2) // 3 + 1)  # C_n H_2n+2: 3n + 2 atoms, one carbon over the limit
+    with pytest.raises(TooManyAtomsError, match=f"{3 * len(chain) + 2} atoms .* limit of {MAX_ATOMS}"):
+        sampler.sample(SamplingRequest(smiles=chain, num_conformers=2, seed=1))
+    out = sampler.sample(SamplingRequest(smiles=chain[:-1], num_conformers=2, seed=1, relaxed_selection=False))
+    assert out.num_conformers >= 1  # one carbon less is sampled (ETKDG's random-coordinate fallback, if needed)
+
+
 def test_benchmark_methods_share_the_seeds(trained: Path) -> None:
     from benchmarks.methods import MethodSettings, build_methods
     from molecules.smiles import mol_from_smiles

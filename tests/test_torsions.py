@@ -389,6 +389,25 @@ def test_seeds_are_deduplicated_by_ring_shape() -> None:
     assert np.isfinite(seeds).all()
 
 
+def test_a_long_chain_gets_its_seeds_from_random_coordinates_where_eigenvector_embedding_fails() -> None:
+    from molecules.etkdg import embed
+
+    chain = mol_from_smiles("C" * 60)  # 182 atoms: RDKit's eigenvector start embeds 1 of 4 at this seed
+    plain = embed(chain, 4, seed=1)
+    rescued = embed(chain, 4, seed=1, random_coords_fallback=True)
+    assert len(plain) < 4 and rescued.shape == (4, chain.GetNumAtoms(), 3)
+    np.testing.assert_array_equal(rescued[: len(plain)], plain)  # the eigenvector ones first, unchanged
+    spec = stereo_spec(chain)
+    assert all(check_conformer(chain, x, spec).ok for x in rescued)
+    small = mol_from_smiles("CCOc1ccccc1")
+    np.testing.assert_array_equal(embed(small, 3, seed=2), embed(small, 3, seed=2, random_coords_fallback=True))
+
+
+def test_seeds_name_the_atoms_mmff_cannot_type() -> None:
+    with pytest.raises(ValueError, match=r"seeds are MMFF94-relaxed, and MMFF94 cannot type .*Xe"):
+        embed_seeds(mol_from_smiles("[Xe]F"), 1, mmff_relax=True)
+
+
 def test_unassigned_stereo_gets_seeds_of_each_configuration_as_etkdg_samples_it() -> None:
     """Without ``@`` in the SMILES, ETKDG draws a configuration per conformer: the seeds must not all share one."""
     open_centre = mol_from_smiles("CCC(O)CCN")
