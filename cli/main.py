@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="adjoint-sampling",
         description=(
             "Adjoint Sampling: diffusion samplers trained from an energy alone (Havens et al., ICML 2025). "
-            "Start with `adjoint-sampling sample` (draws from the shipped DW-4 model)."
+            "Start with `adjoint-sampling sample 'CC(=O)Nc1ccc(O)cc1' -n 8` (conformers of a SMILES from the shipped "
+            "torsional model; `sample` without a SMILES draws from the shipped DW-4 model) or `adjoint-sampling serve` "
+            "(the HTTP API and web page)."
         ),
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
