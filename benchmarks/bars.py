@@ -28,7 +28,6 @@ import argparse
 import functools
 import json
 import logging
-import math
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -38,7 +37,7 @@ from typing import Any
 
 from benchmarks.coverage import EnsembleScore, SummaryScore
 from benchmarks.paired import compare, scores_by_dataset
-from benchmarks.report import method_timing, summaries
+from benchmarks.report import conformers_per_second, summaries
 
 __all__ = ["BarCheck", "Bars", "check_bars", "main", "markdown", "matrix"]
 
@@ -105,15 +104,6 @@ def _paired_recall(
     return cov.mean, cov.low, cov.high
 
 
-def _rate(ds: Mapping[str, Any], name: str) -> float:
-    t = method_timing(ds, name)
-    return t["scored"] / t["seconds"] if t["seconds"] > 0 else math.nan
-
-
-def _append(out: list[BarCheck], *args: Any, **kwargs: Any) -> None:
-    out.append(BarCheck(*args, **kwargs))
-
-
 def check_bars(results: Mapping[str, Any], bars: Bars = Bars(), run: str | None = None) -> list[BarCheck]:
     """Every bar of ``bars`` that ``results`` (one ``bench conformers`` run) holds the methods for.
 
@@ -134,46 +124,50 @@ def check_bars(results: Mapping[str, Any], bars: Bars = Bars(), run: str | None 
             raise ValueError(f"{name}: {dataset} has no {' or '.join(missing)}: the bars need both")
         p, b = s[bars.product], s[bars.baseline]
 
-        add = functools.partial(_append, out, name, dataset, seed)
+        row = functools.partial(BarCheck, name, dataset, seed)
         gain, low, high = _paired_recall(scores[dataset], bars.product, bars.baseline, dataset)
         # met only when the mean clears the margin and the paired interval excludes zero: the smaller of the two
-        add(
-            f"COV-R@1.0 − {bars.baseline}",
-            100 * gain,
-            100 * bars.recall_gain,
-            100 * min(gain - bars.recall_gain, low),
-            "points",
-            interval=(100 * low, 100 * high),
+        out.append(
+            row(
+                f"COV-R@1.0 − {bars.baseline}",
+                100 * gain,
+                100 * bars.recall_gain,
+                100 * min(gain - bars.recall_gain, low),
+                "points",
+                interval=(100 * low, 100 * high),
+            )
         )
         amr = p.amr_r_mean - b.amr_r_mean
-        add(f"AMR-R − {bars.baseline}", amr, -bars.amr_gain, -bars.amr_gain - amr, "Å")
+        out.append(row(f"AMR-R − {bars.baseline}", amr, -bars.amr_gain, -bars.amr_gain - amr, "Å"))
         for control in bars.controls:
             if control not in s:
                 continue
             gain, low, high = _paired_recall(scores[dataset], bars.product, control, dataset)
             # met only when the mean clears the margin and the interval excludes zero: the smaller of the two
             margin = min(gain - bars.control_gain, low)
-            add(
-                f"COV-R@1.0 − {control}",
-                100 * gain,
-                100 * bars.control_gain,
-                100 * margin,
-                "points",
-                interval=(100 * low, 100 * high),
+            out.append(
+                row(
+                    f"COV-R@1.0 − {control}",
+                    100 * gain,
+                    100 * bars.control_gain,
+                    100 * margin,
+                    "points",
+                    interval=(100 * low, 100 * high),
+                )
             )
         if bars.conforge in s:
             c = s[bars.conforge]
             diff = p.at("cov_r_mean", DELTA) - c.at("cov_r_mean", DELTA)
-            add(f"COV-R@1.0 − {bars.conforge}", 100 * diff, 0.0, 100 * diff, "points")
+            out.append(row(f"COV-R@1.0 − {bars.conforge}", 100 * diff, 0.0, 100 * diff, "points"))
             amr = p.amr_r_mean - c.amr_r_mean
-            add(f"AMR-R − {bars.conforge}", amr, 0.0, -amr, "Å")
+            out.append(row(f"AMR-R − {bars.conforge}", amr, 0.0, -amr, "Å"))
         prec = p.at("cov_p_mean", DELTA) - b.at("cov_p_mean", DELTA)
-        add(f"COV-P@1.0 − {bars.baseline}", 100 * prec, 0.0, 100 * prec, "points")
+        out.append(row(f"COV-P@1.0 − {bars.baseline}", 100 * prec, 0.0, 100 * prec, "points"))
         amr_p = p.amr_p_mean - b.amr_p_mean
-        add(f"AMR-P − {bars.baseline}", amr_p, 0.0, -amr_p, "Å")
+        out.append(row(f"AMR-P − {bars.baseline}", amr_p, 0.0, -amr_p, "Å"))
         if dataset in bars.speed_datasets:
-            ratio = _rate(ds, bars.product) / _rate(ds, bars.baseline)
-            add(f"conformers/s ÷ {bars.baseline}", ratio, 1.0, ratio - 1.0, "×")
+            ratio = conformers_per_second(ds, bars.product) / conformers_per_second(ds, bars.baseline)
+            out.append(row(f"conformers/s ÷ {bars.baseline}", ratio, 1.0, ratio - 1.0, "×"))
     return out
 
 

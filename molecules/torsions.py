@@ -49,10 +49,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from rdkit import Chem, rdBase
-from rdkit.Chem import rdForceFieldHelpers
+from rdkit import Chem
 
-from energy.mmff import mmff_properties
+from energy.mmff import mmff_optimize
 from energy.validation import conformer_array
 from molecules.etkdg import embed
 from molecules.features import atom_features
@@ -392,11 +391,9 @@ def configurations(mol: Chem.Mol, confs: np.ndarray, elements: UnassignedStereo)
 def _mmff_relaxed(mol: Chem.Mol, confs: np.ndarray) -> np.ndarray:
     work = with_conformers(mol, confs)
     try:
-        mmff_properties(work)
+        mmff_optimize(work, max_iters=2000)
     except ValueError as exc:  # names the atoms MMFF94 cannot type
         raise ValueError(f"the seeds are MMFF94-relaxed, and {exc}") from None
-    with rdBase.BlockLogs():
-        rdForceFieldHelpers.MMFFOptimizeMoleculeConfs(work, maxIters=2000)
     return np.stack([work.GetConformer(k).GetPositions() for k in range(len(confs))])
 
 
