@@ -64,10 +64,15 @@ ISOMER_STARTS = 8
 #: acyl torsions drawn at their isomer's planar angle (:func:`molecules.acyl_isomers.choose_acyl_isomers`)
 ACYL_PLANAR = False
 
+#: seeds kept also where they differ in an acyclic nitrogen's invertomer (:func:`molecules.torsions.embed_seeds`)
+INVERTOMER_SEEDS = True
 
-def seed_systems(mol: Chem.Mol, num_seeds: int, seed: int, dtype: torch.dtype) -> list[TorsionSystem]:
+
+def seed_systems(
+    mol: Chem.Mol, num_seeds: int, seed: int, dtype: torch.dtype, *, invertomers: bool = INVERTOMER_SEEDS
+) -> list[TorsionSystem]:
     """One :class:`TorsionSystem` per kept MMFF94-relaxed ETKDG seed of ``mol`` (explicit hydrogens)."""
-    seeds = embed_seeds(mol, num_seeds, seed=seed + 1, mmff_relax=True)
+    seeds = embed_seeds(mol, num_seeds, seed=seed + 1, mmff_relax=True, invertomers=invertomers)
     return [torsion_system(mol, seeds[k], system_id=k, dtype=dtype) for k in range(seeds.shape[0])]
 
 
@@ -80,13 +85,14 @@ def uniform_torsions(
     dtype: torch.dtype = torch.float64,
     isomer_floor: float | None = None,
     stratified: bool = False,
+    invertomers: bool = INVERTOMER_SEEDS,
 ) -> np.ndarray:
     """The random-torsion control: the same seeds, every rotatable torsion uniform on ``[-pi, pi)``,
     ``[count, atoms, 3]``. ``isomer_floor``: then acyl isomers at room temperature as the product's
     (:func:`choose_acyl_isomers`; an ablation, not the control). ``stratified``: each torsion's ``count`` angles
     a Latin hypercube (one in each of ``count`` equal arcs, in random order): every conformer is still uniform,
-    the set of them spread evenly (an ablation)."""
-    systems = seed_systems(mol, num_seeds, seed, dtype)
+    the set of them spread evenly (an ablation). ``invertomers``: the seeds' rule (:func:`seed_systems`)."""
+    systems = seed_systems(mol, num_seeds, seed, dtype, invertomers=invertomers)
     batch = collate_torsion_systems([systems[k % len(systems)] for k in range(count)])
     g = torch.Generator().manual_seed(seed)
     if stratified and batch.num_torsions:
@@ -124,6 +130,7 @@ class TorsionalSampler(LoadedModel):
         selection: RelaxedSelection | None = None,
         acyl_planar: bool = ACYL_PLANAR,
         isomer_scorer: Scorer | None = None,
+        invertomer_seeds: bool = INVERTOMER_SEEDS,
     ) -> None:
         payload = load_checkpoint(checkpoint)
         if payload.get("kind") != CHECKPOINT_KIND:
@@ -159,6 +166,8 @@ class TorsionalSampler(LoadedModel):
         #: the relaxed selection of requests that leave it on (``relaxed_selection`` None or True, with the MMFF94
         #: relaxation on: :mod:`molecules.selection`); ``None``: :class:`RelaxedSelection`'s defaults
         self.selection = selection
+        #: seeds kept also where an acyclic nitrogen's invertomer differs (:func:`molecules.torsions.embed_seeds`)
+        self.invertomer_seeds = invertomer_seeds
         self.base = TorusBase()
         self.checkpoint = Path(checkpoint)
         self.training: dict[str, Any] = {k: payload.get(k) for k in ("round", "energy_calls", "versions")}
@@ -215,7 +224,7 @@ class TorsionalSampler(LoadedModel):
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}")
         dtype = self.config.torch_dtype
-        systems = seed_systems(mol, self.config.num_seeds, seed, dtype)
+        systems = seed_systems(mol, self.config.num_seeds, seed, dtype, invertomers=self.invertomer_seeds)
         isomers: list[AcylIsomers] = []
         if self.isomer_floor is not None and systems[0].num_torsions:
             isomers = acyl_isomers_or_none(
@@ -271,7 +280,15 @@ class TorsionalSampler(LoadedModel):
         total, uniform = selection.draws(keep), selection.uniform_draws(keep)
         parts = [self.sample_positions(mol, total - uniform, **options)] if total > uniform else []
         if uniform:
-            parts.append(uniform_torsions(mol, uniform, seed=options["seed"] + 13, num_seeds=self.config.num_seeds))
+            parts.append(
+                uniform_torsions(
+                    mol,
+                    uniform,
+                    seed=options["seed"] + 13,
+                    num_seeds=self.config.num_seeds,
+                    invertomers=self.invertomer_seeds,
+                )
+            )
         return np.concatenate(parts)
 
     def sample(self, request: SamplingRequest) -> SampledConformers:

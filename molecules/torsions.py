@@ -38,7 +38,11 @@ Seeds (:func:`embed_seeds`): ETKDGv3 conformers, kept only when one of their rin
 above 0.3 Å) from every seed already kept, so ring puckers are not frozen to one. Against the reference
 ensembles: every reference ring shape of aromatic-only molecules lies within 0.3 Å of the one seed kept;
 for molecules with a non-aromatic ring, 28 % do with one seed, 66 % with the 5.0 seeds kept from 10
-embeddings, 76 % with the 8.3 kept from 30.
+embeddings, 76 % with the 8.3 kept from 30. A seed is also kept when it puts an acyclic pyramidal nitrogen with three
+heavy neighbours (a tertiary amine, an N,N-disubstituted sulfonamide) on the other side of its pyramid
+(:func:`nitrogen_invertomers`): no torsion turns one invertomer into the other, so a molecule whose one seed had the
+wrong one drew every conformer on it (a sulfonamide of spice_test: 87 % of its references on one invertomer, the
+product's conformers 96 % on it at one sampling seed and 2 % at another).
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ __all__ = [
     "bond_graph",
     "embed_seeds",
     "find_torsions",
+    "invertible_nitrogens",
+    "nitrogen_invertomers",
     "ring_rmsd",
     "ring_systems",
     "torsion_system",
@@ -328,6 +334,44 @@ def ring_rmsd(mol: Chem.Mol, conformers: np.ndarray) -> np.ndarray:
     return out
 
 
+#: ``|n1 x n2 . n3|`` of the unit bond vectors of a nitrogen to its three neighbours above which it counts as
+#: pyramidal: MMFF94 puts tertiary amines at 0.67-0.79, N,N-disubstituted sulfonamides at 0.49-0.64, N,N-dialkyl
+#: anilines at 0.38, tertiary amides at 0.19 (planar, their sign noise)
+PYRAMID_THRESHOLD = 0.25
+
+
+def invertible_nitrogens(mol: Chem.Mol) -> list[tuple[int, tuple[int, int, int]]]:
+    """The nitrogens whose inversion no torsion reaches and a heavy-atom RMSD sees: not aromatic, not in a ring
+    (a ring nitrogen's substituent is part of its ring system's shape, :func:`ring_systems`), three heavy
+    neighbours of three different symmetry classes (with two alike the invertomers are the same conformer), each
+    with its neighbours in ascending index order."""
+    rank = list(Chem.CanonicalRankAtoms(mol, breakTies=False))
+    out = []
+    for atom in mol.GetAtoms():
+        if atom.GetAtomicNum() != 7 or atom.GetIsAromatic() or atom.IsInRing() or atom.GetDegree() != 3:
+            continue
+        neighbours = tuple(sorted(n.GetIdx() for n in atom.GetNeighbors()))
+        if any(mol.GetAtomWithIdx(n).GetAtomicNum() == 1 for n in neighbours):
+            continue
+        if len({rank[n] for n in neighbours}) == 3:
+            out.append((atom.GetIdx(), (neighbours[0], neighbours[1], neighbours[2])))
+    return out
+
+
+def nitrogen_invertomers(mol: Chem.Mol, conformers: np.ndarray) -> np.ndarray:
+    """``[C, M]`` for the ``M`` :func:`invertible_nitrogens` of ``mol`` in each conformer ``[C, n, 3]``: the side
+    of its pyramid (+1 or -1: the sign of the triple product of its unit bonds to its neighbours in index order),
+    0 where it is flat (below :data:`PYRAMID_THRESHOLD`)."""
+    x = np.asarray(conformers, dtype=np.float64)
+    sides = []
+    for centre, neighbours in invertible_nitrogens(mol):
+        bonds = x[:, list(neighbours)] - x[:, [centre]]
+        bonds /= np.linalg.norm(bonds, axis=2, keepdims=True)
+        volume = np.einsum("ci,ci->c", np.cross(bonds[:, 0], bonds[:, 1]), bonds[:, 2])
+        sides.append(np.where(np.abs(volume) > PYRAMID_THRESHOLD, np.sign(volume), 0.0))
+    return np.stack(sides, axis=1).astype(np.int8) if sides else np.zeros((len(x), 0), dtype=np.int8)
+
+
 def embed_seeds(
     mol: Chem.Mol,
     num_seeds: int = 1,
@@ -335,13 +379,15 @@ def embed_seeds(
     seed: int = 1,
     ring_rmsd_threshold: float = 0.3,
     mmff_relax: bool = False,
+    invertomers: bool = False,
 ) -> np.ndarray:
     """``[S, n, 3]`` seed conformers (``1 <= S <= num_seeds`` per stereoisomer): ``num_seeds`` ETKDGv3
     embeddings, each kept only if one of its ring systems (:func:`ring_rmsd`) lies more than
-    ``ring_rmsd_threshold`` Å from the same system in every seed kept before it. A molecule without rings, or
-    with only aromatic rings, gets one seed (ETKDG varies aromatic systems by at most 0.28 Å on the SPICE test
-    set; aliphatic ones by up to 1.6 Å). ``mmff_relax`` first MMFF94-optimizes every embedding (bond lengths
-    and angles are then the force field's; they stay frozen in the torsional model).
+    ``ring_rmsd_threshold`` Å from the same system in every seed kept before it (``invertomers``: or puts an
+    acyclic pyramidal nitrogen on the other side of its pyramid, :func:`nitrogen_invertomers`). A molecule without
+    rings, or with only aromatic rings (and no such nitrogen), gets one seed (ETKDG varies aromatic systems by at
+    most 0.28 Å on the SPICE test set; aliphatic ones by up to 1.6 Å). ``mmff_relax`` first MMFF94-optimizes
+    every embedding (bond lengths and angles are then the force field's; they stay frozen in the torsional model).
 
     A molecule whose stereocentres or stereo double bonds are not all assigned (a SMILES without ``@``/``/``)
     is sampled as ETKDG samples it, with a random configuration per embedding: ``num_seeds × min(2^u, 4)``
@@ -363,11 +409,13 @@ def embed_seeds(
     if mmff_relax:
         confs = _mmff_relaxed(mol, confs)
     rmsd = ring_rmsd(mol, confs)
+    sides = nitrogen_invertomers(mol, confs) if invertomers else np.zeros((len(confs), 0), dtype=np.int8)
     keys = configurations(mol, confs, unassigned)
     kept: list[int] = []
     for k in range(len(confs)):
         same = [j for j in kept if keys[j] == keys[k]]
-        if len(same) < num_seeds and all(rmsd[k, j] > ring_rmsd_threshold for j in same):
+        differs = [rmsd[k, j] > ring_rmsd_threshold or bool((sides[k] * sides[j] < 0).any()) for j in same]
+        if len(same) < num_seeds and all(differs):
             kept.append(k)
     return confs[kept]
 

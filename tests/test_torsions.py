@@ -23,6 +23,8 @@ from molecules.torsions import (
     configurations,
     embed_seeds,
     find_torsions,
+    invertible_nitrogens,
+    nitrogen_invertomers,
     torsion_system,
 )
 from molecules.validity import check_conformer, stereo_mismatch, stereo_spec
@@ -401,6 +403,42 @@ def test_a_long_chain_gets_its_seeds_from_random_coordinates_where_eigenvector_e
     assert all(check_conformer(chain, x, spec).ok for x in rescued)
     small = mol_from_smiles("CCOc1ccccc1")
     np.testing.assert_array_equal(embed(small, 3, seed=2), embed(small, 3, seed=2, random_coords_fallback=True))
+
+
+def test_invertible_nitrogens_are_acyclic_pyramids_with_three_distinct_heavy_neighbours() -> None:
+    sulfonamide = mol_from_smiles("CCN(C)S(C)(=O)=O")
+    assert invertible_nitrogens(sulfonamide) == [(2, (1, 3, 4))]
+    for smiles in ("CN(C)S(C)(=O)=O", "CN1CCCCC1", "CCNC", "c1ccncc1"):  # two alike, in a ring, an N-H, aromatic
+        assert invertible_nitrogens(mol_from_smiles(smiles)) == [], smiles
+    renumbered = Chem.RenumberAtoms(sulfonamide, list(reversed(range(sulfonamide.GetNumAtoms()))))
+    (centre, _), n = invertible_nitrogens(renumbered)[0], sulfonamide.GetNumAtoms()
+    assert centre == n - 1 - 2  # the same atom, wherever it is numbered
+
+
+def test_nitrogen_invertomers_read_the_side_of_the_pyramid() -> None:
+    sulfonamide = mol_from_smiles("CCN(C)S(C)(=O)=O")
+    x = embed_seeds(sulfonamide, 1, seed=1, mmff_relax=True)
+    side = nitrogen_invertomers(sulfonamide, x)
+    assert side.shape == (1, 1) and abs(int(side[0, 0])) == 1
+    assert nitrogen_invertomers(sulfonamide, -x)[0, 0] == -side[0, 0]  # the mirror image: the other invertomer
+    q = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))[0]
+    q[:, 0] *= np.linalg.det(q)  # a proper rotation
+    assert nitrogen_invertomers(sulfonamide, x @ q + 2.0)[0, 0] == side[0, 0]  # keeps it
+    amide = mol_from_smiles("CCN(C)C(C)=O")  # planar: no side
+    assert nitrogen_invertomers(amide, embed_seeds(amide, 1, seed=1, mmff_relax=True)).tolist() == [[0]]
+    assert nitrogen_invertomers(mol_from_smiles("CCO"), np.zeros((2, 9, 3))).shape == (2, 0)
+
+
+def test_seeds_keep_both_invertomers_of_an_acyclic_nitrogen() -> None:
+    """No torsion inverts a nitrogen: one seed would put every conformer on its invertomer."""
+    sulfonamide = mol_from_smiles("CCN(C)S(C)(=O)=O")
+    assert embed_seeds(sulfonamide, 4, seed=1, mmff_relax=True).shape[0] == 1  # no ring: one seed
+    seeds = embed_seeds(sulfonamide, 4, seed=1, mmff_relax=True, invertomers=True)
+    assert sorted(nitrogen_invertomers(sulfonamide, seeds).ravel().tolist()) == [-1, 1]
+    spec = stereo_spec(sulfonamide)
+    assert all(check_conformer(sulfonamide, p, spec).ok for p in seeds)
+    amide = mol_from_smiles("CCN(C)C(C)=O")  # flat: its noise makes no second seed
+    assert embed_seeds(amide, 4, seed=1, mmff_relax=True, invertomers=True).shape[0] == 1
 
 
 def test_seeds_name_the_atoms_mmff_cannot_type() -> None:
