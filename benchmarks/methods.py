@@ -234,7 +234,7 @@ class TorsionalGenerator:
 @dataclass(frozen=True)
 class RandomTorsionGenerator:
     """The control without learning: the product's seeds (``num_seeds`` MMFF94-relaxed ETKDG embeddings, kept
-    where ring shapes differ), every rotatable torsion drawn uniformly."""
+    where ring shapes or an acyclic nitrogen's invertomer differ), every rotatable torsion drawn uniformly."""
 
     num_seeds: int = 1
     isomer_floor: float | None = None  # an ablation: acyl isomers at room temperature as the product's

@@ -1,6 +1,7 @@
 """The torsional conformer model at inference: a SMILES in, conformers that are valid by construction out.
 
-Seeds: MMFF94-relaxed ETKDG embeddings of the molecule (as in training; several where ring shapes differ).
+Seeds: MMFF94-relaxed ETKDG embeddings of the molecule (as in training, several where ring shapes differ; here
+also where an acyclic nitrogen's invertomer differs, :data:`INVERTOMER_SEEDS`).
 All ``K`` conformers are drawn in batched Euler–Maruyama integrations on the torus of the molecule's
 rotatable torsions (seeds assigned round-robin), then mapped to Cartesian positions by ``x(phi)``: bond
 lengths, angles, rings and stereocentres are the seeds', so nothing needs repairing. What follows (checks,
