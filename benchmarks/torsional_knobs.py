@@ -4,7 +4,8 @@ The cheap dev proxy used to select the shipped model (K <= 32) cannot see what l
 ensembles, where K reaches hundreds of conformers per molecule and breadth decides recall. This benchmark scores
 variants of the fast pipeline (torsional model, then RDKit MMFF94: ``bench conformers``' ``torsional+mmff``) with the
 conformer benchmark's own runner, so every number is comparable to ``bench conformers``; the product's default,
-relaxed selection, is the variant ``relaxdedup3@3+tfr30+mix0.35`` (``torsional+select``):
+relaxed selection, is the variant ``relaxdedup4@3+tfr30+mix0.35+merge`` (``torsional+select``; before the
+seventeenth session ``relaxdedup3@3+tfr30+mix0.35``):
 
 - ``mmff<N>``: the shipped model, MMFF94 with at most ``N`` iterations (the product and the baselines use 200);
 - ``steps<N>``: ``N`` integration steps instead of the checkpoint's;
@@ -39,6 +40,8 @@ relaxed selection, is the variant ``relaxdedup3@3+tfr30+mix0.35`` (``torsional+s
   isomer's energy is ANI-2xt's of its MMFF94-relaxed starts (:func:`molecules.acyl_isomers.acyl_isomers`);
   ``+win<W>`` (``relaxdedup3@3+tfr30+mix0.35+win10``): relaxed selection chooses among the relaxed draws within ``W``
   kcal/mol of the lowest while at least K are left (``RelaxedSelection.energy_window``);
+  ``+merge`` (``relaxdedup3@3+tfr30+mix0.35+merge``): with ``+tfr``, duplicates among the descended draws removed
+  before the Cartesian polish, so only distinct basins are polished (``RelaxedSelection.merge_before_polish``);
 - ``isostarts<N>``: the acyl isomers' relaxed energies from N more ETKDG starts than the kept seeds (the
   fast pipeline uses ``ISOMER_STARTS``; every other variant keeps that default);
 - ``thin<F>``: ``ceil(F K)`` draws, ``K`` kept by removing the most crowded in torsion space
@@ -162,6 +165,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
     score_ani: bool = False  # dedup_kt: duplicates and the energy draw by ANI-2xt (float32) where it applies
     isomers_ani: bool = False  # the acyl isomers' energies by ANI-2xt (float32) where it applies
     energy_window: float | None = None  # dedup_kt: kcal/mol above the lowest relaxed draw, while K are left
+    merge_before_polish: bool = False  # dedup_kt with torsion_first: duplicates removed before the polish too
     _tag: str = field(default="", repr=False)
     _ani: Scorer | None = field(default=None, repr=False)
 
@@ -206,6 +210,7 @@ class TunedTorsionalGenerator(TorsionalGenerator):
                 torsion_first=self.torsion_first,
                 score_electrostatics=self.score_electrostatics,
                 final_iters=self.final_iters,
+                merge_before_polish=self.merge_before_polish,
             )
             try:
                 x, _ = select_relaxed(
@@ -300,12 +305,15 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     variant, found_win = _take_selection_suffix(variant, r"\+win(\d+(?:\.\d+)?)", "+win<W>")
     window = float(found_win[1]) if found_win else None
     variant, found_ani = _take_selection_suffix(variant, r"\+scoreani", "+scoreani")
+    variant, found_merge = _take_selection_suffix(variant, r"\+merge", "+merge")
     variant, found_isoani = _take_suffix(variant, r"\+isoani")
     variant, found = _take_suffix(variant, r"\+tfr(\d+)(?:e(\d+))?")
     if found:
         torsion_first = TorsionRelaxation(polish_iters=int(found[1]), max_evals=int(found[2] or 40))
         if not variant.startswith(("relaxdedup", "control")):
             raise ValueError(f"+tfr applies to relaxdedup and control variants, not {variant!r}")
+    if found_merge and (torsion_first is None or variant.startswith("control")):
+        raise ValueError("+merge applies to relaxed selection relaxed in torsion space first (+tfr)")
     if "+mix" in variant:
         variant, _, share_word = variant.partition("+mix")
         try:
@@ -441,6 +449,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             score_ani=found_ani is not None,
             isomers_ani=isomers_ani,
             energy_window=window,
+            merge_before_polish=found_merge is not None,
             _tag=variant
             + ("+lhs" if stratified else "")
             + ("+planar" if planar else "")
@@ -451,7 +460,8 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
             + (f"+gap{duplicate_gap:g}" if found_gap else "")
             + ("+scoreani" if found_ani else "")
             + ("+isoani" if found_isoani else "")
-            + (f"+win{window:g}" if window is not None else ""),
+            + (f"+win{window:g}" if window is not None else "")
+            + ("+merge" if found_merge else ""),
         )
         if tuned
         else TorsionalGenerator(ck, steps)
@@ -471,6 +481,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
     lhs += ", selected by ANI-2xt energies where it applies" if found_ani else ""
     lhs += ", acyl isomers by ANI-2xt energies where it applies" if found_isoani else ""
     lhs += f", relaxed draws within {window:g} kcal/mol of the lowest while K are left" if window is not None else ""
+    lhs += ", duplicates removed before the Cartesian polish too" if found_merge else ""
     description = f"torsional pipeline, {variant}{lhs} ({ck}; MMFF94 maxIters {iters})"
     register_method(name, lambda s: Method(name, generator, refiner, description))
     return name

@@ -116,10 +116,10 @@ def add_sample_arguments(s: argparse.ArgumentParser) -> None:
         "--select",
         action=argparse.BooleanOptionalAction,
         default=DEFAULTS.select,
-        help="relaxed selection, the torsional model's default: draw three times the samples (35%% of them with "
-        "uniform torsions), MMFF94-relax each (torsions first, then 30 Cartesian iterations), drop duplicate basins, "
-        "keep -n by their Boltzmann law at 3 kcal/mol; --no-select: the fast pipeline (each of -n draws relaxed "
-        "once by 200 Cartesian MMFF94 iterations: about 1.25x the speed, lower coverage)",
+        help="relaxed selection, the torsional model's default: draw four times the samples (35%% of them with "
+        "uniform torsions), MMFF94-relax each (torsions first, then 30 Cartesian iterations for the distinct ones), "
+        "drop duplicate basins, keep -n by their Boltzmann law at 3 kcal/mol; --no-select: the fast pipeline (each "
+        "of -n draws relaxed once by 200 Cartesian MMFF94 iterations: about 1.25x the speed, lower coverage)",
     )
     s.add_argument(
         "--largest-fragment",

@@ -79,11 +79,11 @@ class PostProcessing:
         stereo: an input with an unassigned stereocentre or stereo double bond is refused (``"refuse"``,
             naming the atoms) or expanded into its stereoisomers, each sampled on its own (``"enumerate"``).
         max_isomers: at most this many stereoisomers per input with ``stereo="enumerate"``.
-        select: relaxed selection (the torsional model with its MMFF94 relaxation): draw three times as many
+        select: relaxed selection (the torsional model with its MMFF94 relaxation): draw four times as many
             samples (35 % of them with uniform torsions), relax each (in torsion space first, then 30 Cartesian
-            iterations: :mod:`molecules.torsion_relaxation`), set aside invalid ones, drop duplicate basins and keep
-            the requested number by the Boltzmann law of their MMFF94 energies at 3 kcal/mol
-            (:mod:`molecules.selection`). ``None``: the model's default (on for the torsional model, which is
+            iterations for the distinct ones: :mod:`molecules.torsion_relaxation`), set aside invalid ones, drop
+            duplicate basins and keep the requested number by the Boltzmann law of their MMFF94 energies at 3
+            kcal/mol (:mod:`molecules.selection`). ``None``: the model's default (on for the torsional model, which is
             refused for the Cartesian one); ``False``: the fast pipeline (each of K draws relaxed once by 200
             Cartesian iterations: about 1.25x the speed, lower coverage on the benchmark).
     """

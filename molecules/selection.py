@@ -33,7 +33,7 @@ from molecules.diversity import thin_crowded, torsion_fingerprints
 from molecules.rmsd import conformer_coordinates
 from molecules.stereo import find_unassigned_stereo
 from molecules.structures import Scorer, scores_or_none, with_conformers
-from molecules.torsion_relaxation import TorsionRelaxation, torsion_first_relax
+from molecules.torsion_relaxation import TorsionRelaxation
 from molecules.torsions import configurations
 from molecules.validity import check_conformer, stereo_spec
 
@@ -46,7 +46,14 @@ class RelaxedSelection:
     fingerprint distance: about 0.15 rad on one torsion), how every draw is relaxed (``torsion_first``; without
     it, ``max_iters`` Cartesian MMFF94 iterations) and the share of uniform proposals."""
 
-    oversample: float = 3.0
+    #: draws per conformer kept. With ``merge_before_polish`` (``python -m benchmarks.torsional_knobs --variants
+    #: rdkit+mmff relaxdedup3@3+tfr30+mix0.35 relaxdedupF@3+tfr30+mix0.35+merge --seed S --tag merge_sS``, drugs_dev,
+    #: COV-R / COV-P / AMR-P at seeds 42 and 7, conformers/s over ETKDG + MMFF94's in the same run): 3 without the
+    #: merge 86.3 / 78.1 / 0.724 and 86.0 / 77.4 / 0.729 (1.13x); 3 86.5 / 77.3 / 0.728 and 85.6 / 77.8 / 0.724
+    #: (1.31x); 3.5 87.3 / 77.9 / 0.726 and 85.9 / 78.0 / 0.721 (1.17x); 4 86.4 / 77.9 / 0.724 and 86.0 / 78.4 /
+    #: 0.712 (1.04-1.07x); ETKDG + MMFF94 67.1 / 77.0 / 0.725 and 70.8 / 78.0 / 0.714: the merge pays for a third
+    #: more draws, which buy precision
+    oversample: float = 4.0
     kt_kcal_mol: float = 3.0
     #: wider gaps count near basins as one (``python -m benchmarks.torsional_knobs --variants
     #: relaxdedup3@3+tfr30+mix0.35+gapG --tag gap_e40_s42``, COV-R / COV-P / AMR-P on drugs_dev, seed 42): 0.15
@@ -75,7 +82,7 @@ class RelaxedSelection:
     #: E = 40: 86.5 / 78.0, 85.6 / 77.3 (1.08x ETKDG + MMFF94's speed); F = 3, E = 15: 85.6 / 79.1, 83.5 / 79.8
     #: (1.27x); F = 4, E = 20: 85.5 / 80.1, 84.9 / 80.1 (0.98x) (tags ``evals_s42``, ``evals_s7``; ETKDG + MMFF94
     #: 67.1 / 77.0, 70.8 / 78.0). E = 20 with ``oversample`` 3.5 (``e20_full_*`` runs) gained drugs_dev's precision at
-    #: both seeds (79.4 / 79.8 %) but lost spice_test's recall (79.6 against 82.0 at seed 42), so E = 40, F = 3 stay
+    #: both seeds (79.4 / 79.8 %) but lost spice_test's recall (79.6 against 82.0 at seed 42), so E = 40 stays
     torsion_first: TorsionRelaxation | None = field(default_factory=TorsionRelaxation)
     #: the electrostatics of the energy that removes duplicates and draws the K (:data:`energy.mmff.ELECTROSTATICS`;
     #: the relaxation and the energies returned stay MMFF94's own). Measured on drugs_dev (``python -m
@@ -102,6 +109,12 @@ class RelaxedSelection:
     #: molecules recall −0.4 / −1.1 points, precision +0.1 / +0.9; the 42 others identical; drugs_dev's one (tags
     #: ``stereo_drugs_one_s42``, ``_s7``) COV-P 91.7 / 75.0 against 91.7 / 83.3. So off by default
     per_configuration: bool = False
+    #: with ``torsion_first``: remove duplicates among the descended draws (torsion fingerprints closer than
+    #: ``duplicate_gap``, the lower in descent energy stays, never fewer than K left) before the Cartesian polish, so
+    #: only distinct basins are polished (the polish costs as much as the descent, and 15-57 % of a drug-sized
+    #: molecule's draws descend into a basin another draw reached); duplicates are removed again after the polish.
+    #: Not with ``per_configuration`` (its duplicates are removed within each configuration)
+    merge_before_polish: bool = True
 
     def __post_init__(self) -> None:
         if self.score_electrostatics not in ELECTROSTATICS:
@@ -205,8 +218,15 @@ def select_relaxed(
     """
     if keep < 1:
         raise ValueError(f"keep must be at least 1, got {keep}")
-    if selection.torsion_first is not None:
-        x, energies = torsion_first_relax(mol, positions, selection.torsion_first)
+    first = selection.torsion_first
+    if first is not None:
+        x, energies = first.descend(mol, positions)
+        if selection.merge_before_polish and not selection.per_configuration:
+            distinct = thin_crowded(
+                torsion_fingerprints(mol, x), keep, min_gap=selection.duplicate_gap, priority=energies
+            )
+            x, energies = x[distinct], energies[distinct]
+        x, energies = first.polish(mol, x, energies)
     else:
         relaxed = with_conformers(mol, positions)
         iters = selection.screen_iters or selection.max_iters

@@ -59,6 +59,19 @@ class TorsionRelaxation:
             "Cartesian iterations"
         )
 
+    def descend(self, mol: Chem.Mol, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The first stage alone: :func:`torsion_descent` with these settings."""
+        return torsion_descent(mol, positions, max_evals=self.max_evals, max_step=self.max_step, grad_tol=self.grad_tol)
+
+    def polish(self, mol: Chem.Mol, x: np.ndarray, energies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The second stage alone: ``polish_iters`` Cartesian MMFF94 iterations on descended positions
+        ``x [G, n, 3]`` (their ``energies`` come back unchanged when ``polish_iters`` is 0)."""
+        if self.polish_iters == 0:
+            return x, energies
+        polished = with_conformers(mol, x)
+        relaxed = np.array([e for _, e in mmff_optimize(polished, max_iters=self.polish_iters)])
+        return conformer_coordinates(polished), relaxed
+
     def __post_init__(self) -> None:
         if self.max_evals < 1 or self.polish_iters < 0 or not self.max_step > 0 or not self.grad_tol > 0:
             raise ValueError(
@@ -161,11 +174,5 @@ def torsion_first_relax(
     Raises:
         ValueError: as :func:`torsion_descent`.
     """
-    x, energies = torsion_descent(
-        mol, positions, max_evals=relaxation.max_evals, max_step=relaxation.max_step, grad_tol=relaxation.grad_tol
-    )
-    if relaxation.polish_iters == 0:
-        return x, energies
-    polished = with_conformers(mol, x)
-    energies = np.array([e for _, e in mmff_optimize(polished, max_iters=relaxation.polish_iters)])
-    return conformer_coordinates(polished), energies
+    x, energies = relaxation.descend(mol, positions)
+    return relaxation.polish(mol, x, energies)

@@ -173,11 +173,11 @@ class SamplingOptions(BaseModel):
     )
     select: bool | None = Field(
         DEFAULTS.select,
-        description="relaxed selection: draw three times the samples (35 % of them with uniform torsions), "
-        "MMFF94-relax each (torsions first, then 30 Cartesian iterations), drop duplicate basins and keep "
-        "num_conformers by their Boltzmann law at 3 kcal/mol. null: the model's default (on for the torsional model; "
-        "the Cartesian model refuses true); false: the fast pipeline (each draw relaxed once: about 1.25x the speed, "
-        "lower coverage on the benchmark)",
+        description="relaxed selection: draw four times the samples (35 % of them with uniform torsions), "
+        "MMFF94-relax each (torsions first, then 30 Cartesian iterations for the distinct ones), drop duplicate "
+        "basins and keep num_conformers by their Boltzmann law at 3 kcal/mol. null: the model's default (on for the "
+        "torsional model; the Cartesian model refuses true); false: the fast pipeline (each draw relaxed once: about "
+        "1.25x the speed, lower coverage on the benchmark)",
     )
     max_isomers: int = Field(
         DEFAULTS.max_isomers, ge=1, le=MAX_ISOMERS, description="at most this many stereoisomers per SMILES"

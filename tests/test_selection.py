@@ -20,6 +20,7 @@ from molecules.selection import RelaxedSelection, boltzmann_pick, proportional_s
 from molecules.smiles import mol_from_smiles
 from molecules.stereo import find_unassigned_stereo
 from molecules.structures import with_conformers
+from molecules.torsion_relaxation import TorsionRelaxation
 from molecules.torsions import configurations
 from molecules.validity import check_conformer, stereo_spec
 
@@ -215,6 +216,34 @@ def test_energy_window_keeps_the_draw_within_it_and_the_lowest_when_too_few_are_
     np.testing.assert_allclose(np.sort(lowest), np.sort(energies)[:8], atol=1e-6)
     with pytest.raises(ValueError, match="energy_window"):
         RelaxedSelection(energy_window=-1.0)
+
+
+def test_merging_before_the_polish_polishes_distinct_basins_only_and_copies_change_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``merge_before_polish``: draws that descend into one basin are polished once; each draw given three times
+    (copies side by side, so the kept copy keeps the draws' order) selects exactly what the draws given once do."""
+    mol = mol_from_smiles(SMILES)
+    draws = TorsionalSampler(SHIPPED).sample_positions(mol, 24, seed=8)
+    merged = RelaxedSelection(kt_kcal_mol=2.0, merge_before_polish=True)
+    polished: list[int] = []
+    polish = TorsionRelaxation.polish
+
+    def counted(self: TorsionRelaxation, mol: Chem.Mol, x: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, ...]:
+        polished.append(len(x))
+        return polish(self, mol, x, e)
+
+    monkeypatch.setattr(TorsionRelaxation, "polish", counted)
+    x1, e1 = select_relaxed(mol, draws, 8, merged, np.random.default_rng(3))
+    x3, e3 = select_relaxed(mol, np.repeat(draws, 3, axis=0), 8, merged, np.random.default_rng(3))
+    np.testing.assert_allclose(x3, x1, atol=1e-9)
+    np.testing.assert_allclose(e3, e1, atol=1e-9)
+    assert polished[0] == polished[1] < len(draws)  # the copies and the draws that met were polished once
+    select_relaxed(mol, draws, 8, dataclasses.replace(merged, merge_before_polish=False), np.random.default_rng(3))
+    assert polished[2] == len(draws)  # without it every draw is polished
+    assert _min_gap(mol, x1) >= merged.duplicate_gap
+    for c in x1:
+        assert check_conformer(mol, c, stereo_spec(mol)).ok
 
 
 def test_proportional_shares_by_largest_remainders() -> None:

@@ -392,3 +392,12 @@ def test_win_word_sets_the_selections_energy_window() -> None:
     for bad in ("control2+win10", "mmff200+win10"):
         with pytest.raises(ValueError, match="win"):
             register_variant(bad, SHIPPED)
+
+
+def test_merge_word_merges_before_the_polish_and_needs_the_torsion_descent() -> None:
+    method = METHODS[register_variant("relaxdedup3@3+tfr30+mix0.35+merge", SHIPPED)](MethodSettings())
+    assert isinstance(method.generator, TunedTorsionalGenerator) and method.generator.merge_before_polish
+    assert "before the Cartesian polish" in method.description
+    for bad in ("relaxdedup3@3+mix0.35+merge", "mmff200+merge"):
+        with pytest.raises(ValueError, match="merge"):
+            register_variant(bad, SHIPPED)
