@@ -2,8 +2,9 @@
 
 A sampler's K draws, each relaxed by MMFF94, often land in the same basin (the same local minimum reached from
 nearby starts): those slots add nothing to an ensemble's coverage. Relaxed selection draws ``ceil(F K)``
-conformers, relaxes every one (MMFF94 in torsion space first, then a short Cartesian polish:
-:mod:`molecules.torsion_relaxation`; or RDKit's Cartesian minimizer alone, ``max_iters``), sets aside those the
+conformers, relaxes every one (MMFF94 in torsion space first, then a short Cartesian polish of the distinct
+descended draws only, ``merge_before_polish``: :mod:`molecules.torsion_relaxation`; or RDKit's Cartesian minimizer
+alone, ``max_iters``), sets aside those the
 relaxation left with a wrong bond or stereocentre (:func:`molecules.validity.check_conformer`; used only where
 fewer than K others are valid), removes duplicates (two relaxed conformers whose torsion fingerprints,
 :func:`molecules.diversity.torsion_fingerprints`, lie closer than ``duplicate_gap``: one basin, of which the lower
