@@ -583,7 +583,7 @@ def _selected(settings: MethodSettings, selection: RelaxedSelection) -> Method:
     iters = selection.screen_iters if screened else selection.max_iters
     first = selection.torsion_first
     relaxed = f"RDKit MMFF94 (maxIters {iters})" if first is None else first.description
-    if first is not None and selection.merge_before_polish and not selection.per_configuration:
+    if selection.polishes_distinct_only:
         relaxed += " (the Cartesian polish for distinct basins only)"
     return Method(
         "torsional+select",

@@ -312,7 +312,7 @@ def register_variant(variant: str, checkpoint: Path, mmff_iters: int = 200) -> s
         torsion_first = TorsionRelaxation(polish_iters=int(found[1]), max_evals=int(found[2] or 40))
         if not variant.startswith(("relaxdedup", "control")):
             raise ValueError(f"+tfr applies to relaxdedup and control variants, not {variant!r}")
-    if found_merge and (torsion_first is None or variant.startswith("control")):
+    if found_merge and torsion_first is None:  # a control variant was refused with the suffix
         raise ValueError("+merge applies to relaxed selection relaxed in torsion space first (+tfr)")
     if "+mix" in variant:
         variant, _, share_word = variant.partition("+mix")

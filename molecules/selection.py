@@ -138,6 +138,11 @@ class RelaxedSelection:
                 f"max_iters and screen_iters must be at least 1, got {self.max_iters}, {self.screen_iters}"
             )
 
+    @property
+    def polishes_distinct_only(self) -> bool:
+        """Whether duplicates go before the Cartesian polish (``merge_before_polish`` where it applies)."""
+        return self.torsion_first is not None and self.merge_before_polish and not self.per_configuration
+
     def draws(self, keep: int) -> int:
         """How many conformers to draw for ``keep``."""
         return math.ceil(self.oversample * keep)
@@ -222,7 +227,7 @@ def select_relaxed(
     first = selection.torsion_first
     if first is not None:
         x, energies = first.descend(mol, positions)
-        if selection.merge_before_polish and not selection.per_configuration:
+        if selection.polishes_distinct_only:
             distinct = thin_crowded(
                 torsion_fingerprints(mol, x), keep, min_gap=selection.duplicate_gap, priority=energies
             )
