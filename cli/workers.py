@@ -322,7 +322,7 @@ def _run_conformer_trainer(
 
 
 def _worker_train_torsional(args: argparse.Namespace) -> None:
-    from training.distributed import DistributedContext, init_process_group
+    from training.distributed import DistributedContext, process_group
     from training.torsional_worker import load_run_config, run_torsional_worker
 
     config, worker = _conformer_configs(args, load_run_config, "conformers")
@@ -330,8 +330,8 @@ def _worker_train_torsional(args: argparse.Namespace) -> None:
         ctx = DistributedContext.from_env()
     except ValueError as exc:
         raise CliError(str(exc)) from exc
-    init_process_group(ctx, backend="gloo")  # the torsional trainer runs on the CPU
-    trainer = _run_conformer_trainer(args, run_torsional_worker, config, worker, ctx=ctx)
+    with process_group(ctx, backend="gloo"):  # the torsional trainer runs on the CPU
+        trainer = _run_conformer_trainer(args, run_torsional_worker, config, worker, ctx=ctx)
     if ctx.is_main:
         print(
             f"round {trainer.round}, warm-up {trainer.warmup_done}/{config.warmup_steps}, "
@@ -365,7 +365,7 @@ def _worker_train(args: argparse.Namespace) -> None:
     args.system = args.system or args.config
     if args.config_file is not None:
         raise CliError("--config-file is for --config torsional; DW-4/LJ-13 take the preset flags")
-    from training.distributed import DistributedContext, init_process_group
+    from training.distributed import DistributedContext, process_group
     from training.trainer_worker import TrainerWorkerConfig, run_trainer_worker
 
     try:
@@ -380,9 +380,8 @@ def _worker_train(args: argparse.Namespace) -> None:
         ctx = DistributedContext.from_env()
     except ValueError as exc:
         raise CliError(str(exc)) from exc
-    init_process_group(ctx)
     client, keys = _connect(args)
-    with _redis_errors(args), _stop_on_signals() as stop:
+    with process_group(ctx), _redis_errors(args), _stop_on_signals() as stop:
         try:
             trainer = run_trainer_worker(
                 run_config,

@@ -25,9 +25,9 @@ from tests.helpers import free_port, torchrun_env
 from training.checkpoint import load_checkpoint
 from training.distributed import (
     DistributedContext,
-    init_process_group,
     install_gradient_averaging,
     parameter_digest,
+    process_group,
 )
 from training.energy_worker import EnergyWorker, EnergyWorkerConfig
 
@@ -98,11 +98,11 @@ def _rank(rank: int, port: int, url: str, prefix: str, out: str) -> None:
     """One process of the group, as torchrun would start it; runs both scenarios (one spawn is cheaper)."""
     torchrun_env(rank, port, WORLD)
     ctx = DistributedContext.from_env()
-    init_process_group(ctx)
     torch.set_num_threads(1)
-    _known_answer(rank, Path(out))
-    _trainer_worker(ctx, url, prefix, Path(out))
-    dist.destroy_process_group()
+    with process_group(ctx):
+        _known_answer(rank, Path(out))
+        _trainer_worker(ctx, url, prefix, Path(out))
+    (Path(out) / f"left{rank}.txt").write_text(str(dist.is_initialized()))
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +149,8 @@ def test_trainer_worker_under_ddp_keeps_ranks_identical(ddp_run: tuple[Path, Ene
     out, worker = ddp_run
     digests = {(out / f"digest{r}.txt").read_text() for r in range(WORLD)}
     assert len(digests) == 1
+    # every rank left the process group before its interpreter shut down
+    assert [(out / f"left{r}.txt").read_text() for r in range(WORLD)] == ["False"] * WORLD
     saved = load_checkpoint(out / "ddp.pt")
     assert saved["round"] == 2 and saved["extra"]["world_size"] == WORLD
     assert len(saved["extra"]["rank_generators"]) == WORLD

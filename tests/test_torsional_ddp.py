@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from tests.helpers import free_port, torchrun_env
@@ -106,15 +105,14 @@ def _redis_trainer(ctx: Any, url: str, prefix: str, out: Path) -> None:
 
 def _rank(rank: int, port: int, url: str, prefix: str, out: str) -> None:
     """One process of the group, as torchrun would start it; runs both scenarios (one spawn is cheaper)."""
-    from training.distributed import DistributedContext, init_process_group
+    from training.distributed import DistributedContext, process_group
 
     torch.set_num_threads(1)
     torchrun_env(rank, port, WORLD)
     ctx = DistributedContext.from_env()
-    init_process_group(ctx, backend="gloo")
-    _known_answer(rank, Path(out))
-    _redis_trainer(ctx, url, prefix, Path(out))
-    dist.destroy_process_group()
+    with process_group(ctx, backend="gloo"):
+        _known_answer(rank, Path(out))
+        _redis_trainer(ctx, url, prefix, Path(out))
 
 
 def _spawn(args: tuple[Any, ...]) -> None:

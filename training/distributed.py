@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,7 @@ __all__ = [
     "init_process_group",
     "install_gradient_averaging",
     "parameter_digest",
+    "process_group",
 ]
 
 log = logging.getLogger(__name__)
@@ -84,6 +87,31 @@ def init_process_group(ctx: DistributedContext, backend: str | None = None) -> N
         torch.cuda.set_device(ctx.local_rank)
     dist.init_process_group(backend=backend, rank=ctx.rank, world_size=ctx.world_size)
     log.info("rank %d of %d joined the process group (%s)", ctx.rank, ctx.world_size, backend)
+
+
+@contextmanager
+def process_group(ctx: DistributedContext, backend: str | None = None) -> Iterator[None]:
+    """Belong to the process group for the block, then leave it together with the other ranks.
+
+    On a normal exit every rank first waits at a barrier (no rank tears down its connections while
+    another is still talking to it), then destroys the group while the interpreter is fully alive. A
+    gloo group left to the interpreter's shutdown is torn down by C++ destructors while its threads may
+    still run, which can abort a rank that finished its work (SIGABRT, "terminate called without an
+    active exception"), and ``torchrun`` then reports the whole run as failed. After an exception the
+    barrier is skipped (the other ranks may never reach it) and the group is destroyed all the same.
+    One process (``world_size`` 1) joins nothing and leaves nothing.
+    """
+    init_process_group(ctx, backend)
+    finished = False
+    try:
+        yield
+        finished = True
+    finally:
+        if ctx.is_distributed and dist.is_initialized():
+            if finished:
+                dist.barrier()
+            dist.destroy_process_group()
+            log.info("rank %d of %d left the process group", ctx.rank, ctx.world_size)
 
 
 def broadcast_parameters(module: nn.Module, src: int = 0) -> None:
